@@ -1,0 +1,56 @@
+# One task runner for people and CI. Every target installs what it needs into .venv first.
+SHELL := /bin/bash
+.DEFAULT_GOAL := help
+VENV ?= .venv
+PYTHON ?= python3
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+# `make breaking BREAKING_AGAINST=v1.0.0` compares the protos with a released tag's contract.
+BREAKING_AGAINST ?= main
+PYTEST_ARGS ?=
+
+.PHONY: help install gen gen-check googleapis lint typecheck breaking test up clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	@touch $(STAMP)
+
+install: $(STAMP)  ## create .venv and install Clarion with its development tools
+
+gen: $(STAMP)  ## regenerate gen/ from protos/
+	$(BIN)/python scripts/gen_protos.py
+
+gen-check: $(STAMP)  ## fail if gen/ is not what protos/ generates
+	$(BIN)/python scripts/gen_protos.py --check
+
+googleapis: $(STAMP)
+	@$(BIN)/python scripts/gen_protos.py --googleapis-only
+
+lint: googleapis  ## buf lint, ruff, ruff format --check, mypy
+	$(BIN)/buf lint
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
+typecheck: $(STAMP)  ## mypy strict on hand-written code
+	$(BIN)/mypy
+
+breaking: googleapis  ## buf breaking against the contract committed on $(BREAKING_AGAINST)
+	@against=$$(mktemp --suffix=.binpb); \
+	git show "$(BREAKING_AGAINST):gen/clarion.binpb" > "$$against" && \
+	$(BIN)/buf breaking --against "$$against"; status=$$?; rm -f "$$against"; exit $$status
+
+test: $(STAMP)  ## run the test suite (needs PostgreSQL on 127.0.0.1:5432)
+	@mkdir -p build
+	$(BIN)/python -m pytest --junitxml=build/test-results.xml $(PYTEST_ARGS)
+
+up: $(STAMP)  ## run the whole system locally
+	$(BIN)/clarion up
+
+clean:  ## remove the virtualenv, caches and local state
+	rm -rf $(VENV) build third_party .mypy_cache .ruff_cache .pytest_cache .clarion

@@ -1,0 +1,122 @@
+"""The `clarion` command: `up` (everything locally), `serve` (one service, for Kubernetes), `migrate`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Coroutine
+from pathlib import Path
+from typing import Any
+
+from clarion import app
+from clarion.core.config import Settings, SettingsError, load_settings
+from clarion.core.db import migrate
+from clarion.core.logging import configure_logging, get_logger
+from clarion.core.server import PortInUseError
+
+log = get_logger(__name__)
+
+
+class UsageError(Exception):
+    """The command cannot run as asked; the message says why and what to do."""
+
+
+def _run(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        import uvloop
+    except ImportError:  # Windows has no uvloop; asyncio's loop is fine there.
+        asyncio.run(coro)
+    else:
+        uvloop.run(coro)
+
+
+def _say(text: str) -> None:
+    """Output meant for the person at the terminal (logs are JSON lines, on stdout too)."""
+    sys.stdout.write(text + "\n")
+    sys.stdout.flush()
+
+
+def _database_url(settings: Settings) -> str:
+    if settings.database_url is None:
+        raise UsageError("CLARION_DATABASE_URL is not set: point it at PostgreSQL (or use `clarion up`)")
+    return settings.database_url
+
+
+def cmd_up(settings: Settings) -> None:
+    """Local mode: embedded PostgreSQL unless CLARION_DATABASE_URL is set, migrations, every service on one port."""
+    from clarion.core.embedded_postgres import start_embedded_postgres
+
+    database_url = settings.database_url or start_embedded_postgres(settings.data_dir)
+
+    database = "CLARION_DATABASE_URL" if settings.database_url else f"embedded PostgreSQL in {settings.data_dir}"
+
+    def started(port: int) -> None:
+        address = f"{settings.grpc_host}:{port}"
+        _say(
+            "\nClarion is up (local mode).\n"
+            f"  gRPC      {address}   try: grpcurl -plaintext {address} list\n"
+            f"  database  {database}\n"
+            "Press Ctrl-C to stop.\n"
+        )
+
+    async def main() -> None:
+        await migrate(database_url)
+        await app.serve(settings, list(app.SERVICES), on_started=started)
+
+    _run(main())
+
+
+def cmd_serve(settings: Settings, service: str) -> None:
+    """One service (or all) in this process, as in Kubernetes."""
+    _database_url(settings)
+    names = list(app.SERVICES) if service == "all" else [service]
+    _run(app.serve(settings, names))
+
+
+def cmd_migrate(settings: Settings) -> None:
+    """Apply the database migrations and exit."""
+    _run(migrate(_database_url(settings)))
+    log.info("migrations_applied")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="clarion", description="Clarion notification platform.")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+    up = commands.add_parser("up", help="run the whole system locally (embedded PostgreSQL, one port)")
+    up.add_argument("--port", type=int, help="gRPC port (default: CLARION_GRPC_PORT or 50051)")
+    up.add_argument("--data-dir", type=Path, help="local state (default: CLARION_DATA_DIR or .clarion)")
+    serve = commands.add_parser("serve", help="serve one gRPC service (needs CLARION_DATABASE_URL)")
+    serve.add_argument("service", choices=[*app.SERVICES, "all"])
+    commands.add_parser("migrate", help="apply database migrations (needs CLARION_DATABASE_URL)")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    overrides: dict[str, object] = {}
+    if getattr(args, "port", None) is not None:
+        overrides["grpc_port"] = args.port
+    if getattr(args, "data_dir", None) is not None:
+        overrides["data_dir"] = args.data_dir
+    try:
+        settings = load_settings(**overrides)
+    except SettingsError as exc:
+        sys.stderr.write(f"clarion: {exc}\n")
+        return 2
+    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    try:
+        if args.command == "up":
+            cmd_up(settings)
+        elif args.command == "serve":
+            cmd_serve(settings, args.service)
+        elif args.command == "migrate":
+            cmd_migrate(settings)
+    except (UsageError, PortInUseError) as exc:
+        sys.stderr.write(f"clarion: {exc}\n")
+        return 2 if isinstance(exc, UsageError) else 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,70 @@
+"""Settings: one typed object read from `CLARION_*` environment variables, validated at start."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, ValidationError, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ENV_PREFIX = "CLARION_"
+
+
+class SettingsError(Exception):
+    """The environment holds a bad setting; the message names each bad variable."""
+
+
+class Settings(BaseSettings):
+    """Every knob Clarion has. Nothing else reads the environment."""
+
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="ignore", frozen=True)
+
+    # Where the gRPC server listens. Loopback by default; containers set 0.0.0.0.
+    grpc_host: str = "127.0.0.1"
+    grpc_port: int = Field(default=50051, ge=0, le=65535)
+    grpc_max_message_bytes: int = Field(default=4 * 1024 * 1024, ge=64 * 1024, le=64 * 1024 * 1024)
+    grpc_keepalive_time_s: float = Field(default=30.0, gt=0)
+    grpc_keepalive_timeout_s: float = Field(default=10.0, gt=0)
+    # How long SIGTERM waits for in-flight calls before cancelling them; keep below the pod's grace period.
+    shutdown_grace_s: float = Field(default=20.0, ge=0, le=300)
+
+    # PostgreSQL. Unset in local mode means the embedded server under `data_dir`.
+    database_url: str | None = None
+    database_pool_size: int = Field(default=10, ge=1, le=200)
+    database_echo: bool = False
+
+    # Local mode keeps its state here: embedded PostgreSQL data, the outbox, the API key.
+    data_dir: Path = Path(".clarion")
+
+    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    log_format: Literal["json", "console"] = "json"
+
+    @field_validator("database_url")
+    @classmethod
+    def _postgres_only(cls, value: str | None) -> str | None:
+        if value is None or value == "":
+            return None
+        if not value.startswith(("postgresql://", "postgres://", "postgresql+asyncpg://")):
+            raise ValueError("must be a PostgreSQL URL such as postgresql://user:pass@host:5432/db")
+        return value
+
+
+def load_settings(**overrides: object) -> Settings:
+    """Read the settings from the environment, raising SettingsError that names every bad variable."""
+    try:
+        return Settings(**overrides)  # type: ignore[arg-type]
+    except ValidationError as exc:
+        problems = []
+        for error in exc.errors():
+            field = ".".join(str(part) for part in error["loc"])
+            value = error.get("input")
+            problems.append(f"{ENV_PREFIX}{field.upper()}={value!r}: {error['msg']}")
+        raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return load_settings()

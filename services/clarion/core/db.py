@@ -1,0 +1,78 @@
+"""PostgreSQL through SQLAlchemy 2 async and asyncpg: engine, sessions, the declarative base and migrations."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import MetaData
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
+from sqlalchemy.orm import DeclarativeBase
+
+from clarion.core.config import Settings
+
+# Stable constraint names, so migrations can refer to them.
+NAMING_CONVENTION = {
+    "ix": "ix_%(column_0_label)s",
+    "uq": "uq_%(table_name)s_%(column_0_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+
+MIGRATIONS_DIR = Path(__file__).resolve().parent.parent / "migrations"
+
+
+class Base(DeclarativeBase):
+    """The declarative base of every table."""
+
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+def async_url(url: str) -> str:
+    """Turn any PostgreSQL URL (e.g. the seed's `postgresql://…?sslmode=require`) into an asyncpg one."""
+    parts = urlsplit(url)
+    scheme = "postgresql+asyncpg"
+    query = []
+    for key, value in parse_qsl(parts.query, keep_blank_values=True):
+        # asyncpg calls libpq's `sslmode` `ssl`.
+        query.append(("ssl", value) if key == "sslmode" else (key, value))
+    return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
+
+
+def create_engine(url: str, *, settings: Settings) -> AsyncEngine:
+    """An engine with a bounded pool that checks connections before use (PostgreSQL may have restarted)."""
+    return create_async_engine(
+        async_url(url),
+        pool_size=settings.database_pool_size,
+        max_overflow=settings.database_pool_size,
+        pool_pre_ping=True,
+        echo=settings.database_echo,
+    )
+
+
+def session_factory(engine: AsyncEngine) -> async_sessionmaker[AsyncSession]:
+    """Sessions that keep loaded objects usable after commit."""
+    return async_sessionmaker(engine, expire_on_commit=False)
+
+
+def alembic_config(url: str) -> Config:
+    """Alembic's configuration, built in code so it works from an installed wheel as well as a checkout."""
+    config = Config()
+    config.set_main_option("script_location", str(MIGRATIONS_DIR))
+    # Alembic's config is an INI file: a literal % must be doubled.
+    config.set_main_option("sqlalchemy.url", async_url(url).replace("%", "%%"))
+    return config
+
+
+def upgrade_database(url: str, revision: str = "head") -> None:
+    """Apply migrations up to `revision`. Blocking: call it from a thread inside an event loop."""
+    command.upgrade(alembic_config(url), revision)
+
+
+async def migrate(url: str) -> None:
+    """Apply every migration without blocking the event loop."""
+    await asyncio.to_thread(upgrade_database, url)

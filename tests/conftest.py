@@ -1,0 +1,85 @@
+"""Shared fixtures: real PostgreSQL (a fresh database per test session), free ports, and the no-skip rule.
+
+Integration tests skip when a service is unreachable only if CLARION_REQUIRE_SERVICES is unset; CI sets it, and
+then any skip at all fails the run.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import uuid
+from collections.abc import Callable, Iterator
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import pytest
+
+REQUIRE_SERVICES = bool(os.environ.get("CLARION_REQUIRE_SERVICES"))
+# The server the tests use; each session creates its own database on it and drops it at the end.
+TEST_POSTGRES_URL = os.environ.get("CLARION_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def free_port() -> int:
+    """A TCP port nothing listens on right now."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def unavailable(what: str, why: object) -> None:
+    """Skip (or, when services are required, fail) a test whose real dependency is not there."""
+    message = f"{what} unreachable: {why}"
+    if REQUIRE_SERVICES:
+        pytest.fail(message + " (CLARION_REQUIRE_SERVICES is set)")
+    pytest.skip(message)
+
+
+def _with_database(url: str, name: str) -> str:
+    parts = urlsplit(url)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+async def _admin(sql: str) -> None:
+    connection = await asyncpg.connect(TEST_POSTGRES_URL, timeout=5)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
+@pytest.fixture(scope="session")
+def postgres_server_url() -> str:
+    """The URL of the real PostgreSQL server, or a skip/fail when it is not reachable."""
+    try:
+        asyncio.run(_admin("SELECT 1"))
+    except (OSError, asyncpg.PostgresError, TimeoutError) as exc:
+        unavailable("PostgreSQL", exc)
+    return TEST_POSTGRES_URL
+
+
+@pytest.fixture
+def make_database(postgres_server_url: str) -> Iterator[Callable[[], str]]:
+    """Factory: `make_database()` creates an empty database and returns its URL; all are dropped afterwards."""
+    created: list[str] = []
+
+    def make() -> str:
+        name = f"clarion_test_{uuid.uuid4().hex[:12]}"
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        created.append(name)
+        return _with_database(postgres_server_url, name)
+
+    yield make
+    for name in created:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """With CLARION_REQUIRE_SERVICES set, a skipped test is a failed run: CI must not pass by skipping."""
+    reporter = session.config.pluginmanager.get_plugin("terminalreporter")
+    skipped = len(reporter.stats.get("skipped", [])) if reporter else 0
+    if reporter is not None and REQUIRE_SERVICES and skipped and session.exitstatus == 0:
+        reporter.write_line(f"{skipped} test(s) skipped while CLARION_REQUIRE_SERVICES is set: failing the run")
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED

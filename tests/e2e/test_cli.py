@@ -1,0 +1,81 @@
+"""The `clarion` command as a user runs it."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import signal
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+
+import asyncpg
+import pytest
+
+from tests.conftest import free_port
+from tests.e2e.conftest import grpcurl, wait_until_serving
+
+pytestmark = pytest.mark.e2e
+
+SERVICES = {
+    "clarion.v1.UserService",
+    "clarion.v1.TemplateService",
+    "clarion.v1.NotificationService",
+    "grpc.health.v1.Health",
+    "grpc.reflection.v1alpha.ServerReflection",
+}
+
+
+def test_up_serves_every_service_with_health_and_reflection_and_stops_on_sigterm(
+    clarion_process: Callable[..., subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    port = free_port()
+    process = clarion_process("up", "--port", str(port), "--data-dir", str(tmp_path / "state"))
+    address = f"127.0.0.1:{port}"
+    wait_until_serving(address, process)
+
+    listed = grpcurl(address, "list")
+    assert listed.returncode == 0, listed.stderr
+    assert set(listed.stdout.split()) == SERVICES
+    health = grpcurl(address, "-d", '{"service": "clarion.v1.NotificationService"}', "grpc.health.v1.Health/Check")
+    assert json.loads(health.stdout) == {"status": "SERVING"}
+    assert (tmp_path / "state" / "postgres" / "PG_VERSION").exists(), "local mode keeps its database in the data dir"
+
+    process.send_signal(signal.SIGTERM)
+    output, _ = process.communicate(timeout=30)
+    assert process.returncode == 0, output
+    assert "Clarion is up" in output
+    assert "grpc_server_stopped" in output
+
+
+def test_migrate_applies_migrations_to_a_real_database(
+    clarion_process: Callable[..., subprocess.Popen[str]], make_database: Callable[[], str]
+) -> None:
+    url = make_database()
+    process = clarion_process("migrate", env={"CLARION_DATABASE_URL": url})
+    output, _ = process.communicate(timeout=60)
+    assert process.returncode == 0, output
+
+    async def version() -> str:
+        connection = await asyncpg.connect(url)
+        try:
+            return str(await connection.fetchval("SELECT version_num FROM alembic_version"))
+        finally:
+            await connection.close()
+
+    assert asyncio.run(version()) == "0001"
+    again = clarion_process("migrate", env={"CLARION_DATABASE_URL": url})
+    assert again.wait(timeout=60) == 0, "migrating twice is a no-op"
+
+
+def test_serve_refuses_a_port_already_in_use(
+    clarion_process: Callable[..., subprocess.Popen[str]], postgres_server_url: str
+) -> None:
+    port = free_port()
+    env = {"CLARION_DATABASE_URL": postgres_server_url, "CLARION_GRPC_PORT": str(port)}
+    first = clarion_process("serve", "users", env=env)
+    wait_until_serving(f"127.0.0.1:{port}", first)
+    second = clarion_process("serve", "templates", env=env)
+    output, _ = second.communicate(timeout=30)
+    assert second.returncode == 1
+    assert f"cannot listen on 127.0.0.1:{port}" in output

@@ -1,0 +1,29 @@
+"""Small helpers shared by tests."""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar, cast
+
+import grpc
+from google.protobuf.message import Message
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+M = TypeVar("M", bound=Message)
+
+
+def status_detail(status: Any, kind: type[M]) -> M:
+    """The first detail of type `kind` in a google.rpc.Status; fails the test if there is none."""
+    for detail in status.details:
+        if detail.Is(kind.DESCRIPTOR):
+            message = kind()
+            detail.Unpack(message)
+            return message
+    raise AssertionError(f"no {kind.__name__} in the status details: {status}")
+
+
+async def health_status(channel: grpc.aio.Channel, service: str = "") -> int:
+    """Health/Check for `service` over a real channel."""
+    # The grpc_health stubs do not declare the stub's methods.
+    stub = cast(Any, health_pb2_grpc.HealthStub(channel))
+    response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
+    return int(response.status)

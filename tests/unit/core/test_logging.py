@@ -1,0 +1,48 @@
+import io
+import json
+import logging
+from collections.abc import Callable, Iterator
+from typing import Any
+
+import pytest
+import structlog
+
+from clarion.core.logging import configure_logging, get_logger, redact_text
+
+
+@pytest.fixture
+def json_logs() -> Iterator[Callable[[], list[dict[str, Any]]]]:
+    stream = io.StringIO()
+    configure_logging(level="info", fmt="json", stream=stream)
+    yield lambda: [json.loads(line) for line in stream.getvalue().splitlines()]
+    structlog.reset_defaults()
+    logging.getLogger().handlers.clear()
+
+
+def test_redacts_personal_data_and_secrets_in_text() -> None:
+    text = "mail ada@example.com call +14155550123 key clr_ab12_s3cr3t auth Bearer abc.def"
+    redacted = redact_text(text)
+    for secret in ("ada@example.com", "+14155550123", "clr_ab12_s3cr3t", "abc.def"):
+        assert secret not in redacted
+
+
+def test_log_lines_are_json_with_context_and_no_personal_data(json_logs: Callable[[], list[dict[str, Any]]]) -> None:
+    structlog.contextvars.bind_contextvars(request_id="req-7")
+    try:
+        get_logger("test").info("user_created", email_address="ada@example.com", token="fcm-token", note="hi")
+    finally:
+        structlog.contextvars.clear_contextvars()
+    [line] = json_logs()
+    assert line["event"] == "user_created"
+    assert line["request_id"] == "req-7"
+    assert line["level"] == "info"
+    assert line["email_address"] == "[redacted]"
+    assert line["token"] == "[redacted]"
+    assert line["note"] == "hi"
+
+
+def test_standard_library_logs_are_json_too(json_logs: Callable[[], list[dict[str, Any]]]) -> None:
+    logging.getLogger("alembic.runtime").info("Running upgrade for bob@example.com")
+    [line] = json_logs()
+    assert line["logger"] == "alembic.runtime"
+    assert "bob@example.com" not in line["event"]
