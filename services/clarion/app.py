@@ -1,20 +1,44 @@
-"""The composition root: which services exist, and how a process serves some of them."""
+"""The composition root: which services exist, what they share, and how a process serves some of them."""
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from clarion.core.cache import Cache, create_cache
 from clarion.core.config import Settings
+from clarion.core.db import create_engine, session_factory
 from clarion.core.server import GrpcServer, ServiceRegistration, install_stop_signals
 from clarion.notifications import servicer as notifications
 from clarion.templates import servicer as templates
 from clarion.users import servicer as users
 
-SERVICES: dict[str, Callable[[], ServiceRegistration]] = {
-    "users": users.registration,
-    "templates": templates.registration,
-    "notifications": notifications.registration,
+
+@dataclass(frozen=True, slots=True)
+class Resources:
+    """What the services of one process share: the database pool and the cache."""
+
+    engine: AsyncEngine
+    sessions: async_sessionmaker[AsyncSession]
+    cache: Cache
+
+    @classmethod
+    def open(cls, settings: Settings, database_url: str) -> Resources:
+        engine = create_engine(database_url, settings=settings)
+        return cls(engine, session_factory(engine), create_cache(settings.redis_url, ttl_s=settings.cache_ttl_s))
+
+    async def close(self) -> None:
+        await self.cache.close()
+        await self.engine.dispose()
+
+
+SERVICES: dict[str, Callable[[Resources], ServiceRegistration]] = {
+    "users": lambda r: users.registration(sessions=r.sessions, cache=r.cache),
+    "templates": lambda r: templates.registration(sessions=r.sessions, cache=r.cache),
+    "notifications": lambda r: notifications.registration(),
 }
 
 
@@ -22,17 +46,22 @@ async def serve(
     settings: Settings,
     names: Sequence[str],
     *,
+    database_url: str,
     on_started: Callable[[int], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve the named services on one port until SIGTERM/SIGINT (or `stop`), then drain."""
-    server = GrpcServer(settings, [SERVICES[name]() for name in names])
-    stop = stop or asyncio.Event()
-    install_stop_signals(stop)
-    port = await server.start()
-    if on_started is not None:
-        on_started(port)
+    """Serve the named services on one port until SIGTERM/SIGINT (or `stop`), then drain and close."""
+    resources = Resources.open(settings, database_url)
     try:
-        await stop.wait()
+        server = GrpcServer(settings, [SERVICES[name](resources) for name in names])
+        stop = stop or asyncio.Event()
+        install_stop_signals(stop)
+        port = await server.start()
+        if on_started is not None:
+            on_started(port)
+        try:
+            await stop.wait()
+        finally:
+            await server.stop()
     finally:
-        await server.stop()
+        await resources.close()

@@ -62,16 +62,16 @@ def cmd_up(settings: Settings) -> None:
 
     async def main() -> None:
         await migrate(database_url)
-        await app.serve(settings, list(app.SERVICES), on_started=started)
+        await app.serve(settings, list(app.SERVICES), database_url=database_url, on_started=started)
 
     _run(main())
 
 
 def cmd_serve(settings: Settings, service: str) -> None:
     """One service (or all) in this process, as in Kubernetes."""
-    _database_url(settings)
+    database_url = _database_url(settings)
     names = list(app.SERVICES) if service == "all" else [service]
-    _run(app.serve(settings, names))
+    _run(app.serve(settings, names, database_url=database_url))
 
 
 def cmd_migrate(settings: Settings) -> None:

@@ -35,6 +35,11 @@ class Settings(BaseSettings):
     database_pool_size: int = Field(default=10, ge=1, le=200)
     database_echo: bool = False
 
+    # Redis for the shared read-through cache of users and templates. Unset: an in-process cache, right for one
+    # process (local mode); set it whenever more than one server instance runs.
+    redis_url: str | None = None
+    cache_ttl_s: float = Field(default=300.0, gt=0, le=86_400)
+
     # Local mode keeps its state here: embedded PostgreSQL data, the outbox, the API key.
     data_dir: Path = Path(".clarion")
 

@@ -11,8 +11,9 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from clarion.core.config import get_settings
 from clarion.core.db import Base, async_url
+from clarion.templates import models as _templates  # noqa: F401 - registers the tables on Base.metadata
+from clarion.users import models as _users  # noqa: F401 - registers the tables on Base.metadata
 
-# Each bounded context's tables register on Base.metadata when its models module is imported here.
 target_metadata = Base.metadata
 
 # Any constant will do; it only has to be the same in every process that migrates this database.

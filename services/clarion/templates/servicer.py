@@ -1,20 +1,249 @@
-"""TemplateService over gRPC. Its RPCs arrive with their issue; until then they answer UNIMPLEMENTED."""
+"""TemplateService over gRPC: versions, soft delete, localised content and rendering."""
 
 from __future__ import annotations
 
+import asyncio
+from typing import Any
+
+from google.protobuf import empty_pb2, json_format
+from grpc.aio import ServicerContext
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from clarion.core.cache import Cache
+from clarion.core.errors import FieldViolation, InvalidArgument
+from clarion.core.logging import get_logger
+from clarion.core.pagination import decode_page_token, encode_page_token, page_size
 from clarion.core.server import ServiceRegistration, service_registration
-from clarion.v1 import templates_pb2, templates_pb2_grpc
+from clarion.core.validation import Violations
+from clarion.templates import content
+from clarion.templates.models import TemplateVersionRow
+from clarion.templates.rendering import (
+    CompiledTemplateCache,
+    MissingVariablesError,
+    TemplateRenderError,
+    normalize_data,
+)
+from clarion.templates.repository import TemplateRepository, template_deleted
+from clarion.v1 import common_pb2, templates_pb2, templates_pb2_grpc
+
+log = get_logger(__name__)
+
+Context = ServicerContext[Any, Any]
+MAX_DATA_BYTES = 64 * 1024
+_UPDATABLE_PATHS = frozenset({"description", "default_locale", "localizations", "syntax", "push_data", *content.PARTS})
+
+
+def _cache_key(key: str) -> str:
+    return f"template:{key}"
+
+
+def _version_row(template: templates_pb2.Template, key: str) -> TemplateVersionRow:
+    default_locale, contents = content.validate_template(template)
+    return TemplateVersionRow(
+        key=key,
+        description=template.description,
+        default_locale=default_locale,
+        syntax=content.stored_syntax(template),
+        content={locale: content.content_to_json(c) for locale, c in contents.items()},
+    )
+
+
+def _merge(
+    current: templates_pb2.Template, change: templates_pb2.Template, paths: list[str], *, auto_syntax: bool
+) -> templates_pb2.Template:
+    """The latest version with the masked fields of `change` applied (AIP-134; no mask = the fields that are set).
+    A template whose syntax was detected keeps being detected unless the update sets one."""
+    if not paths:
+        paths = [f.name for f, _ in change.ListFields() if f.name in _UPDATABLE_PATHS]
+    unknown = [p for p in paths if p not in _UPDATABLE_PATHS]
+    if unknown:
+        raise InvalidArgument.for_field(
+            "update_mask",
+            f"unknown or read-only path(s) {', '.join(unknown)}; allowed: {', '.join(sorted(_UPDATABLE_PATHS))}",
+        )
+    merged = templates_pb2.Template()
+    merged.CopyFrom(current)
+    if auto_syntax:
+        merged.ClearField("syntax")
+    for path in paths:
+        merged.ClearField(path)  # type: ignore[arg-type]
+        if path in ("localizations", "push_data"):
+            getattr(merged, path).MergeFrom(getattr(change, path))
+        else:
+            setattr(merged, path, getattr(change, path))
+    return merged
+
+
+def _data(request: templates_pb2.RenderTemplateRequest) -> dict[str, Any]:
+    if request.data.ByteSize() > MAX_DATA_BYTES:
+        raise InvalidArgument.for_field("data", f"must be at most {MAX_DATA_BYTES} bytes")
+    data: dict[str, Any] = normalize_data(json_format.MessageToDict(request.data))
+    return data
+
+
+def render_error(error: TemplateRenderError, *, field_prefix: str) -> InvalidArgument:
+    """A rendering failure as the client sees it: every missing variable named, or the part that failed."""
+    if isinstance(error, MissingVariablesError):
+        return InvalidArgument(
+            f"missing template variables: {', '.join(error.names)}",
+            violations=[FieldViolation(f"{field_prefix}{name}", "is used by the template") for name in error.names],
+            reason="MISSING_TEMPLATE_VARIABLES",
+            metadata={"missing": ",".join(error.names)},
+        )
+    part = error.part or "template"
+    return InvalidArgument(
+        f"template {part} could not be rendered: {error}",
+        violations=[FieldViolation(f"template.{part}", str(error))],
+        reason="TEMPLATE_RENDER_FAILED",
+    )
 
 
 class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
     """Versioned, localised templates and their rendering."""
 
+    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], cache: Cache) -> None:
+        self._sessions = sessions
+        self._cache = cache
+        self._compiled = CompiledTemplateCache()
 
-def registration() -> ServiceRegistration:
+    async def CreateTemplate(
+        self, request: templates_pb2.CreateTemplateRequest, context: Context
+    ) -> templates_pb2.Template:
+        """Create a template at version 1 (or revive a deleted one as its next version)."""
+        key = content.check_key(request.template.template_key, "template.template_key")
+        row = _version_row(request.template, key)
+        async with self._sessions.begin() as session:
+            pair = await TemplateRepository(session).create(row)
+            template = content.template_to_proto(pair)
+        await self._cache.invalidate(_cache_key(key))
+        log.info("template_created", template_key=key, version=template.version)
+        return template
+
+    async def GetTemplate(self, request: templates_pb2.GetTemplateRequest, context: Context) -> templates_pb2.Template:
+        """The latest version, or the one asked for; deleted templates stay readable."""
+        key = content.check_key(request.template_key)
+        if request.version < 0:
+            raise InvalidArgument.for_field("version", "must be positive, or 0 for the latest")
+        return await self._get(key, request.version)
+
+    async def _get(self, key: str, version: int) -> templates_pb2.Template:
+        async def load() -> bytes:
+            async with self._sessions() as session:
+                pair = await TemplateRepository(session).version(key, version)
+                return content.template_to_proto(pair).SerializeToString()
+
+        field = f"v{version}" if version else "latest"
+        return templates_pb2.Template.FromString(await self._cache.read_through(_cache_key(key), field, load) or b"")
+
+    async def ListTemplates(
+        self, request: templates_pb2.ListTemplatesRequest, context: Context
+    ) -> templates_pb2.ListTemplatesResponse:
+        """The latest version of each template, by key, a page at a time."""
+        limit = page_size(request.page_size)
+        filters = {"show_deleted": request.show_deleted}
+        position = decode_page_token(request.page_token, filters)
+        async with self._sessions() as session:
+            pairs = await TemplateRepository(session).list_latest(
+                after_key=str(position[0]) if position else None, limit=limit + 1, show_deleted=request.show_deleted
+            )
+        response = templates_pb2.ListTemplatesResponse(templates=[content.template_to_proto(p) for p in pairs[:limit]])
+        if len(pairs) > limit:
+            response.next_page_token = encode_page_token([pairs[limit - 1][0].key], filters)
+        return response
+
+    async def UpdateTemplate(
+        self, request: templates_pb2.UpdateTemplateRequest, context: Context
+    ) -> templates_pb2.Template:
+        """Make version N+1 from the latest version and the masked fields."""
+        key = content.check_key(request.template.template_key, "template.template_key")
+        async with self._sessions.begin() as session:
+            repository = TemplateRepository(session)
+            head = await repository.head(key, for_update=True)
+            if head.deleted_at is not None:
+                raise template_deleted(key)
+            latest = await repository.version(key, head.latest_version)
+            merged = _merge(
+                content.template_to_proto(latest),
+                request.template,
+                list(request.update_mask.paths),
+                auto_syntax=latest[1].syntax == content.AUTO_SYNTAX,
+            )
+            version = await repository.add_version(head, _version_row(merged, key))
+            template = content.template_to_proto((head, version))
+        await self._cache.invalidate(_cache_key(key))
+        log.info("template_updated", template_key=key, version=template.version)
+        return template
+
+    async def DeleteTemplate(self, request: templates_pb2.DeleteTemplateRequest, context: Context) -> empty_pb2.Empty:
+        """Soft-delete: the template can no longer be sent; its versions stay readable."""
+        key = content.check_key(request.template_key)
+        async with self._sessions.begin() as session:
+            await TemplateRepository(session).soft_delete(key)
+        await self._cache.invalidate(_cache_key(key))
+        log.info("template_deleted", template_key=key)
+        return empty_pb2.Empty()
+
+    async def ListTemplateVersions(
+        self, request: templates_pb2.ListTemplateVersionsRequest, context: Context
+    ) -> templates_pb2.ListTemplateVersionsResponse:
+        """Every version of a template, newest first."""
+        key = content.check_key(request.template_key)
+        limit = page_size(request.page_size)
+        filters = {"template_key": key}
+        position = decode_page_token(request.page_token, filters)
+        before = int(position[0]) if position else None
+        async with self._sessions() as session:
+            head, versions = await TemplateRepository(session).list_versions(
+                key, before_version=before, limit=limit + 1
+            )
+        response = templates_pb2.ListTemplateVersionsResponse(
+            templates=[content.template_to_proto((head, v)) for v in versions[:limit]]
+        )
+        if len(versions) > limit:
+            response.next_page_token = encode_page_token([versions[limit - 1].version], filters)
+        return response
+
+    async def RenderTemplate(
+        self, request: templates_pb2.RenderTemplateRequest, context: Context
+    ) -> templates_pb2.RenderTemplateResponse:
+        """Render with data, as a preview; nothing is sent."""
+        key = content.check_key(request.template_key)
+        violations = Violations()
+        if request.version < 0:
+            violations.add("version", "must be positive, or 0 for the latest")
+        if request.locale:
+            content.normalize_locale(request.locale, "locale", violations)
+        violations.raise_if_any()
+        data = _data(request)
+        template = await self._get(key, request.version)
+        if template.HasField("delete_time"):
+            raise template_deleted(key)
+        locale, localized = content.resolve_locale(template, request.locale)
+        compiled = self._compiled.get_or_compile(
+            (key, template.version, locale), localized, content.syntax_of(template)
+        )
+        try:
+            # Off the event loop: a hostile template may use its whole render budget (1 s) before it is stopped.
+            rendered = await asyncio.to_thread(compiled.render, data)
+        except TemplateRenderError as exc:
+            raise render_error(exc, field_prefix="data.") from None
+        response = templates_pb2.RenderTemplateResponse(template_key=key, version=template.version, locale=locale)
+        channels = content.channels_of(localized)
+        if common_pb2.CHANNEL_EMAIL in channels:
+            response.email.CopyFrom(
+                templates_pb2.RenderedEmail(subject=rendered.subject, body=rendered.body, html_body=rendered.html_body)
+            )
+        if common_pb2.CHANNEL_PUSH in channels:
+            response.push.CopyFrom(
+                templates_pb2.RenderedPush(title=rendered.push_title, body=rendered.push_body, data=rendered.push_data)
+            )
+        return response
+
+
+def registration(*, sessions: async_sessionmaker[AsyncSession], cache: Cache) -> ServiceRegistration:
     """How to add TemplateService to a server."""
     return service_registration(
-        # The generated base class answers UNIMPLEMENTED for every RPC not yet written; mypy sees it as abstract.
-        TemplateServicer(),  # type: ignore[abstract]
+        TemplateServicer(sessions=sessions, cache=cache),
         templates_pb2_grpc.add_TemplateServiceServicer_to_server,
         templates_pb2.DESCRIPTOR.services_by_name["TemplateService"],
     )

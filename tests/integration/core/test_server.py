@@ -152,7 +152,7 @@ async def test_graceful_shutdown_finishes_in_flight_calls_and_refuses_new_ones(
 
     stopping = asyncio.ensure_future(grpc_server.stop())
     await asyncio.sleep(0.2)
-    health = await grpc_server.health.Check(health_pb2.HealthCheckRequest(service=""), None)  # type: ignore[arg-type]
+    health = await grpc_server.health.Check(health_pb2.HealthCheckRequest(service=""), None)
     assert health.status == health_pb2.HealthCheckResponse.NOT_SERVING
     assert not stopping.done(), "stop() must wait for the in-flight call"
 

@@ -1,0 +1,56 @@
+"""Field checks shared by every bounded context. Each failure names the field, as the client spelled it."""
+
+from __future__ import annotations
+
+import re
+
+from clarion.core.errors import FieldViolation, InvalidArgument
+
+_CONTROL = re.compile(r"[\r\n\x00]")
+_ID = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_-]{0,62}$")
+
+
+class Violations:
+    """Collects every bad field of a request, so the client learns about all of them at once."""
+
+    def __init__(self) -> None:
+        self.items: list[FieldViolation] = []
+
+    def add(self, field: str, description: str) -> None:
+        self.items.append(FieldViolation(field, description))
+
+    def check(self, ok: bool, field: str, description: str) -> None:
+        """Record a violation when `ok` is false."""
+        if not ok:
+            self.add(field, description)
+
+    def raise_if_any(self, reason: str | None = None) -> None:
+        """INVALID_ARGUMENT listing every violation, the message naming each field."""
+        if self.items:
+            message = "; ".join(f"{v.field}: {v.description}" for v in self.items)
+            raise InvalidArgument(message, violations=self.items, reason=reason)
+
+
+def has_line_break_or_nul(value: str) -> bool:
+    """CR and LF could add a header to an email built from this value; NUL truncates it in C libraries."""
+    return bool(_CONTROL.search(value))
+
+
+def check_single_line(violations: Violations, field: str, value: str, *, max_length: int) -> None:
+    """A name or address: at most `max_length` characters, with no CR, LF or NUL."""
+    violations.check(not has_line_break_or_nul(value), field, "must not contain CR, LF or NUL characters")
+    violations.check(len(value) <= max_length, field, f"must be at most {max_length} characters")
+
+
+def is_valid_id(value: str) -> bool:
+    """An id a client may choose: 1 to 63 letters, digits, `-` and `_`, starting with a letter or digit."""
+    return bool(_ID.match(value))
+
+
+def require_id(value: str, field: str) -> str:
+    """The id, or INVALID_ARGUMENT naming `field` when it is missing or malformed."""
+    if not value:
+        raise InvalidArgument.for_field(field, "is required")
+    if not is_valid_id(value):
+        raise InvalidArgument.for_field(field, "must be 1 to 63 letters, digits, '-' or '_'")
+    return value

@@ -1,0 +1,103 @@
+"""A running Clarion: the real services on a real gRPC server, over a freshly migrated PostgreSQL database."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import pytest
+import redis.asyncio
+
+from clarion import app
+from clarion.core.cache import Cache, MemoryCache, RedisCache
+from clarion.core.config import load_settings
+from clarion.core.db import create_engine, session_factory, upgrade_database
+from clarion.core.server import GrpcServer
+from clarion.v1 import templates_pb2_grpc, users_pb2_grpc
+from tests.conftest import unavailable
+
+TEST_REDIS_URL = os.environ.get("CLARION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+
+
+@pytest.fixture
+def migrated_database(make_database: Callable[[], str]) -> str:
+    """A new database with every migration applied."""
+    url = make_database()
+    upgrade_database(url)
+    return url
+
+
+@pytest.fixture
+async def redis_client() -> AsyncIterator[redis.asyncio.Redis]:
+    """A client of the real Redis, or a skip/fail when it is not reachable."""
+    client = redis.asyncio.Redis.from_url(TEST_REDIS_URL, socket_timeout=2, socket_connect_timeout=2)
+    try:
+        await client.ping()
+    except (redis.RedisError, OSError) as exc:
+        await client.aclose()
+        unavailable("Redis", exc)
+    yield client
+    await client.aclose()
+
+
+@dataclass
+class RunningClarion:
+    """One server instance and a client of it."""
+
+    address: str
+    channel: grpc.aio.Channel
+    users: Any
+    templates: Any
+
+
+@pytest.fixture
+async def start_clarion(migrated_database: str) -> AsyncIterator[Callable[..., Any]]:
+    """Factory: `await start_clarion(cache=...)` runs users and templates on a new port (all on one database)."""
+    stack = contextlib.AsyncExitStack()
+
+    async def start(cache: Cache | None = None) -> RunningClarion:
+        settings = load_settings(grpc_port=0, shutdown_grace_s=0)
+        engine = create_engine(migrated_database, settings=settings)
+        resources = app.Resources(engine, session_factory(engine), cache or MemoryCache())
+        stack.push_async_callback(resources.close)
+        server = GrpcServer(settings, [app.SERVICES[name](resources) for name in ("users", "templates")])
+        port = await server.start()
+        stack.push_async_callback(server.server.stop, 0)
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        stack.push_async_callback(channel.close)
+        return RunningClarion(
+            f"127.0.0.1:{port}",
+            channel,
+            users_pb2_grpc.UserServiceStub(channel),
+            templates_pb2_grpc.TemplateServiceStub(channel),
+        )
+
+    yield start
+    await stack.aclose()
+
+
+@pytest.fixture
+async def clarion(start_clarion: Callable[..., Any]) -> RunningClarion:
+    """One running instance with the in-process cache."""
+    running: RunningClarion = await start_clarion()
+    return running
+
+
+@pytest.fixture
+async def redis_cache_factory(redis_client: redis.asyncio.Redis) -> AsyncIterator[Callable[[], RedisCache]]:
+    """Factory of RedisCaches that share one key prefix, as the instances of one deployment do. Each cache is
+    closed by whoever runs it (Resources.close); the keys are deleted afterwards."""
+    prefix = f"clarion-test-{uuid.uuid4().hex[:8]}:"
+
+    def make() -> RedisCache:
+        return RedisCache(redis.asyncio.Redis.from_url(TEST_REDIS_URL, socket_timeout=2), prefix=prefix)
+
+    yield make
+    keys = [key async for key in redis_client.scan_iter(match=f"{prefix}*")]
+    if keys:
+        await redis_client.delete(*keys)
