@@ -111,6 +111,8 @@ def in_quiet_hours(start: str, end: str, minute_of_day: int) -> bool:
         return False
     begin = int(start[:2]) * 60 + int(start[3:])
     finish = int(end[:2]) * 60 + int(end[3:])
+    if begin == finish:  # validation refuses it; an empty window is the safe reading
+        return False
     if begin < finish:
         return begin <= minute_of_day < finish
     return minute_of_day >= begin or minute_of_day < finish
