@@ -6,8 +6,7 @@ from __future__ import annotations
 
 import sys
 import threading
-import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from contextlib import contextmanager
 
 import pytest
@@ -288,16 +287,13 @@ BOMBS: list[tuple[str, type[TemplateRenderError]]] = [
 
 
 @pytest.mark.parametrize(("bomb", "error"), BOMBS)
-def test_a_bomb_fails_instead_of_hanging(
-    bomb: str, error: type[TemplateRenderError], record_property: Callable[[str, object], None]
-) -> None:
+def test_a_bomb_fails_instead_of_hanging(bomb: str, error: type[TemplateRenderError]) -> None:
     # Compiling is bounded too: the operators that could be folded into huge constants (+ * ** %) are intercepted,
     # which also keeps Jinja from computing them at compile time.
     compiled = compile_content(Content(body=bomb), Syntax.JINJA)
-    started = time.monotonic()
+    # The per-test timeout is the backstop against a hang; how long it took is not asserted (speed lives in bench/).
     with pytest.raises(error):
         compiled.render({"x": "text"})
-    record_property("render_s", round(time.monotonic() - started, 3))  # the per-test timeout is the backstop
 
 
 def test_a_tower_of_powers_left_associates_as_in_jinja() -> None:
