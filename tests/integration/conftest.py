@@ -18,8 +18,9 @@ from clarion.core.cache import Cache, MemoryCache, RedisCache
 from clarion.core.config import load_settings
 from clarion.core.db import create_engine, session_factory, upgrade_database
 from clarion.core.server import GrpcServer
-from clarion.v1 import templates_pb2_grpc, users_pb2_grpc
-from tests.conftest import unavailable
+from clarion.notifications.clients import ServiceClients
+from clarion.v1 import notifications_pb2_grpc, templates_pb2_grpc, users_pb2_grpc
+from tests.conftest import free_port, unavailable
 
 TEST_REDIS_URL = os.environ.get("CLARION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
 
@@ -53,20 +54,31 @@ class RunningClarion:
     channel: grpc.aio.Channel
     users: Any
     templates: Any
+    notifications: Any
+    resources: app.Resources
 
 
 @pytest.fixture
 async def start_clarion(migrated_database: str) -> AsyncIterator[Callable[..., Any]]:
-    """Factory: `await start_clarion(cache=...)` runs users and templates on a new port (all on one database)."""
+    """Factory: `await start_clarion(cache=..., **settings)` runs every service on a new port, all on one database;
+    NotificationService calls this instance's users and templates unless the settings say otherwise."""
     stack = contextlib.AsyncExitStack()
 
-    async def start(cache: Cache | None = None) -> RunningClarion:
-        settings = load_settings(grpc_port=0, shutdown_grace_s=0)
+    async def start(cache: Cache | None = None, **overrides: Any) -> RunningClarion:
+        port = free_port()
+        settings = load_settings(grpc_port=port, shutdown_grace_s=0, **overrides)
         engine = create_engine(migrated_database, settings=settings)
-        resources = app.Resources(engine, session_factory(engine), cache or MemoryCache())
+        clients = ServiceClients(
+            users_address=settings.users_address or f"127.0.0.1:{port}",
+            templates_address=settings.templates_address or f"127.0.0.1:{port}",
+            timeout_s=settings.dependency_timeout_s,
+            breaker_failure_threshold=settings.breaker_failure_threshold,
+            breaker_reset_s=settings.breaker_reset_s,
+        )
+        resources = app.Resources(settings, engine, session_factory(engine), cache or MemoryCache(), clients)
         stack.push_async_callback(resources.close)
-        server = GrpcServer(settings, [app.SERVICES[name](resources) for name in ("users", "templates")])
-        port = await server.start()
+        server = GrpcServer(settings, [registration(resources) for registration in app.SERVICES.values()])
+        await server.start()
         stack.push_async_callback(server.server.stop, 0)
         channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
         stack.push_async_callback(channel.close)
@@ -75,6 +87,8 @@ async def start_clarion(migrated_database: str) -> AsyncIterator[Callable[..., A
             channel,
             users_pb2_grpc.UserServiceStub(channel),
             templates_pb2_grpc.TemplateServiceStub(channel),
+            notifications_pb2_grpc.NotificationServiceStub(channel),
+            resources,
         )
 
     yield start

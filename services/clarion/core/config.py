@@ -40,6 +40,24 @@ class Settings(BaseSettings):
     redis_url: str | None = None
     cache_ttl_s: float = Field(default=300.0, gt=0, le=86_400)
 
+    # RabbitMQ, e.g. amqp://guest:guest@127.0.0.1:5672/. Unset: the in-process broker (local mode only, not durable).
+    broker_url: str | None = None
+    broker_publish_timeout_s: float = Field(default=5.0, gt=0, le=60)
+
+    # Where NotificationService finds the other services. Unset: this process's own gRPC port (local mode, `serve all`).
+    users_address: str | None = None
+    templates_address: str | None = None
+    # Per-call deadline, and the circuit breaker that stops calling a service that keeps failing.
+    dependency_timeout_s: float = Field(default=2.0, gt=0, le=60)
+    breaker_failure_threshold: int = Field(default=5, ge=1, le=1000)
+    breaker_reset_s: float = Field(default=10.0, gt=0, le=3600)
+
+    # How long an idempotency key is remembered.
+    idempotency_ttl_s: float = Field(default=24 * 3600.0, ge=60, le=30 * 24 * 3600.0)
+    # The dispatcher: how many notifications one pass claims, and how often it looks when nothing wakes it.
+    dispatch_batch_size: int = Field(default=100, ge=1, le=5000)
+    dispatch_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+
     # Local mode keeps its state here: embedded PostgreSQL data, the outbox, the API key.
     data_dir: Path = Path(".clarion")
 

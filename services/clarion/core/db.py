@@ -57,6 +57,12 @@ def async_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
+def asyncpg_dsn(url: str) -> str:
+    """A URL asyncpg.connect() takes directly (for LISTEN, which needs a raw connection)."""
+    parts = urlsplit(url)
+    return urlunsplit(("postgresql", parts.netloc, parts.path, parts.query, parts.fragment))
+
+
 def create_engine(url: str, *, settings: Settings) -> AsyncEngine:
     """An engine with a bounded pool that checks connections before use (PostgreSQL may have restarted)."""
     return create_async_engine(

@@ -1,20 +1,270 @@
-"""NotificationService over gRPC. Its RPCs arrive with their issue; until then they answer UNIMPLEMENTED."""
+"""NotificationService over gRPC: durable, idempotent accept, and what became of each notification."""
 
 from __future__ import annotations
 
+import hashlib
+import json
+import uuid
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from google.protobuf import json_format
+from grpc.aio import ServicerContext
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from clarion.core.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument
+from clarion.core.logging import get_logger
+from clarion.core.pagination import decode_page_token, encode_page_token, page_size
 from clarion.core.server import ServiceRegistration, service_registration
-from clarion.v1 import notifications_pb2, notifications_pb2_grpc
+from clarion.core.validation import Violations, is_valid_id
+from clarion.notifications import models as m
+from clarion.notifications.clients import ServiceClients
+from clarion.notifications.convert import CHANNEL_NAMES, STATUS_NAMES, notification_to_proto
+from clarion.notifications.repository import NotificationRepository, notification_not_found
+from clarion.templates.content import check_key, normalize_locale
+from clarion.templates.rendering import normalize_data
+from clarion.v1 import common_pb2, notifications_pb2, notifications_pb2_grpc
+
+log = get_logger(__name__)
+
+Context = ServicerContext[Any, Any]
+MAX_DATA_BYTES = 64 * 1024
+MAX_SCHEDULE_AHEAD = timedelta(days=366)
+IDEMPOTENCY_HEADER = "x-idempotency-key"
+_PRIORITIES = {
+    notifications_pb2.PRIORITY_UNSPECIFIED: notifications_pb2.PRIORITY_NORMAL,
+    notifications_pb2.PRIORITY_NORMAL: notifications_pb2.PRIORITY_NORMAL,
+    notifications_pb2.PRIORITY_HIGH: notifications_pb2.PRIORITY_HIGH,
+    notifications_pb2.PRIORITY_CRITICAL: notifications_pb2.PRIORITY_CRITICAL,
+}
+
+
+def _idempotency_key(request: notifications_pb2.SendNotificationRequest, context: Context) -> str:
+    header = next((str(v) for k, v in context.invocation_metadata() or () if k == IDEMPOTENCY_HEADER), "")
+    key = request.request_id or header
+    if request.request_id and header and request.request_id != header:
+        raise InvalidArgument.for_field("request_id", "differs from the x-idempotency-key header; send one of them")
+    if key and (len(key) > 255 or not key.isprintable()):
+        field = "request_id" if request.request_id else "x-idempotency-key"
+        raise InvalidArgument.for_field(field, "must be 1 to 255 printable characters")
+    return key
+
+
+def _fingerprint(request: notifications_pb2.SendNotificationRequest, channels: list[str], priority: int) -> str:
+    """What makes two requests "the same request" for idempotency."""
+    canonical = {
+        "user_id": request.user_id,
+        "template_key": request.template_key,
+        "template_version": request.template_version,
+        "message_data": json_format.MessageToDict(request.message_data),
+        "channels": sorted(channels),
+        "priority": priority,
+        "send_at": request.send_at.ToJsonString() if request.HasField("send_at") else None,
+        "locale": request.locale,
+    }
+    return hashlib.sha256(json.dumps(canonical, sort_keys=True, separators=(",", ":")).encode()).hexdigest()
+
+
+def _validate(request: notifications_pb2.SendNotificationRequest, now: datetime) -> tuple[list[str], int, datetime]:
+    """Check every field at once; return the channel names, the priority and when it is due."""
+    violations = Violations()
+    if not request.user_id:
+        violations.add("user_id", "is required")
+    elif not is_valid_id(request.user_id):
+        violations.add("user_id", "must be 1 to 63 letters, digits, '-' or '_'")
+    try:
+        check_key(request.template_key)
+    except InvalidArgument as exc:
+        violations.items.extend(exc.violations)
+    violations.check(request.template_version >= 0, "template_version", "must be positive, or 0 for the latest")
+    violations.check(
+        request.message_data.ByteSize() <= MAX_DATA_BYTES, "message_data", f"must be at most {MAX_DATA_BYTES} bytes"
+    )
+    channels: list[str] = []
+    for index, channel in enumerate(request.channels):
+        name = CHANNEL_NAMES.get(channel)
+        if name is None:
+            violations.add(f"channels[{index}]", "must be CHANNEL_EMAIL or CHANNEL_PUSH")
+        elif name not in channels:
+            channels.append(name)
+    priority = _PRIORITIES.get(request.priority)
+    violations.check(priority is not None, "priority", "must be PRIORITY_NORMAL, PRIORITY_HIGH or PRIORITY_CRITICAL")
+    due = now
+    if request.HasField("send_at"):
+        try:
+            due = max(now, request.send_at.ToDatetime(tzinfo=UTC))
+        except (ValueError, OverflowError):
+            violations.add("send_at", "is not a valid time")
+        violations.check(due <= now + MAX_SCHEDULE_AHEAD, "send_at", "must be within a year")
+    if request.locale:
+        normalize_locale(request.locale, "locale", violations)
+    violations.raise_if_any()
+    return channels, priority or notifications_pb2.PRIORITY_NORMAL, due
+
+
+class _KeyTaken(Exception):
+    """Another request committed the same idempotency key first."""
 
 
 class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
     """Accepting notifications and reporting what became of them."""
 
+    def __init__(
+        self, *, sessions: async_sessionmaker[AsyncSession], clients: ServiceClients, idempotency_ttl_s: float
+    ) -> None:
+        self._sessions = sessions
+        self._clients = clients
+        self._idempotency_ttl = timedelta(seconds=idempotency_ttl_s)
 
-def registration() -> ServiceRegistration:
+    async def SendNotification(
+        self, request: notifications_pb2.SendNotificationRequest, context: Context
+    ) -> notifications_pb2.SendNotificationResponse:
+        """Validate, check the user and template, and record the notification durably; nothing is sent here."""
+        now = datetime.now(UTC)
+        channels, priority, due = _validate(request, now)
+        key = _idempotency_key(request, context)
+        fingerprint = _fingerprint(request, channels, priority)
+        if key:
+            async with self._sessions() as session:
+                existing = await NotificationRepository(session).find_key(key)
+                if existing is not None:
+                    return await self._replay(session, key, existing.fingerprint, existing.notification_id, fingerprint)
+
+        user = await self._clients.get_user(request.user_id)
+        data = normalize_data(json_format.MessageToDict(request.message_data))
+        rendered = await self._clients.render(
+            template_key=request.template_key,
+            version=request.template_version,
+            locale=request.locale or user.preferred_language,
+            data=data,
+        )
+        offered = {name for name in ("email", "push") if rendered.HasField(name)}
+        if channels and not offered.intersection(channels):
+            raise InvalidArgument.for_field(
+                "channels", f"template {request.template_key!r} has no content for {', '.join(channels)}"
+            )
+
+        row = m.NotificationRow(
+            id=uuid.uuid4(),
+            user_id=request.user_id,
+            template_key=request.template_key,
+            template_version=rendered.version,
+            message_data=data,
+            channels=channels,
+            priority=priority,
+            locale=request.locale,
+            request_id=key or None,
+            status=m.SCHEDULED if due > now else m.ACCEPTED,
+            send_at=due,
+            created_at=now,
+            updated_at=now,
+        )
+        try:
+            async with self._sessions.begin() as session:
+                repository = NotificationRepository(session)
+                await repository.add(row)
+                if key and not await repository.claim_key(key, fingerprint, row.id, now + self._idempotency_ttl):
+                    raise _KeyTaken  # rolls our notification back: the request that holds the key answers
+                view = await repository.get(row.id)
+                response = notifications_pb2.SendNotificationResponse(notification=notification_to_proto(view))
+        except _KeyTaken:
+            async with self._sessions() as session:
+                winner = await NotificationRepository(session).find_key(key)
+                if winner is None:  # it expired in between: vanishingly rare, and safe to ask again
+                    raise Aborted("the idempotency key changed hands; retry", reason="IDEMPOTENCY_KEY_RACE") from None
+                return await self._replay(session, key, winner.fingerprint, winner.notification_id, fingerprint)
+        log.info("notification_accepted", notification_id=str(row.id), status=row.status, template_key=row.template_key)
+        return response
+
+    async def _replay(
+        self, session: AsyncSession, key: str, stored: str, notification_id: uuid.UUID, fingerprint: str
+    ) -> notifications_pb2.SendNotificationResponse:
+        if stored != fingerprint:
+            raise AlreadyExists(
+                "this idempotency key was already used for a different request; use a new key for a new request",
+                reason="IDEMPOTENCY_KEY_REUSED",
+                metadata={"idempotency_key": key, "notification_id": str(notification_id)},
+            )
+        view = await NotificationRepository(session).get(notification_id)
+        log.info("notification_replayed", notification_id=str(notification_id))
+        return notifications_pb2.SendNotificationResponse(notification=notification_to_proto(view), replayed=True)
+
+    async def GetNotification(
+        self, request: notifications_pb2.GetNotificationRequest, context: Context
+    ) -> notifications_pb2.Notification:
+        """A notification with each channel's delivery and its attempts."""
+        notification_id = _parse_id(request.notification_id)
+        async with self._sessions() as session:
+            return notification_to_proto(await NotificationRepository(session).get(notification_id))
+
+    async def ListNotifications(
+        self, request: notifications_pb2.ListNotificationsRequest, context: Context
+    ) -> notifications_pb2.ListNotificationsResponse:
+        """Newest first, filtered by user, status and channel, a page at a time."""
+        limit = page_size(request.page_size)
+        violations = Violations()
+        if request.user_id:
+            violations.check(is_valid_id(request.user_id), "user_id", "must be 1 to 63 letters, digits, '-' or '_'")
+        status = STATUS_NAMES.get(request.status, "")
+        violations.check(
+            request.status == notifications_pb2.NOTIFICATION_STATUS_UNSPECIFIED or bool(status), "status", "unknown"
+        )
+        channel = CHANNEL_NAMES.get(request.channel, "")
+        violations.check(request.channel == common_pb2.CHANNEL_UNSPECIFIED or bool(channel), "channel", "unknown")
+        violations.raise_if_any()
+        filters = {"user_id": request.user_id, "status": status, "channel": channel}
+        position = decode_page_token(request.page_token, filters)
+        before = None
+        if position is not None:
+            try:
+                before = (datetime.fromisoformat(position[0]), uuid.UUID(position[1]))
+            except (ValueError, IndexError, TypeError):
+                raise InvalidArgument.for_field("page_token", "is not a page token this API issued") from None
+        async with self._sessions() as session:
+            views = await NotificationRepository(session).list(
+                user_id=request.user_id, status=status, channel=channel, before=before, limit=limit + 1
+            )
+        response = notifications_pb2.ListNotificationsResponse(
+            notifications=[notification_to_proto(v) for v in views[:limit]]
+        )
+        if len(views) > limit:
+            last = views[limit - 1].row
+            response.next_page_token = encode_page_token([last.created_at.isoformat(), str(last.id)], filters)
+        return response
+
+    async def CancelNotification(
+        self, request: notifications_pb2.CancelNotificationRequest, context: Context
+    ) -> notifications_pb2.Notification:
+        """Cancel whatever has not been handed to a provider yet."""
+        notification_id = _parse_id(request.notification_id)
+        async with self._sessions.begin() as session:
+            repository = NotificationRepository(session)
+            if not await repository.cancel(notification_id):
+                raise FailedPrecondition(
+                    "nothing left to cancel: every delivery was already handed to a provider or finished",
+                    reason="NOTIFICATION_NOT_CANCELLABLE",
+                    metadata={"notification_id": str(notification_id)},
+                )
+            view = await repository.get(notification_id)
+        log.info("notification_cancelled", notification_id=str(notification_id))
+        return notification_to_proto(view)
+
+
+def _parse_id(value: str) -> uuid.UUID:
+    if not value:
+        raise InvalidArgument.for_field("notification_id", "is required")
+    try:
+        return uuid.UUID(value)
+    except ValueError:
+        raise notification_not_found(value) from None
+
+
+def registration(
+    *, sessions: async_sessionmaker[AsyncSession], clients: ServiceClients, idempotency_ttl_s: float
+) -> ServiceRegistration:
     """How to add NotificationService to a server."""
     return service_registration(
-        # The generated base class answers UNIMPLEMENTED for every RPC not yet written; mypy sees it as abstract.
-        NotificationServicer(),  # type: ignore[abstract]
+        NotificationServicer(sessions=sessions, clients=clients, idempotency_ttl_s=idempotency_ttl_s),
         notifications_pb2_grpc.add_NotificationServiceServicer_to_server,
         notifications_pb2.DESCRIPTOR.services_by_name["NotificationService"],
     )

@@ -1,0 +1,198 @@
+"""NotificationService's view of UserService and TemplateService: gRPC clients with deadlines, a retry policy and a
+circuit breaker, whose failures arrive as our typed domain errors."""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import grpc
+from google.protobuf import struct_pb2
+from google.rpc import error_details_pb2, status_pb2
+from purgatory import AsyncCircuitBreakerFactory
+from purgatory.domain.model import OpenedState
+
+from clarion.core.errors import (
+    ClarionError,
+    FailedPrecondition,
+    FieldViolation,
+    InvalidArgument,
+    NotFound,
+    Unavailable,
+)
+from clarion.core.logging import get_logger
+from clarion.v1 import templates_pb2, templates_pb2_grpc, users_pb2, users_pb2_grpc
+
+log = get_logger(__name__)
+T = TypeVar("T")
+
+# gRPC retries UNAVAILABLE by itself (a connection refused, a server draining): a few quick tries before the error
+# counts against the breaker. Nothing else is retried: the other codes are answers, not accidents.
+_SERVICE_CONFIG = json.dumps(
+    {
+        "methodConfig": [
+            {
+                "name": [{"service": "clarion.v1.UserService"}, {"service": "clarion.v1.TemplateService"}],
+                "retryPolicy": {
+                    "maxAttempts": 3,
+                    "initialBackoff": "0.05s",
+                    "maxBackoff": "0.5s",
+                    "backoffMultiplier": 2,
+                    "retryableStatusCodes": ["UNAVAILABLE"],
+                },
+            }
+        ]
+    }
+)
+# Codes that mean the service is unwell, not that the request was wrong: these trip the breaker.
+_FAILURES = {
+    grpc.StatusCode.UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED,
+    grpc.StatusCode.INTERNAL,
+    grpc.StatusCode.UNKNOWN,
+    grpc.StatusCode.RESOURCE_EXHAUSTED,
+    grpc.StatusCode.UNIMPLEMENTED,
+}
+
+
+class DependencyFailed(Exception):
+    """A call to another service failed in a way that says the service is unwell."""
+
+    def __init__(self, service: str, code: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{service}: {code.name}: {details}")
+        self.service = service
+        self.code = code
+
+
+def _rich_status(error: grpc.aio.AioRpcError) -> status_pb2.Status | None:
+    for key, value in error.trailing_metadata() or ():
+        if key == "grpc-status-details-bin" and isinstance(value, bytes):
+            return status_pb2.Status.FromString(value)
+    return None
+
+
+def _details(status: status_pb2.Status | None) -> tuple[str, dict[str, str], list[FieldViolation]]:
+    reason, metadata, violations = "", {}, []
+    for detail in status.details if status else ():
+        if detail.Is(error_details_pb2.ErrorInfo.DESCRIPTOR):
+            info = error_details_pb2.ErrorInfo()
+            detail.Unpack(info)
+            reason, metadata = info.reason, dict(info.metadata)
+        elif detail.Is(error_details_pb2.BadRequest.DESCRIPTOR):
+            bad_request = error_details_pb2.BadRequest()
+            detail.Unpack(bad_request)
+            violations = [FieldViolation(v.field, v.description) for v in bad_request.field_violations]
+    return reason, metadata, violations
+
+
+def _rename(field: str, renames: dict[str, str]) -> str:
+    """`data.app_name` → `message_data.app_name` for {"data": "message_data"}."""
+    head, dot, rest = field.partition(".")
+    return renames[head] + dot + rest if head in renames else field
+
+
+def translate(error: grpc.aio.AioRpcError, *, service: str, field_prefix: dict[str, str]) -> Exception:
+    """A dependency's answer as our own error: client mistakes pass through with their details (fields renamed to
+    the caller's request by `field_prefix`); a sick service becomes DependencyFailed."""
+    code = error.code()
+    if code in _FAILURES:
+        return DependencyFailed(service, code, error.details() or "")
+    reason, metadata, violations = _details(_rich_status(error))
+    message = error.details() or code.name
+    violations = [FieldViolation(_rename(v.field, field_prefix), v.description) for v in violations]
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFound(message, reason=reason or None, metadata=metadata)
+    if code == grpc.StatusCode.FAILED_PRECONDITION:
+        return FailedPrecondition(message, reason=reason or None, metadata=metadata)
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        return InvalidArgument(message, violations=violations, reason=reason or None, metadata=metadata)
+    return DependencyFailed(service, code, message)
+
+
+class ServiceClients:
+    """Clients of UserService and TemplateService behind one circuit breaker each."""
+
+    def __init__(
+        self,
+        *,
+        users_address: str,
+        templates_address: str,
+        timeout_s: float,
+        breaker_failure_threshold: int,
+        breaker_reset_s: float,
+    ) -> None:
+        options = [
+            ("grpc.service_config", _SERVICE_CONFIG),
+            ("grpc.enable_retries", 1),
+            # A restarted service is found again within seconds, not gRPC's default of up to two minutes.
+            ("grpc.initial_reconnect_backoff_ms", 200),
+            ("grpc.min_reconnect_backoff_ms", 200),
+            ("grpc.max_reconnect_backoff_ms", 2000),
+        ]
+        self._users_channel = grpc.aio.insecure_channel(users_address, options=options)
+        self._templates_channel = grpc.aio.insecure_channel(templates_address, options=options)
+        self._users = users_pb2_grpc.UserServiceStub(self._users_channel)
+        self._templates = templates_pb2_grpc.TemplateServiceStub(self._templates_channel)
+        self._timeout_s = timeout_s
+        self._reset_s = breaker_reset_s
+        # purgatory counts consecutive failures; answers that are client errors (ClarionError) don't count.
+        self._breakers = AsyncCircuitBreakerFactory(
+            default_threshold=breaker_failure_threshold, default_ttl=breaker_reset_s, exclude=[ClarionError]
+        )
+
+    async def _call(
+        self, service: str, call: Callable[[], Awaitable[T]], field_prefix: dict[str, str] | None = None
+    ) -> T:
+        try:
+            async with await self._breakers.get_breaker(service):
+                try:
+                    return await call()
+                except grpc.aio.AioRpcError as exc:
+                    raise translate(exc, service=service, field_prefix=field_prefix or {}) from None
+        except OpenedState as opened:
+            retry_after_s = max(0.0, opened.opened_at + self._reset_s - time.time())
+            raise Unavailable(
+                f"{service} is unavailable (circuit open); retry later",
+                retry_after_s=retry_after_s,
+                reason="DEPENDENCY_UNAVAILABLE",
+                metadata={"service": service},
+            ) from None
+        except DependencyFailed as exc:
+            log.warning("dependency_failed", service=service, code=exc.code.name)
+            raise Unavailable(
+                f"{service} is unavailable ({exc.code.name}); retry later",
+                retry_after_s=1.0,
+                reason="DEPENDENCY_UNAVAILABLE",
+                metadata={"service": service},
+            ) from None
+
+    async def get_user(self, user_id: str) -> users_pb2.User:
+        """The user, or NotFound / Unavailable."""
+        request = users_pb2.GetUserRequest(user_id=user_id)
+        user: users_pb2.User = await self._call(
+            "UserService", lambda: self._users.GetUser(request, timeout=self._timeout_s), {"user_id": "user_id"}
+        )
+        return user
+
+    async def render(
+        self, *, template_key: str, version: int, locale: str, data: dict[str, Any]
+    ) -> templates_pb2.RenderTemplateResponse:
+        """The template rendered with `data`, or NotFound / FailedPrecondition (deleted) / InvalidArgument naming
+        the request's fields (`message_data.x`) / Unavailable."""
+        struct = struct_pb2.Struct()
+        struct.update(data)
+        request = templates_pb2.RenderTemplateRequest(
+            template_key=template_key, version=version, locale=locale, data=struct
+        )
+        response: templates_pb2.RenderTemplateResponse = await self._call(
+            "TemplateService",
+            lambda: self._templates.RenderTemplate(request, timeout=self._timeout_s),
+            {"data": "message_data"},
+        )
+        return response
+
+    async def close(self) -> None:
+        await self._users_channel.close()
+        await self._templates_channel.close()

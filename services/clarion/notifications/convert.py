@@ -1,0 +1,87 @@
+"""Notifications and deliveries as the API shows them."""
+
+from __future__ import annotations
+
+from google.protobuf import struct_pb2
+
+from clarion.notifications import models as m
+from clarion.notifications.repository import NotificationView
+from clarion.v1 import common_pb2, notifications_pb2
+
+CHANNELS = {"email": common_pb2.CHANNEL_EMAIL, "push": common_pb2.CHANNEL_PUSH}
+CHANNEL_NAMES = {value: name for name, value in CHANNELS.items()}
+NOTIFICATION_STATUSES = {
+    m.ACCEPTED: notifications_pb2.NOTIFICATION_STATUS_ACCEPTED,
+    m.SCHEDULED: notifications_pb2.NOTIFICATION_STATUS_SCHEDULED,
+    m.IN_PROGRESS: notifications_pb2.NOTIFICATION_STATUS_IN_PROGRESS,
+    m.SENT_ALL: notifications_pb2.NOTIFICATION_STATUS_SENT,
+    m.PARTIALLY_SENT: notifications_pb2.NOTIFICATION_STATUS_PARTIALLY_SENT,
+    m.FAILED_ALL: notifications_pb2.NOTIFICATION_STATUS_FAILED,
+    m.SKIPPED_ALL: notifications_pb2.NOTIFICATION_STATUS_SKIPPED,
+    m.CANCELLED: notifications_pb2.NOTIFICATION_STATUS_CANCELLED,
+}
+STATUS_NAMES = {value: name for name, value in NOTIFICATION_STATUSES.items()}
+DELIVERY_STATUSES = {
+    m.QUEUED: notifications_pb2.DELIVERY_STATUS_QUEUED,
+    m.SENDING: notifications_pb2.DELIVERY_STATUS_SENDING,
+    m.RETRYING: notifications_pb2.DELIVERY_STATUS_RETRYING,
+    m.SENT: notifications_pb2.DELIVERY_STATUS_SENT,
+    m.FAILED: notifications_pb2.DELIVERY_STATUS_FAILED,
+    m.SKIPPED: notifications_pb2.DELIVERY_STATUS_SKIPPED,
+    m.DELIVERY_CANCELLED: notifications_pb2.DELIVERY_STATUS_CANCELLED,
+}
+OUTCOMES = {
+    "succeeded": notifications_pb2.ATTEMPT_OUTCOME_SUCCEEDED,
+    "transient_failure": notifications_pb2.ATTEMPT_OUTCOME_TRANSIENT_FAILURE,
+    "permanent_failure": notifications_pb2.ATTEMPT_OUTCOME_PERMANENT_FAILURE,
+}
+
+
+def delivery_to_proto(row: m.DeliveryRow, attempts: list[m.DeliveryAttemptRow]) -> notifications_pb2.Delivery:
+    """One channel's delivery with its attempts."""
+    delivery = notifications_pb2.Delivery(
+        delivery_id=str(row.id),
+        channel=CHANNELS[row.channel],
+        status=DELIVERY_STATUSES[row.status],
+        status_reason=row.status_reason,
+        provider=row.provider,
+        provider_message_id=row.provider_message_id,
+    )
+    delivery.due_time.FromDatetime(row.due_at)
+    if row.sent_at is not None:
+        delivery.sent_time.FromDatetime(row.sent_at)
+    for attempt in attempts:
+        shown = delivery.attempts.add(
+            attempt_number=attempt.attempt_number,
+            provider=attempt.provider,
+            outcome=OUTCOMES.get(attempt.outcome, notifications_pb2.ATTEMPT_OUTCOME_UNSPECIFIED),
+            error=attempt.error,
+        )
+        shown.start_time.FromDatetime(attempt.started_at)
+        shown.duration.FromMilliseconds(int(attempt.duration_ms))
+    return delivery
+
+
+def notification_to_proto(view: NotificationView) -> notifications_pb2.Notification:
+    """A notification with every delivery and attempt."""
+    row = view.row
+    data = struct_pb2.Struct()
+    data.update(row.message_data)
+    notification = notifications_pb2.Notification(
+        name=f"notifications/{row.id}",
+        notification_id=str(row.id),
+        user_id=row.user_id,
+        template_key=row.template_key,
+        template_version=row.template_version,
+        message_data=data,
+        channels=[CHANNELS[c] for c in row.channels],
+        priority=row.priority,  # type: ignore[arg-type]
+        status=NOTIFICATION_STATUSES[row.status],
+        locale=row.locale,
+        request_id=row.request_id or "",
+        deliveries=[delivery_to_proto(d, view.attempts.get(d.id, [])) for d in view.deliveries],
+    )
+    notification.send_at.FromDatetime(row.send_at)
+    notification.create_time.FromDatetime(row.created_at)
+    notification.update_time.FromDatetime(row.updated_at)
+    return notification

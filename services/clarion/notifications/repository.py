@@ -1,0 +1,185 @@
+"""NotificationService's queries, on a session the caller owns."""
+
+from __future__ import annotations
+
+import uuid
+from collections import defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+
+from sqlalchemy import delete, exists, func, select, text, tuple_, update
+from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy.ext.asyncio import AsyncSession
+
+from clarion.core.db import utcnow
+from clarion.core.errors import NotFound
+from clarion.notifications import models as m
+from clarion.notifications.status import derive_status
+
+# Channel NOTIFY'd when there is new work for the dispatcher.
+DISPATCH_CHANNEL = "clarion_dispatch"
+
+
+def notification_not_found(notification_id: str) -> NotFound:
+    """The one NOT_FOUND every RPC gives for a missing notification."""
+    return NotFound(
+        f"notification {notification_id!r} not found",
+        reason="NOTIFICATION_NOT_FOUND",
+        metadata={"notification_id": notification_id},
+    )
+
+
+class NotificationView:
+    """A notification with its deliveries and their attempts, as read for the API."""
+
+    def __init__(
+        self,
+        row: m.NotificationRow,
+        deliveries: Sequence[m.DeliveryRow],
+        attempts: dict[uuid.UUID, list[m.DeliveryAttemptRow]],
+    ) -> None:
+        self.row = row
+        self.deliveries = list(deliveries)
+        self.attempts = attempts
+
+
+class NotificationRepository:
+    """Notifications, idempotency keys and deliveries in PostgreSQL."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def find_key(self, key: str) -> m.IdempotencyKeyRow | None:
+        """A live (unexpired) idempotency key."""
+        query = select(m.IdempotencyKeyRow).where(
+            m.IdempotencyKeyRow.key == key, m.IdempotencyKeyRow.expires_at > func.now()
+        )
+        return (await self._session.execute(query)).scalar_one_or_none()
+
+    async def add(self, row: m.NotificationRow) -> None:
+        """Insert a notification and wake the dispatchers when the transaction commits."""
+        self._session.add(row)
+        await self._session.flush()
+        await self._session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DISPATCH_CHANNEL})
+
+    async def claim_key(self, key: str, fingerprint: str, notification_id: uuid.UUID, expires_at: datetime) -> bool:
+        """Record the key for this notification; False when another live request holds it (it may be committing
+        concurrently: the INSERT waits for it). An expired key is taken over."""
+        statement = (
+            insert(m.IdempotencyKeyRow)
+            .values(
+                key=key,
+                fingerprint=fingerprint,
+                notification_id=notification_id,
+                created_at=utcnow(),
+                expires_at=expires_at,
+            )
+            .on_conflict_do_update(
+                index_elements=[m.IdempotencyKeyRow.key],
+                set_={
+                    "fingerprint": fingerprint,
+                    "notification_id": notification_id,
+                    "created_at": utcnow(),
+                    "expires_at": expires_at,
+                },
+                where=m.IdempotencyKeyRow.expires_at <= func.now(),
+            )
+            .returning(m.IdempotencyKeyRow.key)
+        )
+        return (await self._session.execute(statement)).scalar_one_or_none() is not None
+
+    async def prune_keys(self, *, limit: int = 1000) -> int:
+        """Delete up to `limit` expired idempotency keys; returns how many."""
+        expired = select(m.IdempotencyKeyRow.key).where(m.IdempotencyKeyRow.expires_at <= func.now()).limit(limit)
+        result = await self._session.execute(
+            delete(m.IdempotencyKeyRow).where(m.IdempotencyKeyRow.key.in_(expired)).returning(m.IdempotencyKeyRow.key)
+        )
+        return len(result.all())
+
+    async def get(self, notification_id: uuid.UUID) -> NotificationView:
+        """A notification with its deliveries and attempts, or NOT_FOUND."""
+        row = await self._session.get(m.NotificationRow, notification_id)
+        if row is None:
+            raise notification_not_found(str(notification_id))
+        return (await self._views([row]))[0]
+
+    async def _views(self, rows: Sequence[m.NotificationRow]) -> list[NotificationView]:
+        ids = [r.id for r in rows]
+        deliveries: dict[uuid.UUID, list[m.DeliveryRow]] = defaultdict(list)
+        attempts: dict[uuid.UUID, list[m.DeliveryAttemptRow]] = defaultdict(list)
+        if ids:
+            found = (
+                await self._session.execute(
+                    select(m.DeliveryRow).where(m.DeliveryRow.notification_id.in_(ids)).order_by(m.DeliveryRow.channel)
+                )
+            ).scalars()
+            for delivery in found:
+                deliveries[delivery.notification_id].append(delivery)
+            delivery_ids = [d.id for group in deliveries.values() for d in group]
+            if delivery_ids:
+                query = (
+                    select(m.DeliveryAttemptRow)
+                    .where(m.DeliveryAttemptRow.delivery_id.in_(delivery_ids))
+                    .order_by(m.DeliveryAttemptRow.delivery_id, m.DeliveryAttemptRow.attempt_number)
+                )
+                for attempt in (await self._session.execute(query)).scalars():
+                    attempts[attempt.delivery_id].append(attempt)
+        return [NotificationView(r, deliveries[r.id], attempts) for r in rows]
+
+    async def list(
+        self,
+        *,
+        user_id: str,
+        status: str,
+        channel: str,
+        before: tuple[datetime, uuid.UUID] | None,
+        limit: int,
+    ) -> list[NotificationView]:
+        """Newest first, before the (created_at, id) position; filtered by user, status and delivery channel."""
+        query = (
+            select(m.NotificationRow)
+            .order_by(m.NotificationRow.created_at.desc(), m.NotificationRow.id.desc())
+            .limit(limit)
+        )
+        if user_id:
+            query = query.where(m.NotificationRow.user_id == user_id)
+        if status:
+            query = query.where(m.NotificationRow.status == status)
+        if channel:
+            query = query.where(
+                exists().where(m.DeliveryRow.notification_id == m.NotificationRow.id, m.DeliveryRow.channel == channel)
+            )
+        if before is not None:
+            query = query.where(tuple_(m.NotificationRow.created_at, m.NotificationRow.id) < tuple_(*before))
+        rows = list((await self._session.execute(query)).scalars())
+        return await self._views(rows)
+
+    async def cancel(self, notification_id: uuid.UUID) -> bool:
+        """Cancel what has not been handed to a provider; False when nothing could be cancelled."""
+        row = await self._session.get(m.NotificationRow, notification_id, with_for_update=True)
+        if row is None:
+            raise notification_not_found(str(notification_id))
+        now = utcnow()
+        if row.status in m.PENDING_STATUSES:
+            row.status, row.status_reason, row.updated_at = m.CANCELLED, "cancelled_by_client", now
+            await self._session.flush()
+            return True
+        result = await self._session.execute(
+            update(m.DeliveryRow)
+            .where(m.DeliveryRow.notification_id == notification_id, m.DeliveryRow.status.in_([m.QUEUED, m.RETRYING]))
+            .values(status=m.DELIVERY_CANCELLED, status_reason="cancelled_by_client", updated_at=now)
+            .returning(m.DeliveryRow.id)
+        )
+        if not result.all():
+            return False
+        await self.refresh_status(row)
+        return True
+
+    async def refresh_status(self, row: m.NotificationRow) -> None:
+        """Store the status derived from the notification's deliveries."""
+        statuses = (
+            await self._session.execute(select(m.DeliveryRow.status).where(m.DeliveryRow.notification_id == row.id))
+        ).scalars()
+        row.status = derive_status(statuses, reason=row.status_reason)
+        row.updated_at = utcnow()
+        await self._session.flush()
