@@ -62,7 +62,9 @@ def cmd_up(settings: Settings) -> None:
 
     async def main() -> None:
         await migrate(database_url)
-        await app.serve(settings, list(app.SERVICES), database_url=database_url, on_started=started)
+        await app.serve(
+            settings, list(app.SERVICES), database_url=database_url, with_dispatcher=True, on_started=started
+        )
 
     _run(main())
 
@@ -72,6 +74,12 @@ def cmd_serve(settings: Settings, service: str) -> None:
     database_url = _database_url(settings)
     names = list(app.SERVICES) if service == "all" else [service]
     _run(app.serve(settings, names, database_url=database_url))
+
+
+def cmd_worker(settings: Settings, kind: str) -> None:
+    """A background worker, as in Kubernetes."""
+    database_url = _database_url(settings)
+    _run(app.run_worker(settings, kind, database_url=database_url))
 
 
 def cmd_migrate(settings: Settings) -> None:
@@ -88,6 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--data-dir", type=Path, help="local state (default: CLARION_DATA_DIR or .clarion)")
     serve = commands.add_parser("serve", help="serve one gRPC service (needs CLARION_DATABASE_URL)")
     serve.add_argument("service", choices=[*app.SERVICES, "all"])
+    worker = commands.add_parser("worker", help="run a background worker (needs CLARION_DATABASE_URL)")
+    worker.add_argument("kind", choices=["dispatcher"])
     commands.add_parser("migrate", help="apply database migrations (needs CLARION_DATABASE_URL)")
     return parser
 
@@ -110,6 +120,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_up(settings)
         elif args.command == "serve":
             cmd_serve(settings, args.service)
+        elif args.command == "worker":
+            cmd_worker(settings, args.kind)
         elif args.command == "migrate":
             cmd_migrate(settings)
     except (UsageError, PortInUseError) as exc:

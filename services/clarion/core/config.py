@@ -64,6 +64,15 @@ class Settings(BaseSettings):
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
 
+    @field_validator("broker_url")
+    @classmethod
+    def _amqp_only(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("amqp://", "amqps://")):
+            raise ValueError("must be an AMQP URL such as amqp://guest:guest@127.0.0.1:5672/")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _postgres_only(cls, value: str | None) -> str | None:
