@@ -14,6 +14,7 @@ from clarion.core.config import Settings, SettingsError, load_settings
 from clarion.core.db import migrate
 from clarion.core.logging import configure_logging, get_logger
 from clarion.core.server import PortInUseError
+from clarion.gateway.errors import GatewayError
 
 log = get_logger(__name__)
 
@@ -44,26 +45,40 @@ def _database_url(settings: Settings) -> str:
 
 
 def cmd_up(settings: Settings) -> None:
-    """Local mode: embedded PostgreSQL unless CLARION_DATABASE_URL is set, migrations, every service on one port."""
+    """Local mode: embedded PostgreSQL unless CLARION_DATABASE_URL is set, migrations, every service on one port,
+    and Envoy in front of it serving REST and gRPC on CLARION_HTTP_PORT."""
     from clarion.core.embedded_postgres import start_embedded_postgres
+    from clarion.gateway.local import check_http_port, serve_behind_gateway
 
+    check_http_port(settings)
     database_url = settings.database_url or start_embedded_postgres(settings.data_dir)
 
     database = "CLARION_DATABASE_URL" if settings.database_url else f"embedded PostgreSQL in {settings.data_dir}"
 
     def started(port: int) -> None:
         address = f"{settings.grpc_host}:{port}"
+        edge = f"{settings.http_host}:{settings.http_port}"
         _say(
             "\nClarion is up (local mode).\n"
-            f"  gRPC      {address}   try: grpcurl -plaintext {address} list\n"
+            f"  REST      http://{edge}   try: curl http://{edge}/v1/health\n"
+            f"  gRPC      {address}   try: grpcurl -plaintext {address} list   (also on {edge}, through Envoy)\n"
             f"  database  {database}\n"
             "Press Ctrl-C to stop.\n"
         )
 
     async def main() -> None:
         await migrate(database_url)
-        await app.serve(
-            settings, list(app.SERVICES), database_url=database_url, with_dispatcher=True, on_started=started
+        await serve_behind_gateway(
+            settings,
+            lambda on_started, stop: app.serve(
+                settings,
+                list(app.SERVICES),
+                database_url=database_url,
+                with_dispatcher=True,
+                on_started=on_started,
+                stop=stop,
+            ),
+            on_ready=started,
         )
 
     _run(main())
@@ -94,6 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     up = commands.add_parser("up", help="run the whole system locally (embedded PostgreSQL, one port)")
     up.add_argument("--port", type=int, help="gRPC port (default: CLARION_GRPC_PORT or 50051)")
     up.add_argument("--data-dir", type=Path, help="local state (default: CLARION_DATA_DIR or .clarion)")
+    up.add_argument("--http-port", type=int, help="REST and gRPC through Envoy (default: CLARION_HTTP_PORT or 8080)")
     serve = commands.add_parser("serve", help="serve one gRPC service (needs CLARION_DATABASE_URL)")
     serve.add_argument("service", choices=[*app.SERVICES, "all"])
     worker = commands.add_parser("worker", help="run a background worker (needs CLARION_DATABASE_URL)")
@@ -109,6 +125,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["grpc_port"] = args.port
     if getattr(args, "data_dir", None) is not None:
         overrides["data_dir"] = args.data_dir
+    if getattr(args, "http_port", None) is not None:
+        overrides["http_port"] = args.http_port
     try:
         settings = load_settings(**overrides)
     except SettingsError as exc:
@@ -124,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd_worker(settings, args.kind)
         elif args.command == "migrate":
             cmd_migrate(settings)
-    except (UsageError, PortInUseError) as exc:
+    except (UsageError, PortInUseError, GatewayError) as exc:
         sys.stderr.write(f"clarion: {exc}\n")
         return 2 if isinstance(exc, UsageError) else 1
     return 0

@@ -32,7 +32,9 @@ def test_up_serves_every_service_with_health_and_reflection_and_stops_on_sigterm
     clarion_process: Callable[..., subprocess.Popen[str]], tmp_path: Path
 ) -> None:
     port = free_port()
-    process = clarion_process("up", "--port", str(port), "--data-dir", str(tmp_path / "state"))
+    process = clarion_process(
+        "up", "--port", str(port), "--http-port", str(free_port()), "--data-dir", str(tmp_path / "state")
+    )
     address = f"127.0.0.1:{port}"
     wait_until_serving(address, process)
 

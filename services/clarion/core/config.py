@@ -30,6 +30,10 @@ class Settings(BaseSettings):
     # How long SIGTERM waits for in-flight calls before cancelling them; keep below the pod's grace period.
     shutdown_grace_s: float = Field(default=20.0, ge=0, le=300)
 
+    # Where local mode's Envoy serves REST and gRPC (Kubernetes renders its own gateway config).
+    http_host: str = "127.0.0.1"
+    http_port: int = Field(default=8080, ge=1, le=65535)
+
     # PostgreSQL. Unset in local mode means the embedded server under `data_dir`.
     database_url: str | None = None
     database_pool_size: int = Field(default=10, ge=1, le=200)

@@ -3,6 +3,7 @@ circuit breaker, whose failures arrive as our typed domain errors."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable
@@ -192,6 +193,12 @@ class ServiceClients:
             {"data": "message_data"},
         )
         return response
+
+    async def remove_device(self, user_id: str, device_id: str) -> None:
+        """Remove a user's device (an unregistered push token); a device already gone is fine."""
+        request = users_pb2.RemoveDeviceRequest(user_id=user_id, device_id=device_id)
+        with contextlib.suppress(NotFound):
+            await self._call("UserService", lambda: self._users.RemoveDevice(request, timeout=self._timeout_s))
 
     async def close(self) -> None:
         await self._users_channel.close()

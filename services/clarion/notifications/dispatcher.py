@@ -313,9 +313,10 @@ class Dispatcher:
                 await asyncio.sleep(self._poll_interval_s * 5)
                 continue
             try:
+                closed = asyncio.Event()
+                connection.add_termination_listener(lambda _connection, closed=closed: closed.set())
                 await connection.add_listener(DISPATCH_CHANNEL, lambda *_: self._wake.set())
-                while not stop.is_set() and not connection.is_closed():
-                    await asyncio.sleep(self._poll_interval_s)
+                await _first(stop.wait(), closed.wait())
             finally:
                 with contextlib.suppress(Exception):
                     await connection.close(timeout=2)

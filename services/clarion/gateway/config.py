@@ -1,0 +1,233 @@
+"""Envoy's configuration for the REST/gRPC edge, rendered from the one template, gateway/envoy.yaml.j2.
+
+A GatewayConfig says where Envoy listens and which gRPC upstream serves which service; `render_envoy_config` turns
+it into Envoy's YAML, and `write_gateway_files` also writes the descriptor set the transcoder reads. Local mode uses
+`local_gateway_config` (one upstream: the local server); Kubernetes passes one upstream per Deployment.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import jinja2
+
+from clarion.core.errors import ERROR_DOMAIN
+from clarion.gateway.descriptors import (
+    HEALTH_SERVICE,
+    REFLECTION_SERVICE,
+    gateway_descriptor_set,
+    load_descriptor_set,
+    service_names,
+)
+from clarion.gateway.errors import GatewayError
+
+# Found in a source checkout or an editable install; a wheel must ship them next to this module.
+_ROOT = Path(__file__).resolve().parents[3]
+TEMPLATE_CANDIDATES = (Path(__file__).with_name("envoy.yaml.j2"), _ROOT / "gateway" / "envoy.yaml.j2")
+MIB = 1024 * 1024
+
+
+@dataclass(frozen=True, slots=True)
+class LocalReply:
+    """How one of Envoy's own HTTP error replies reads as a google.rpc.Status: its code and ErrorInfo reason."""
+
+    http_status: int
+    grpc_code: int
+    reason: str
+    op: str = "EQ"
+
+
+# google.rpc.Code numbers, with the HTTP status each maps to (google/rpc/code.proto). The last one catches the rest.
+LOCAL_REPLIES: tuple[LocalReply, ...] = (
+    LocalReply(400, 3, "BAD_REQUEST"),  # INVALID_ARGUMENT: bad JSON, unknown query parameter or field
+    LocalReply(401, 16, "UNAUTHENTICATED"),
+    LocalReply(403, 7, "PERMISSION_DENIED"),
+    LocalReply(404, 5, "UNKNOWN_PATH"),  # NOT_FOUND: no RPC has this method and path
+    LocalReply(408, 4, "REQUEST_TIMEOUT"),  # DEADLINE_EXCEEDED: the client was too slow to send the request
+    LocalReply(413, 8, "REQUEST_TOO_LARGE"),  # RESOURCE_EXHAUSTED, as gRPC says of a message over the limit
+    LocalReply(429, 8, "RATE_LIMITED"),  # RESOURCE_EXHAUSTED
+    LocalReply(431, 8, "HEADERS_TOO_LARGE"),
+    LocalReply(500, 13, "INTERNAL"),
+    LocalReply(501, 12, "NOT_IMPLEMENTED"),
+    LocalReply(502, 14, "UPSTREAM_UNAVAILABLE"),  # UNAVAILABLE: retrying may work
+    LocalReply(503, 14, "UPSTREAM_UNAVAILABLE"),
+    LocalReply(504, 4, "UPSTREAM_TIMEOUT"),  # DEADLINE_EXCEEDED
+    LocalReply(400, 2, "GATEWAY_ERROR", op="GE"),  # UNKNOWN: any other 4xx or 5xx
+)
+
+# Envoy's own replies to native gRPC clients become a grpc-status by the gRPC spec's HTTP mapping, which knows no 413
+# (UNKNOWN); gRPC says RESOURCE_EXHAUSTED of a message over the limit.
+NATIVE_GRPC_STATUSES: dict[int, int] = {413: 8}
+
+
+@dataclass(frozen=True, slots=True)
+class Upstream:
+    """A gRPC backend: Envoy's cluster name for it, its address, and the gRPC services it serves."""
+
+    name: str
+    host: str
+    port: int
+    services: tuple[str, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayConfig:
+    """Everything that differs between deployments of the edge; the rest is fixed in the template."""
+
+    listen_host: str
+    listen_port: int
+    upstreams: tuple[Upstream, ...]
+    # The descriptor set Envoy reads: gen/clarion.binpb plus the /v1/health binding (see write_gateway_files).
+    descriptor_path: Path
+    # None: no admin interface at all. Port 0 lets the kernel choose (Envoy writes it to --admin-address-path).
+    admin_host: str | None = "127.0.0.1"
+    admin_port: int = 0
+    # Browser origins allowed to call the API; "*" is any origin.
+    cors_origins: tuple[str, ...] = ("*",)
+    request_timeout_s: float = 10.0
+    health_timeout_s: float = 3.0
+    stream_idle_timeout_s: float = 300.0
+    request_headers_timeout_s: float = 10.0
+    connect_timeout_s: float = 1.0
+    max_request_bytes: int = MIB
+    max_connections: int = 10_000
+    cors_max_age_s: int = 86_400
+    local_replies: tuple[LocalReply, ...] = field(default=LOCAL_REPLIES)
+
+
+def _duration(seconds: float) -> str:
+    return f"{seconds:g}s"
+
+
+def _is_ip(host: str) -> bool:
+    try:
+        ipaddress.ip_address(host)
+    except ValueError:
+        return False
+    return True
+
+
+def _is_loopback(host: str) -> bool:
+    return host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)
+
+
+def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
+    """One route per gRPC service, to the first upstream that serves it; health's Check is bounded separately
+    from its Watch stream, and streams have no overall timeout."""
+    routes: list[dict[str, Any]] = []
+    seen: set[str] = set()
+    unary = {"timeout": _duration(config.request_timeout_s), "streaming": False}
+    stream = {"timeout": "0s", "streaming": True}
+    for upstream in config.upstreams:
+        for service in upstream.services:
+            if service in seen:
+                continue
+            seen.add(service)
+            prefix = f"/{service}/"
+            if service == HEALTH_SERVICE:
+                check = {"timeout": _duration(config.health_timeout_s), "streaming": False}
+                routes.append({"match": "path", "path": prefix + "Check", "cluster": upstream.name, **check})
+                routes.append({"match": "prefix", "path": prefix, "cluster": upstream.name, **stream})
+            else:
+                kind = stream if service == REFLECTION_SERVICE else unary
+                routes.append({"match": "prefix", "path": prefix, "cluster": upstream.name, **kind})
+    return routes
+
+
+def _origin_matcher(origin: str) -> dict[str, Any]:
+    return {"safe_regex": {"regex": ".*"}} if origin == "*" else {"exact": origin}
+
+
+def _template() -> jinja2.Template:
+    for path in TEMPLATE_CANDIDATES:
+        if path.is_file():
+            environment = jinja2.Environment(
+                undefined=jinja2.StrictUndefined,
+                keep_trailing_newline=True,
+                # YAML, not HTML: escaping would corrupt it. Every string value goes through `tojson` instead.
+                autoescape=False,  # noqa: S701
+            )
+            return environment.from_string(path.read_text(encoding="utf-8"))
+    raise GatewayError(f"Envoy template not found (looked for {', '.join(map(str, TEMPLATE_CANDIDATES))})")
+
+
+def render_envoy_config(config: GatewayConfig, transcoded_services: Sequence[str]) -> str:
+    """Envoy's YAML for `config`; `transcoded_services` are the services the REST mapping covers."""
+    names = [upstream.name for upstream in config.upstreams]
+    if not names or len(set(names)) != len(names):
+        raise GatewayError(f"upstream names must be present and distinct: {names}")
+    if config.admin_host is not None and not _is_loopback(config.admin_host):
+        raise GatewayError(f"Envoy's admin interface must listen on loopback, not {config.admin_host}")
+    admin = {"host": config.admin_host, "port": config.admin_port} if config.admin_host else None
+    return _template().render(
+        admin=admin,
+        listen={"host": config.listen_host, "port": config.listen_port},
+        max_connections=config.max_connections,
+        request_headers_timeout=_duration(config.request_headers_timeout_s),
+        local_replies=config.local_replies,
+        native_grpc_statuses=NATIVE_GRPC_STATUSES,
+        error_domain=ERROR_DOMAIN,
+        cors={
+            "origins": [_origin_matcher(origin) for origin in config.cors_origins],
+            "methods": "GET, POST, PATCH, DELETE, OPTIONS",
+            "allow_headers": "authorization, content-type, x-request-id, x-idempotency-key",
+            "expose_headers": "x-request-id",
+            "max_age_s": config.cors_max_age_s,
+        },
+        routes=_routes(config),
+        fallback_cluster=names[0],
+        fallback_timeout=_duration(config.request_timeout_s),
+        stream_idle_timeout=_duration(config.stream_idle_timeout_s),
+        max_request_bytes=config.max_request_bytes,
+        descriptor_path=str(config.descriptor_path),
+        transcoded_services=list(transcoded_services),
+        connect_timeout=_duration(config.connect_timeout_s),
+        clusters=[
+            {"name": u.name, "host": u.host, "port": u.port, "type": "STATIC" if _is_ip(u.host) else "STRICT_DNS"}
+            for u in config.upstreams
+        ],
+    )
+
+
+def write_gateway_files(config: GatewayConfig, *, config_path: Path, source_descriptor_set: Path) -> Path:
+    """Write the transcoder's descriptor set (to `config.descriptor_path`) and Envoy's YAML (to `config_path`).
+
+    The descriptor set is `source_descriptor_set` (gen/clarion.binpb) plus grpc.health.v1 with a `GET /v1/health`
+    binding, so the seed system's health path is answered by the services' own gRPC health. Returns config_path.
+    """
+    base = load_descriptor_set(source_descriptor_set)
+    descriptor_set = gateway_descriptor_set(base)
+    served = {service for upstream in config.upstreams for service in upstream.services}
+    # Every service with an HTTP mapping that some upstream serves; reflection is gRPC-only (a bidi stream).
+    transcoded = [service for service in service_names(descriptor_set, http_only=True) if service in served]
+    rendered = render_envoy_config(config, transcoded)
+    config.descriptor_path.parent.mkdir(parents=True, exist_ok=True)
+    config.descriptor_path.write_bytes(descriptor_set.SerializeToString())
+    config_path.parent.mkdir(parents=True, exist_ok=True)
+    config_path.write_text(rendered, encoding="utf-8")
+    return config_path
+
+
+def local_gateway_config(
+    *,
+    listen_host: str,
+    listen_port: int,
+    grpc_host: str,
+    grpc_port: int,
+    services: Sequence[str],
+    descriptor_path: Path,
+) -> GatewayConfig:
+    """Local mode: Envoy on `listen_host:listen_port` in front of the one local gRPC server serving `services`."""
+    # A server bound to every interface is still reached on loopback.
+    upstream_host = "127.0.0.1" if grpc_host in ("0.0.0.0", "") else ("::1" if grpc_host == "::" else grpc_host)
+    upstream = Upstream("clarion", upstream_host, grpc_port, (*services, HEALTH_SERVICE, REFLECTION_SERVICE))
+    return GatewayConfig(
+        listen_host=listen_host,
+        listen_port=listen_port,
+        upstreams=(upstream,),
+        descriptor_path=descriptor_path,
+    )
