@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
@@ -15,9 +15,12 @@ from clarion.core.config import Settings
 from clarion.core.db import create_engine, session_factory
 from clarion.core.logging import get_logger
 from clarion.core.server import GrpcServer, ServiceRegistration, install_stop_signals
+from clarion.delivery.consumer import DeliveryWorker
+from clarion.delivery.providers.factory import create_email_provider, create_push_provider
+from clarion.delivery.sweeper import run_sweeper
 from clarion.notifications import servicer as notifications
 from clarion.notifications.clients import ServiceClients
-from clarion.notifications.dispatcher import Dispatcher
+from clarion.notifications.dispatcher import QUEUES, Dispatcher
 from clarion.templates import servicer as templates
 from clarion.users import servicer as users
 
@@ -65,33 +68,79 @@ SERVICES: dict[str, Callable[[Resources], ServiceRegistration]] = {
 }
 
 
-async def run_dispatcher(
-    settings: Settings, resources: Resources, broker: Broker, *, database_url: str, stop: asyncio.Event
-) -> None:
-    """The dispatcher until `stop`. The broker may be down at start (accepts don't need it): keep trying to connect;
-    committed deliveries wait in PostgreSQL meanwhile."""
+WORKER_KINDS = ("dispatcher", "email", "push", "sweeper")
+
+
+async def _connect(broker: Broker, stop: asyncio.Event) -> bool:
+    """Connect, retrying with backoff while the broker is down (accepts don't need it; committed work waits in
+    PostgreSQL). False when `stop` came first."""
     delay_s = 0.5
     while not stop.is_set():
         try:
             await broker.connect()
-            break
+            return True
         except BrokerUnavailable as exc:
             log.warning("broker_unavailable", error=str(exc), retry_in_s=delay_s)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay_s):
                     await stop.wait()
             delay_s = min(delay_s * 2, 30.0)
-    dispatcher = Dispatcher(
-        sessions=resources.sessions,
-        clients=resources.clients,
-        broker=broker,
-        database_url=database_url,
-        batch_size=settings.dispatch_batch_size,
-        poll_interval_s=settings.dispatch_poll_interval_s,
-    )
-    log.info("dispatcher_started")
-    await dispatcher.run(stop)
-    log.info("dispatcher_stopped")
+    return False
+
+
+async def run_workers(
+    settings: Settings,
+    resources: Resources,
+    broker: Broker,
+    kinds: Sequence[str],
+    *,
+    database_url: str,
+    stop: asyncio.Event,
+) -> None:
+    """Run the named background workers until `stop`, then drain: consumers stop taking messages, in-flight ones
+    finish (or go back to the queue after CLARION_WORKER_DRAIN_S)."""
+    if any(kind != "sweeper" for kind in kinds) and not await _connect(broker, stop):
+        return
+    tasks: list[asyncio.Task[None]] = []
+    closers: list[Callable[[], Awaitable[None]]] = []
+    for kind in kinds:
+        if kind == "dispatcher":
+            dispatcher = Dispatcher(
+                sessions=resources.sessions,
+                clients=resources.clients,
+                broker=broker,
+                database_url=database_url,
+                batch_size=settings.dispatch_batch_size,
+                poll_interval_s=settings.dispatch_poll_interval_s,
+            )
+            tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
+        elif kind == "sweeper":
+            sweeper = run_sweeper(resources.sessions, interval_s=settings.sweeper_interval_s, stop=stop)
+            tasks.append(asyncio.create_task(sweeper, name="sweeper"))
+        else:
+            email = create_email_provider(settings) if kind == "email" else None
+            push = create_push_provider(settings) if kind == "push" else None
+            closers += [p.close for p in (email, push) if p is not None]
+            worker = DeliveryWorker(
+                channel=kind,
+                sessions=resources.sessions,
+                email=email,
+                push=push,
+                clients=resources.clients,
+                max_attempts=settings.delivery_max_attempts,
+                lease_s=settings.delivery_lease_s,
+                backoff_base_s=settings.delivery_backoff_base_s,
+            )
+            await worker.start(broker, QUEUES[kind], prefetch=settings.worker_prefetch)
+        log.info("worker_started", kind=kind)
+    try:
+        await stop.wait()
+    finally:
+        await broker.stop_consuming(timeout_s=settings.worker_drain_s)
+        await asyncio.gather(*tasks, return_exceptions=True)
+        for close in closers:
+            await close()
+        log.info("workers_stopped", kinds=list(kinds))
 
 
 async def serve(
@@ -99,11 +148,11 @@ async def serve(
     names: Sequence[str],
     *,
     database_url: str,
-    with_dispatcher: bool = False,
+    workers: Sequence[str] = (),
     on_started: Callable[[int], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
-    """Serve the named services on one port (and, in local mode, run the dispatcher) until SIGTERM/SIGINT or
+    """Serve the named services on one port (and, in local mode, the background workers) until SIGTERM/SIGINT or
     `stop`; then stop taking work, drain, and close."""
     resources = Resources.open(settings, database_url)
     broker = create_broker(settings.broker_url, publish_timeout_s=settings.broker_publish_timeout_s)
@@ -113,11 +162,11 @@ async def serve(
     try:
         server = GrpcServer(settings, [SERVICES[name](resources) for name in names])
         port = await server.start()
-        if with_dispatcher:
+        if workers:
             background.append(
                 asyncio.create_task(
-                    run_dispatcher(settings, resources, broker, database_url=database_url, stop=stop),
-                    name="dispatcher",
+                    run_workers(settings, resources, broker, workers, database_url=database_url, stop=stop),
+                    name="workers",
                 )
             )
         if on_started is not None:
@@ -133,14 +182,13 @@ async def serve(
 
 
 async def run_worker(settings: Settings, kind: str, *, database_url: str, stop: asyncio.Event | None = None) -> None:
-    """A worker process (Kubernetes): `dispatcher` for now. Runs until SIGTERM/SIGINT."""
+    """One worker process (Kubernetes): dispatcher, email, push or sweeper. Runs until SIGTERM/SIGINT."""
     resources = Resources.open(settings, database_url)
     broker = create_broker(settings.broker_url, publish_timeout_s=settings.broker_publish_timeout_s)
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
     try:
-        if kind == "dispatcher":
-            await run_dispatcher(settings, resources, broker, database_url=database_url, stop=stop)
+        await run_workers(settings, resources, broker, [kind], database_url=database_url, stop=stop)
     finally:
         await broker.close()
         await resources.close()

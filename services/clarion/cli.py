@@ -74,7 +74,7 @@ def cmd_up(settings: Settings) -> None:
                 settings,
                 list(app.SERVICES),
                 database_url=database_url,
-                with_dispatcher=True,
+                workers=app.WORKER_KINDS,
                 on_started=on_started,
                 stop=stop,
             ),
@@ -113,7 +113,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser("serve", help="serve one gRPC service (needs CLARION_DATABASE_URL)")
     serve.add_argument("service", choices=[*app.SERVICES, "all"])
     worker = commands.add_parser("worker", help="run a background worker (needs CLARION_DATABASE_URL)")
-    worker.add_argument("kind", choices=["dispatcher"])
+    worker.add_argument("kind", choices=list(app.WORKER_KINDS))
     commands.add_parser("migrate", help="apply database migrations (needs CLARION_DATABASE_URL)")
     return parser
 

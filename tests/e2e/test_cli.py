@@ -6,14 +6,25 @@ import asyncio
 import json
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import asyncpg
+import grpc
 import pytest
 from alembic.script import ScriptDirectory
 
 from clarion.core.db import alembic_config
+from clarion.v1 import (
+    common_pb2,
+    notifications_pb2,
+    notifications_pb2_grpc,
+    templates_pb2,
+    templates_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
+)
 from tests.conftest import free_port
 from tests.e2e.conftest import grpcurl, wait_until_serving
 
@@ -85,3 +96,58 @@ def test_serve_refuses_a_port_already_in_use(
     output, _ = second.communicate(timeout=30)
     assert second.returncode == 1
     assert f"cannot listen on 127.0.0.1:{port}" in output
+
+
+def test_up_delivers_end_to_end_in_local_mode(
+    clarion_process: Callable[..., subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    port = free_port()
+    state = tmp_path / "state"
+    process = clarion_process("up", "--port", str(port), "--http-port", str(free_port()), "--data-dir", str(state))
+    address = f"127.0.0.1:{port}"
+    wait_until_serving(address, process)
+
+    async def scenario() -> notifications_pb2.Notification:
+        async with grpc.aio.insecure_channel(address) as channel:
+            users = users_pb2_grpc.UserServiceStub(channel)
+            templates = templates_pb2_grpc.TemplateServiceStub(channel)
+            notifications = notifications_pb2_grpc.NotificationServiceStub(channel)
+            user = await users.CreateUser(
+                users_pb2.CreateUserRequest(user={"email_address": "local@example.com"}), timeout=10
+            )
+            await users.AddDevice(
+                users_pb2.AddDeviceRequest(
+                    user_id=user.user_id, device={"token": "device-1", "platform": "DEVICE_PLATFORM_WEB"}
+                ),
+                timeout=10,
+            )
+            await templates.CreateTemplate(
+                templates_pb2.CreateTemplateRequest(
+                    template={
+                        "template_key": "hello",
+                        "subject": "Hi {name}",
+                        "body": "Hello {name}",
+                        "push_title": "Hi",
+                        "push_body": "Hello {name}",
+                    }
+                ),
+                timeout=10,
+            )
+            request = notifications_pb2.SendNotificationRequest(user_id=user.user_id, template_key="hello")
+            request.message_data.update({"name": "Ada"})
+            sent = await notifications.SendNotification(request, timeout=10)
+            get = notifications_pb2.GetNotificationRequest(notification_id=sent.notification.notification_id)
+            deadline = time.monotonic() + 30
+            while True:
+                notification = await notifications.GetNotification(get, timeout=10)
+                if notification.status == notifications_pb2.NOTIFICATION_STATUS_SENT:
+                    return notification
+                assert time.monotonic() < deadline, notification
+                await asyncio.sleep(0.2)
+
+    notification = asyncio.run(scenario())
+    by_channel = {d.channel: d for d in notification.deliveries}
+    assert by_channel[common_pb2.CHANNEL_EMAIL].provider == "file"
+    assert by_channel[common_pb2.CHANNEL_PUSH].provider == "simulated"
+    eml = state / "outbox" / f"{by_channel[common_pb2.CHANNEL_EMAIL].delivery_id}.eml"
+    assert "Subject: Hi Ada" in eml.read_text()

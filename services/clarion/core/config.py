@@ -6,7 +6,7 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, ValidationError, field_validator
+from pydantic import Field, SecretStr, ValidationError, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ENV_PREFIX = "CLARION_"
@@ -61,6 +61,44 @@ class Settings(BaseSettings):
     # The dispatcher: how many notifications one pass claims, and how often it looks when nothing wakes it.
     dispatch_batch_size: int = Field(default=100, ge=1, le=5000)
     dispatch_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+
+    # Channel workers: attempts before a delivery fails for good, how long a claim lasts before the sweeper takes
+    # it back (longer than any provider call), and how many messages each worker handles at once.
+    delivery_max_attempts: int = Field(default=5, ge=1, le=50)
+    delivery_lease_s: float = Field(default=120.0, ge=1, le=3600)
+    # Retry backoff: exponential from this base with jitter (2 s, 4 s, 8 s… through the broker's retry tiers).
+    delivery_backoff_base_s: float = Field(default=2.0, gt=0, le=600)
+    worker_prefetch: int = Field(default=16, ge=1, le=1000)
+    sweeper_interval_s: float = Field(default=15.0, gt=0, le=3600)
+    # Drain: how long a stopping worker waits for in-flight messages before requeueing them.
+    worker_drain_s: float = Field(default=20.0, ge=0, le=300)
+
+    # --- Delivery providers (issue 5; read by clarion.delivery.providers.factory) ---
+    # Email: "auto" is SendGrid when an API key is set, else SMTP when a host is set, else `.eml` files in the
+    # outbox (local mode). Push: FCM when a service-account file is set, else simulated (logged, nothing sent).
+    email_provider: Literal["auto", "sendgrid", "smtp", "file"] = "auto"
+    # The From of every email: "Name <address>" or a bare address.
+    email_from: str = "Clarion <noreply@example.com>"
+    sendgrid_api_key: SecretStr | None = None
+    # Overridable so tests (and EU-region accounts, https://api.eu.sendgrid.com) can aim the client elsewhere.
+    sendgrid_host: str = "https://api.sendgrid.com"
+    smtp_host: str | None = None
+    smtp_port: int = Field(default=587, ge=1, le=65535)
+    smtp_username: str | None = None
+    smtp_password: SecretStr | None = None
+    # STARTTLS on the submission port (587), or implicit TLS from the first byte (port 465): not both.
+    smtp_starttls: bool = True
+    smtp_use_tls: bool = False
+    # A CA bundle to verify the SMTP server with (a relay with a private CA); unset: the system's CAs.
+    smtp_ca_file: Path | None = None
+    fcm_credentials_file: Path | None = None
+    # FCM's base URL; unset: https://fcm.googleapis.com. The path /v1/projects/<project>/messages:send is appended.
+    fcm_url: str | None = None
+    # Every provider call ends within this, answered or not; keep it well below delivery_lease_s.
+    provider_timeout_s: float = Field(default=10.0, gt=0, le=60)
+    # Where the file provider writes `.eml` files; unset: <data_dir>/outbox.
+    outbox_dir: Path | None = None
+    # --- end of delivery providers ---
 
     # Local mode keeps its state here: embedded PostgreSQL data, the outbox, the API key.
     data_dir: Path = Path(".clarion")

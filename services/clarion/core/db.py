@@ -57,6 +57,12 @@ def async_url(url: str) -> str:
     return urlunsplit((scheme, parts.netloc, parts.path, urlencode(query), parts.fragment))
 
 
+async def snapshot(session: AsyncSession) -> None:
+    """Make a fresh session's reads one consistent snapshot (REPEATABLE READ), for a view assembled from several
+    queries — a row and its children read while a worker commits must not disagree. Call before any query."""
+    await session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+
+
 def asyncpg_dsn(url: str) -> str:
     """A URL asyncpg.connect() takes directly (for LISTEN, which needs a raw connection)."""
     parts = urlsplit(url)

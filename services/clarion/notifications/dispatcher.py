@@ -262,7 +262,18 @@ class Dispatcher:
             deliveries = list((await session.execute(query)).scalars())
             if not deliveries:
                 return 0
-            results = await asyncio.gather(*(self._publish(d) for d in deliveries), return_exceptions=True)
+            trace = dict(
+                (
+                    await session.execute(
+                        select(m.NotificationRow.id, m.NotificationRow.trace_request_id).where(
+                            m.NotificationRow.id.in_({d.notification_id for d in deliveries})
+                        )
+                    )
+                ).all()
+            )
+            results = await asyncio.gather(
+                *(self._publish(d, trace.get(d.notification_id, "")) for d in deliveries), return_exceptions=True
+            )
             published = [d.id for d, result in zip(deliveries, results, strict=True) if result is None]
             failures = [r for r in results if isinstance(r, BaseException)]
             if published:
@@ -281,7 +292,7 @@ class Dispatcher:
                 )
         return len(published)
 
-    async def _publish(self, delivery: m.DeliveryRow) -> None:
+    async def _publish(self, delivery: m.DeliveryRow, request_id: str) -> None:
         body = {
             "delivery_id": str(delivery.id),
             "notification_id": str(delivery.notification_id),
@@ -291,7 +302,10 @@ class Dispatcher:
         message = Message(
             message_id=str(delivery.id),
             body=json.dumps(body, separators=(",", ":")).encode(),
-            headers={"notification_id": str(delivery.notification_id)},
+            headers={
+                "notification_id": str(delivery.notification_id),
+                **({"request_id": request_id} if request_id else {}),
+            },
         )
         await self._broker.publish(QUEUES[delivery.channel], message)
 

@@ -50,6 +50,9 @@ class NotificationRow(Base):
     priority: Mapped[int] = mapped_column(SmallInteger)
     locale: Mapped[str] = mapped_column(String(64), default="")
     request_id: Mapped[str | None] = mapped_column(String(255), default=None)
+    # The x-request-id of the accepting call, carried in message headers so one request's log lines can be found
+    # in the dispatcher and the workers too.
+    trace_request_id: Mapped[str] = mapped_column(String(128), default="", server_default="")
     status: Mapped[str] = mapped_column(String(16))
     # Why there are no deliveries (user deleted, template deleted), when that is so.
     status_reason: Mapped[str] = mapped_column(Text, default="")

@@ -8,10 +8,12 @@ import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
+import structlog
 from google.protobuf import json_format
 from grpc.aio import ServicerContext
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from clarion.core.db import snapshot
 from clarion.core.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument
 from clarion.core.logging import get_logger
 from clarion.core.pagination import decode_page_token, encode_page_token, page_size
@@ -154,6 +156,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             priority=priority,
             locale=request.locale,
             request_id=key or None,
+            trace_request_id=str(structlog.contextvars.get_contextvars().get("request_id", "")),
             status=m.SCHEDULED if due > now else m.ACCEPTED,
             send_at=due,
             created_at=now,
@@ -195,6 +198,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         """A notification with each channel's delivery and its attempts."""
         notification_id = _parse_id(request.notification_id)
         async with self._sessions() as session:
+            await snapshot(session)
             return notification_to_proto(await NotificationRepository(session).get(notification_id))
 
     async def ListNotifications(
@@ -221,6 +225,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             except (ValueError, IndexError, TypeError):
                 raise InvalidArgument.for_field("page_token", "is not a page token this API issued") from None
         async with self._sessions() as session:
+            await snapshot(session)
             views = await NotificationRepository(session).list(
                 user_id=request.user_id, status=status, channel=channel, before=before, limit=limit + 1
             )

@@ -66,7 +66,10 @@ async def drain(broker: Broker, queue: str, *, expect: int, timeout_s: float = 1
     done = asyncio.Event()
 
     async def handle(received: Received) -> None:
-        bodies.append({**json.loads(received.message.body), "_message_id": received.message.message_id})
+        message = received.message
+        bodies.append(
+            {**json.loads(message.body), "_message_id": message.message_id, "_headers": dict(message.headers)}
+        )
         await received.ack()
         if len(bodies) >= expect:
             done.set()
@@ -136,6 +139,9 @@ async def test_deliveries_are_written_and_published_with_rendered_content(
     [email] = await drain(broker, EMAIL_QUEUE, expect=1)
     assert email["_message_id"] == by_channel[common_pb2.CHANNEL_EMAIL].delivery_id
     assert email["notification_id"] == notification_id
+    assert email["_headers"]["notification_id"] == notification_id
+    assert email["_headers"]["request_id"], "the accepting call's x-request-id travels in the headers"
+    assert "api_key" not in json.dumps(email)
     assert email["payload"]["to"] == "ada@example.com"
     assert email["payload"]["subject"] == "Hi Ada"
     assert email["payload"]["html_body"] == "<p>3 updates</p>"

@@ -11,9 +11,10 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
-from sqlalchemy import func, select
+from sqlalchemy import func, select, update
 
 from clarion.notifications import models as m
+from clarion.notifications.repository import NotificationRepository
 from clarion.v1 import notifications_pb2, templates_pb2, users_pb2
 from tests.helpers import status_detail
 from tests.integration.conftest import RunningClarion
@@ -260,3 +261,32 @@ async def test_list_filters_and_pages_newest_first(clarion: RunningClarion) -> N
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "page_token" in violations(status)
+
+
+async def test_an_expired_key_is_forgotten_and_pruned(clarion: RunningClarion) -> None:
+    user_id = await seed(clarion)
+    first = await clarion.notifications.SendNotification(send_request(user_id, request_id="old-key"), timeout=10)
+    async with clarion.resources.sessions.begin() as session:
+        await session.execute(update(m.IdempotencyKeyRow).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+    # Past its lifetime the key means nothing: the same key with another request is a new notification.
+    other = send_request(user_id, request_id="old-key", message_data={**SEED_DATA, "app_name": "Later"})
+    second = await clarion.notifications.SendNotification(other, timeout=10)
+    assert second.replayed is False
+    assert second.notification.notification_id != first.notification.notification_id
+
+    async with clarion.resources.sessions.begin() as session:
+        await session.execute(update(m.IdempotencyKeyRow).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
+        assert await NotificationRepository(session).prune_keys() == 1
+    async with clarion.resources.sessions() as session:
+        assert (await session.execute(select(func.count()).select_from(m.IdempotencyKeyRow))).scalar_one() == 0
+
+
+async def test_the_accepting_request_id_travels_with_the_notification(clarion: RunningClarion) -> None:
+    user_id = await seed(clarion)
+    response = await clarion.notifications.SendNotification(
+        send_request(user_id), metadata=[("x-request-id", "trace-abc-123")], timeout=10
+    )
+    async with clarion.resources.sessions() as session:
+        row = await session.get(m.NotificationRow, uuid.UUID(response.notification.notification_id))
+    assert row is not None
+    assert row.trace_request_id == "trace-abc-123"

@@ -1,0 +1,237 @@
+"""The channel workers: consume a work queue, claim each delivery, call the provider, record the outcome, then
+settle the message — ack, retry through a tier, or dead-letter — only after the outcome is committed."""
+
+from __future__ import annotations
+
+import json
+import random
+import time
+import uuid
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from clarion.core.broker import Broker, Received
+from clarion.core.logging import get_logger, redact_text
+from clarion.delivery.outcomes import Attempt, Claimed, claim, finish
+from clarion.delivery.providers.base import (
+    EmailMessage,
+    EmailProvider,
+    PermanentFailure,
+    ProviderError,
+    PushMessage,
+    PushProvider,
+    TransientFailure,
+    UnregisteredToken,
+)
+from clarion.notifications import models as m
+from clarion.notifications.clients import ServiceClients
+
+log = get_logger(__name__)
+
+# Backoff between attempts: exponential, jittered, capped. Written here rather than with a retry library because
+# the waiting happens in RabbitMQ's retry tiers, across processes, not in a loop of ours.
+BACKOFF_CAP_S = 3600.0
+
+
+def backoff_s(attempt: int, retry_after_s: float | None, *, base_s: float = 2.0) -> float:
+    """How long to wait before attempt `attempt + 1`; never less than the provider's Retry-After."""
+    ceiling = min(BACKOFF_CAP_S, base_s * 2 ** (attempt - 1))
+    delay = random.uniform(ceiling / 2, ceiling)  # noqa: S311 - jitter, not cryptography
+    return max(delay, retry_after_s or 0.0)
+
+
+class DeliveryWorker:
+    """Handles one channel's work queue (email or push)."""
+
+    def __init__(
+        self,
+        *,
+        channel: str,
+        sessions: async_sessionmaker[AsyncSession],
+        email: EmailProvider | None = None,
+        push: PushProvider | None = None,
+        clients: ServiceClients | None = None,
+        max_attempts: int = 5,
+        lease_s: float = 60.0,
+        backoff_base_s: float = 2.0,
+    ) -> None:
+        self.channel = channel
+        self._sessions = sessions
+        self._email = email
+        self._push = push
+        self._clients = clients
+        self._max_attempts = max_attempts
+        self._lease_s = lease_s
+        self._backoff_base_s = backoff_base_s
+
+    async def start(self, broker: Broker, queue: str, *, prefetch: int) -> None:
+        """Begin consuming `queue`."""
+        await broker.consume(queue, self.handle, prefetch=prefetch)
+
+    async def handle(self, received: Received) -> None:
+        """One message: claim, send, record, settle."""
+        try:
+            delivery_id = uuid.UUID(json.loads(received.message.body)["delivery_id"])
+        except (ValueError, KeyError, TypeError):
+            log.error("delivery_message_unreadable", message_id=received.message.message_id)
+            await received.dead_letter("unreadable_message")
+            return
+        async with self._sessions.begin() as session:
+            claimed = await claim(session, delivery_id, lease_s=self._lease_s)
+        if claimed is None:
+            log.info("delivery_already_handled", delivery_id=str(delivery_id))
+            await received.ack()
+            return
+        if claimed.channel == "email":
+            await self._send_email(claimed, received)
+        else:
+            await self._send_push(claimed, received)
+
+    async def _send_email(self, claimed: Claimed, received: Received) -> None:
+        assert self._email is not None
+        payload = claimed.payload
+        message = EmailMessage(
+            delivery_id=str(claimed.delivery_id),
+            to=str(payload.get("to", "")),
+            subject=str(payload.get("subject", "")),
+            body=str(payload.get("body", "")),
+            html_body=str(payload.get("html_body", "")),
+        )
+        attempt, message_id, error = await _attempt(self._email.name, self._email.send(message))
+        await self._settle(claimed, received, [attempt], error, provider=self._email.name, message_id=message_id)
+
+    async def _send_push(self, claimed: Claimed, received: Received) -> None:
+        """One attempt per device still owed this push. The payload remembers which devices got it (`sent`) and
+        which are finished either way (`done`), so a retry goes only to the devices that failed transiently."""
+        assert self._push is not None
+        payload = dict(claimed.payload)
+        sent: list[str] = list(payload.get("sent_device_ids", []))
+        done: list[str] = list(payload.get("done_device_ids", []))
+        attempts: list[Attempt] = []
+        message_ids: list[str] = []
+        transient: TransientFailure | None = None
+        permanent: ProviderError | None = None
+        for device in payload.get("devices", []):
+            device_id = str(device["device_id"])
+            if device_id in done:
+                continue
+            message = PushMessage(
+                delivery_id=str(claimed.delivery_id),
+                device_id=device_id,
+                token=str(device["token"]),
+                platform=str(device.get("platform", "")),
+                title=str(payload.get("title", "")),
+                body=str(payload.get("body", "")),
+                data={str(k): str(v) for k, v in payload.get("data", {}).items()},
+            )
+            attempt, message_id, error = await _attempt(self._push.name, self._push.send(message))
+            attempts.append(attempt)
+            if error is None:
+                sent.append(device_id)
+                done.append(device_id)
+                message_ids.append(message_id)
+            elif isinstance(error, TransientFailure):
+                transient = error
+            else:
+                permanent = permanent or error
+                done.append(device_id)
+                if isinstance(error, UnregisteredToken):
+                    await self._forget_device(claimed, device_id)
+        payload["sent_device_ids"], payload["done_device_ids"] = sent, done
+        failure: ProviderError | None = transient or (permanent if not sent else None)
+        await self._settle(
+            claimed,
+            received,
+            attempts,
+            failure,
+            provider=self._push.name,
+            message_id=",".join(message_ids),
+            payload=payload,
+            partial_success=bool(sent),
+        )
+
+    async def _forget_device(self, claimed: Claimed, device_id: str) -> None:
+        """An unregistered token is removed from the user, so nobody sends to it again."""
+        if self._clients is None:
+            return
+        try:
+            await self._clients.remove_device(claimed.user_id, device_id)
+            log.info("device_removed_unregistered", user_id=claimed.user_id, device_id=device_id)
+        except Exception:  # noqa: BLE001 - the push outcome matters more; the next failure will try again
+            log.warning("device_remove_failed", user_id=claimed.user_id, device_id=device_id)
+
+    async def _settle(
+        self,
+        claimed: Claimed,
+        received: Received,
+        attempts: list[Attempt],
+        error: ProviderError | None,
+        *,
+        provider: str,
+        message_id: str,
+        payload: dict[str, Any] | None = None,
+        partial_success: bool = False,
+    ) -> None:
+        delivery = str(claimed.delivery_id)
+        if error is None:
+            async with self._sessions.begin() as session:
+                await finish(
+                    session,
+                    claimed,
+                    attempts,
+                    status=m.SENT,
+                    provider=provider,
+                    provider_message_id=message_id,
+                    payload=payload,
+                )
+            log.info("delivery_sent", delivery_id=delivery, provider=provider, attempt=claimed.attempt)
+            await received.ack()
+            return
+        reason = redact_text(str(error))
+        if isinstance(error, TransientFailure) and claimed.attempt < self._max_attempts:
+            delay_s = backoff_s(claimed.attempt, error.retry_after_s, base_s=self._backoff_base_s)
+            async with self._sessions.begin() as session:
+                await finish(
+                    session, claimed, attempts, status=m.RETRYING, reason=reason, provider=provider, payload=payload
+                )
+            log.info("delivery_retrying", delivery_id=delivery, attempt=claimed.attempt, delay_s=round(delay_s, 1))
+            await received.retry(delay_s)
+            return
+        final = m.SENT if partial_success else m.FAILED
+        why = reason if isinstance(error, PermanentFailure) else f"attempts exhausted: {reason}"
+        async with self._sessions.begin() as session:
+            await finish(
+                session,
+                claimed,
+                attempts,
+                status=final,
+                reason=why,
+                provider=provider,
+                provider_message_id=message_id,
+                payload=payload,
+            )
+        log.warning("delivery_failed", delivery_id=delivery, attempt=claimed.attempt, reason=why)
+        if final == m.FAILED:
+            await received.dead_letter(why[:200])
+        else:
+            await received.ack()
+
+
+async def _attempt(provider: str, call: Any) -> tuple[Attempt, str, ProviderError | None]:
+    """Run one provider call and describe it for the attempt log."""
+    started_at = datetime.now(UTC)
+    started = time.perf_counter()
+    message_id = ""
+    error: ProviderError | None = None
+    try:
+        message_id = await call
+        outcome = "succeeded"
+    except TransientFailure as exc:
+        error, outcome = exc, "transient_failure"
+    except PermanentFailure as exc:
+        error, outcome = exc, "permanent_failure"
+    duration_ms = (time.perf_counter() - started) * 1000
+    text = redact_text(str(error)) if error else ""
+    return Attempt(provider, outcome, text, started_at, duration_ms), message_id, error

@@ -1,0 +1,255 @@
+"""The channel workers end to end: accept → dispatcher → broker → worker → provider (the real SendGrid client
+against a local fake of SendGrid's server; the real file and simulated providers), on real PostgreSQL."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
+
+import pytest
+from sqlalchemy import update
+
+from clarion.core.broker import EMAIL_QUEUE, FAILED_QUEUE, Broker, Message, Received, create_broker
+from clarion.core.config import load_settings
+from clarion.core.db import utcnow
+from clarion.delivery.consumer import DeliveryWorker
+from clarion.delivery.providers.factory import create_email_provider, create_push_provider
+from clarion.delivery.sweeper import sweep_once
+from clarion.notifications import models as m
+from clarion.v1 import common_pb2, notifications_pb2, templates_pb2, users_pb2
+from tests.conftest import unavailable
+from tests.integration.conftest import RunningClarion
+from tests.integration.delivery.fake_http import FakeHttpServer, Reply
+from tests.integration.delivery.fake_sendgrid import FakeSendGrid, sendgrid_errors
+from tests.integration.notifications.test_dispatcher import RABBITMQ_URL, TEMPLATE, dispatcher_for, get, send
+
+pytestmark = pytest.mark.integration
+
+API_KEY = "SG.test-key"
+
+
+@pytest.fixture(params=["memory", "rabbitmq"])
+async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
+    made = create_broker(RABBITMQ_URL if request.param == "rabbitmq" else None, namespace=f"w-{uuid.uuid4().hex[:8]}")
+    try:
+        await made.connect()
+    except Exception as exc:  # noqa: BLE001 - any connection failure means RabbitMQ is not there
+        unavailable("RabbitMQ", exc)
+    yield made
+    delete = getattr(made, "delete_topology", None)
+    if delete is not None:
+        await delete()
+    await made.close()
+
+
+@dataclass
+class Pipeline:
+    clarion: RunningClarion
+    broker: Broker
+    sendgrid: FakeSendGrid
+    outbox: Path
+
+    async def deliver(self, user_id: str, **fields: Any) -> str:
+        """Send a notification and run the dispatcher once; returns the notification id."""
+        notification_id = await send(self.clarion, user_id, **fields)
+        await dispatcher_for(self.clarion, self.broker).run_once()
+        return notification_id
+
+    async def settled(self, notification_id: str, *, timeout_s: float = 20) -> notifications_pb2.Notification:
+        """Wait until every delivery of the notification is final."""
+        final = {
+            notifications_pb2.DELIVERY_STATUS_SENT,
+            notifications_pb2.DELIVERY_STATUS_FAILED,
+            notifications_pb2.DELIVERY_STATUS_SKIPPED,
+        }
+        deadline = time.monotonic() + timeout_s
+        while True:
+            notification = await get(self.clarion, notification_id)
+            if notification.deliveries and all(d.status in final for d in notification.deliveries):
+                return notification
+            assert time.monotonic() < deadline, f"not settled: {notification}"
+            await asyncio.sleep(0.1)
+
+
+@pytest.fixture
+async def pipeline(
+    clarion: RunningClarion, broker: Broker, http_server: FakeHttpServer, tmp_path: Path
+) -> AsyncIterator[Callable[..., Any]]:
+    """Factory: `await pipeline(email="sendgrid"|"file", max_attempts=5)` starts email and push workers."""
+    await clarion.templates.CreateTemplate(templates_pb2.CreateTemplateRequest(template=TEMPLATE), timeout=10)
+    sendgrid = FakeSendGrid(http_server, api_key=API_KEY)
+    started: list[Any] = []
+
+    async def start(email: str = "sendgrid", max_attempts: int = 5) -> Pipeline:
+        settings = load_settings(
+            email_provider=email,
+            sendgrid_api_key=API_KEY,
+            sendgrid_host=sendgrid.host,
+            outbox_dir=tmp_path / "outbox",
+            provider_timeout_s=5,
+        )
+        email_provider, push_provider = create_email_provider(settings), create_push_provider(settings)
+        started.extend([email_provider, push_provider])
+        for channel in ("email", "push"):
+            worker = DeliveryWorker(
+                channel=channel,
+                sessions=clarion.resources.sessions,
+                email=email_provider,
+                push=push_provider,
+                clients=clarion.resources.clients,
+                max_attempts=max_attempts,
+                lease_s=30,
+                backoff_base_s=0.5,  # lands in the 1 s retry tier
+            )
+            await worker.start(broker, f"{channel}.queue", prefetch=4)
+        return Pipeline(clarion, broker, sendgrid, tmp_path / "outbox")
+
+    yield start
+    await broker.stop_consuming(timeout_s=5)
+    for provider in started:
+        await provider.close()
+
+
+async def make_user(clarion: RunningClarion, **fields: Any) -> str:
+    user = await clarion.users.CreateUser(users_pb2.CreateUserRequest(user=fields), timeout=10)
+    return str(user.user_id)
+
+
+def outcomes(delivery: notifications_pb2.Delivery) -> list[int]:
+    return [a.outcome for a in delivery.attempts]
+
+
+SUCCEEDED = notifications_pb2.ATTEMPT_OUTCOME_SUCCEEDED
+TRANSIENT = notifications_pb2.ATTEMPT_OUTCOME_TRANSIENT_FAILURE
+PERMANENT = notifications_pb2.ATTEMPT_OUTCOME_PERMANENT_FAILURE
+
+
+async def test_an_email_goes_through_sendgrid_with_the_delivery_id(pipeline: Callable[..., Any]) -> None:
+    run: Pipeline = await pipeline()
+    user_id = await make_user(run.clarion, email_address="ada@example.com")
+    notification = await run.settled(await run.deliver(user_id, channels=[1]))
+    [delivery] = notification.deliveries
+    assert delivery.status == notifications_pb2.DELIVERY_STATUS_SENT
+    assert (delivery.provider, delivery.provider_message_id) == ("sendgrid", "sg-message-1")
+    assert outcomes(delivery) == [SUCCEEDED]
+    assert notification.status == notifications_pb2.NOTIFICATION_STATUS_SENT
+    [request] = run.sendgrid.requests
+    mail = request.json()
+    assert mail["personalizations"][0]["to"][0]["email"] == "ada@example.com"
+    assert mail["subject"] == "Hi Ada"
+    assert mail["custom_args"]["delivery_id"] == delivery.delivery_id
+
+
+async def test_transient_failures_are_retried_with_backoff_until_sent(pipeline: Callable[..., Any]) -> None:
+    run: Pipeline = await pipeline()
+    run.sendgrid.then(
+        Reply(503, sendgrid_errors("busy")), Reply(429, sendgrid_errors("slow down"), {"Retry-After": "1"})
+    )
+    user_id = await make_user(run.clarion, email_address="bo@example.com")
+    notification = await run.settled(await run.deliver(user_id, channels=[1]))
+    [delivery] = notification.deliveries
+    assert delivery.status == notifications_pb2.DELIVERY_STATUS_SENT
+    assert outcomes(delivery) == [TRANSIENT, TRANSIENT, SUCCEEDED]
+    starts = [a.start_time.ToDatetime() for a in delivery.attempts]
+    assert starts[2] - starts[1] >= timedelta(seconds=0.9), "Retry-After: 1 is honoured"
+    assert "503" in delivery.attempts[0].error
+    assert len(run.sendgrid.requests) == 3
+
+
+async def test_a_permanent_failure_fails_at_once_and_dead_letters(pipeline: Callable[..., Any]) -> None:
+    run: Pipeline = await pipeline()
+    run.sendgrid.then(Reply(400, sendgrid_errors("The to email does not contain a valid address.")))
+    user_id = await make_user(run.clarion, email_address="cy@example.com")
+    notification = await run.settled(await run.deliver(user_id, channels=[1]))
+    [delivery] = notification.deliveries
+    assert delivery.status == notifications_pb2.DELIVERY_STATUS_FAILED
+    assert outcomes(delivery) == [PERMANENT]
+    assert "valid address" in delivery.status_reason
+    assert notification.status == notifications_pb2.NOTIFICATION_STATUS_FAILED
+    assert await dead_letters(run.broker) == [delivery.delivery_id]
+
+
+async def test_attempts_run_out_then_fail_and_dead_letter(pipeline: Callable[..., Any]) -> None:
+    run: Pipeline = await pipeline(max_attempts=2)
+    run.sendgrid.then(*[Reply(503, sendgrid_errors("down"))] * 5)
+    user_id = await make_user(run.clarion, email_address="di@example.com")
+    notification = await run.settled(await run.deliver(user_id, channels=[1]))
+    [delivery] = notification.deliveries
+    assert delivery.status == notifications_pb2.DELIVERY_STATUS_FAILED
+    assert outcomes(delivery) == [TRANSIENT, TRANSIENT]
+    assert delivery.status_reason.startswith("attempts exhausted")
+    assert await dead_letters(run.broker) == [delivery.delivery_id]
+
+
+async def test_a_duplicate_message_is_acked_and_dropped(pipeline: Callable[..., Any]) -> None:
+    run: Pipeline = await pipeline()
+    user_id = await make_user(run.clarion, email_address="ed@example.com")
+    notification = await run.settled(await run.deliver(user_id, channels=[1]))
+    [delivery] = notification.deliveries
+    body = f'{{"delivery_id": "{delivery.delivery_id}"}}'.encode()
+    await run.broker.publish(EMAIL_QUEUE, Message(message_id=delivery.delivery_id, body=body))
+    await asyncio.sleep(1)
+    assert len(run.sendgrid.requests) == 1, "the provider is not called again for a delivery already sent"
+    assert await run.broker.queue_depth(EMAIL_QUEUE) == 0
+
+
+async def test_push_goes_to_every_device_through_the_simulated_provider(pipeline: Callable[..., Any]) -> None:
+    run: Pipeline = await pipeline(email="file")
+    user_id = await make_user(run.clarion, email_address="fa@example.com")
+    for token in ("tok-a", "tok-b"):
+        await run.clarion.users.AddDevice(
+            users_pb2.AddDeviceRequest(user_id=user_id, device={"token": token, "platform": "DEVICE_PLATFORM_ANDROID"}),
+            timeout=10,
+        )
+    notification = await run.settled(await run.deliver(user_id))
+    by_channel = {d.channel: d for d in notification.deliveries}
+    assert by_channel[common_pb2.CHANNEL_PUSH].status == notifications_pb2.DELIVERY_STATUS_SENT
+    assert outcomes(by_channel[common_pb2.CHANNEL_PUSH]) == [SUCCEEDED, SUCCEEDED]
+    assert by_channel[common_pb2.CHANNEL_PUSH].provider == "simulated"
+    assert by_channel[common_pb2.CHANNEL_EMAIL].provider == "file"
+    assert (run.outbox / f"{by_channel[common_pb2.CHANNEL_EMAIL].delivery_id}.eml").exists()
+
+
+async def test_the_sweeper_takes_back_a_delivery_whose_worker_died(pipeline: Callable[..., Any]) -> None:
+    run: Pipeline = await pipeline(email="file")
+    user_id = await make_user(run.clarion, email_address="gi@example.com")
+    notification_id = await send(run.clarion, user_id, channels=[1])
+    dispatcher = dispatcher_for(run.clarion, run.broker)
+    await dispatcher.dispatch_due()
+    # A worker claimed it and died: SENDING with a lease already over, and the message long gone.
+    async with run.clarion.resources.sessions.begin() as session:
+        await session.execute(
+            update(m.DeliveryRow).values(
+                status=m.SENDING, attempt_count=1, published_at=utcnow(), lease_until=utcnow() - timedelta(seconds=1)
+            )
+        )
+    assert await sweep_once(run.clarion.resources.sessions) == 1
+    await dispatcher.publish_due()
+    notification = await run.settled(notification_id)
+    [delivery] = notification.deliveries
+    assert delivery.status == notifications_pb2.DELIVERY_STATUS_SENT
+    assert [a.attempt_number for a in delivery.attempts] == [2]
+
+
+async def dead_letters(broker: Broker) -> list[str]:
+    """Drain failed.queue; the delivery ids found there."""
+    found: list[str] = []
+    done = asyncio.Event()
+    expected = 1  # each test dead-letters one delivery; its message may still be on its way to failed.queue
+
+    async def take(received: Received) -> None:
+        found.append(received.message.message_id)
+        await received.ack()
+        if len(found) >= expected:
+            done.set()
+
+    await broker.consume(FAILED_QUEUE, take, prefetch=10)
+    await asyncio.wait_for(done.wait(), 10)
+    await asyncio.sleep(0.3)  # nothing more should arrive
+    return found
