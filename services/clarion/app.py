@@ -15,6 +15,7 @@ from clarion.core.config import Settings
 from clarion.core.db import create_engine, session_factory
 from clarion.core.logging import get_logger
 from clarion.core.server import GrpcServer, ServiceRegistration, install_stop_signals
+from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.providers.factory import create_email_provider, create_push_provider
 from clarion.delivery.sweeper import run_sweeper
@@ -130,6 +131,9 @@ async def run_workers(
                 max_attempts=settings.delivery_max_attempts,
                 lease_s=settings.delivery_lease_s,
                 backoff_base_s=settings.delivery_backoff_base_s,
+                breaker=ProviderBreaker(
+                    threshold=settings.provider_breaker_threshold, reset_s=settings.provider_breaker_reset_s
+                ),
             )
             await worker.start(broker, QUEUES[kind], prefetch=settings.worker_prefetch)
         log.info("worker_started", kind=kind)

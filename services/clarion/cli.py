@@ -44,6 +44,15 @@ def _database_url(settings: Settings) -> str:
     return settings.database_url
 
 
+def _local_or_configured_database(settings: Settings) -> str:
+    """CLARION_DATABASE_URL, or else the embedded PostgreSQL that `clarion up` keeps in the data dir."""
+    if settings.database_url is None and (settings.data_dir / "postgres" / "PG_VERSION").exists():
+        from clarion.core.embedded_postgres import start_embedded_postgres
+
+        return start_embedded_postgres(settings.data_dir)
+    return _database_url(settings)
+
+
 def cmd_up(settings: Settings) -> None:
     """Local mode: embedded PostgreSQL unless CLARION_DATABASE_URL is set, migrations, every service on one port,
     and Envoy in front of it serving REST and gRPC on CLARION_HTTP_PORT."""
@@ -97,6 +106,24 @@ def cmd_worker(settings: Settings, kind: str) -> None:
     _run(app.run_worker(settings, kind, database_url=database_url))
 
 
+def cmd_deliveries(settings: Settings, *, limit: int, status: str, channel: str) -> None:
+    """Print recent deliveries with their attempts and last error."""
+    from clarion.core.db import create_engine, session_factory
+    from clarion.delivery.report import format_report, recent_deliveries
+
+    database_url = _local_or_configured_database(settings)
+
+    async def main() -> None:
+        engine = create_engine(database_url, settings=settings)
+        try:
+            lines = await recent_deliveries(session_factory(engine), limit=limit, status=status, channel=channel)
+        finally:
+            await engine.dispose()
+        _say(format_report(lines))
+
+    _run(main())
+
+
 def cmd_migrate(settings: Settings) -> None:
     """Apply the database migrations and exit."""
     _run(migrate(_database_url(settings)))
@@ -114,6 +141,17 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("service", choices=[*app.SERVICES, "all"])
     worker = commands.add_parser("worker", help="run a background worker (needs CLARION_DATABASE_URL)")
     worker.add_argument("kind", choices=list(app.WORKER_KINDS))
+    deliveries = commands.add_parser(
+        "deliveries", help="recent deliveries, attempts and errors (needs CLARION_DATABASE_URL)"
+    )
+    deliveries.add_argument("--limit", type=int, default=20, help="how many (default 20)")
+    deliveries.add_argument(
+        "--status",
+        default="",
+        choices=["", "queued", "sending", "retrying", "sent", "failed", "skipped", "cancelled"],
+        help="only this status",
+    )
+    deliveries.add_argument("--channel", default="", choices=["", "email", "push"], help="only this channel")
     commands.add_parser("migrate", help="apply database migrations (needs CLARION_DATABASE_URL)")
     return parser
 
@@ -140,6 +178,8 @@ def main(argv: list[str] | None = None) -> int:
             cmd_serve(settings, args.service)
         elif args.command == "worker":
             cmd_worker(settings, args.kind)
+        elif args.command == "deliveries":
+            cmd_deliveries(settings, limit=args.limit, status=args.status, channel=args.channel)
         elif args.command == "migrate":
             cmd_migrate(settings)
     except (UsageError, PortInUseError, GatewayError) as exc:

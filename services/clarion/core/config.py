@@ -70,6 +70,9 @@ class Settings(BaseSettings):
     delivery_backoff_base_s: float = Field(default=2.0, gt=0, le=600)
     worker_prefetch: int = Field(default=16, ge=1, le=1000)
     sweeper_interval_s: float = Field(default=15.0, gt=0, le=3600)
+    # Per-provider circuit breaker: consecutive transient failures that open it, and how long it stays open.
+    provider_breaker_threshold: int = Field(default=5, ge=1, le=1000)
+    provider_breaker_reset_s: float = Field(default=30.0, gt=0, le=3600)
     # Drain: how long a stopping worker waits for in-flight messages before requeueing them.
     worker_drain_s: float = Field(default=20.0, ge=0, le=300)
 

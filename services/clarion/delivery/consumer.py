@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clarion.core.broker import Broker, Received
 from clarion.core.logging import get_logger, redact_text
+from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.outcomes import Attempt, Claimed, claim, finish
 from clarion.delivery.providers.base import (
     EmailMessage,
@@ -56,6 +57,7 @@ class DeliveryWorker:
         max_attempts: int = 5,
         lease_s: float = 60.0,
         backoff_base_s: float = 2.0,
+        breaker: ProviderBreaker | None = None,
     ) -> None:
         self.channel = channel
         self._sessions = sessions
@@ -65,6 +67,7 @@ class DeliveryWorker:
         self._max_attempts = max_attempts
         self._lease_s = lease_s
         self._backoff_base_s = backoff_base_s
+        self._breaker = breaker or ProviderBreaker(threshold=5, reset_s=30.0)
 
     async def start(self, broker: Broker, queue: str, *, prefetch: int) -> None:
         """Begin consuming `queue`."""
@@ -77,6 +80,12 @@ class DeliveryWorker:
         except (ValueError, KeyError, TypeError):
             log.error("delivery_message_unreadable", message_id=received.message.message_id)
             await received.dead_letter("unreadable_message")
+            return
+        wait_s = self._breaker.open_for_s()
+        if wait_s > 0:
+            # The provider is failing: park the message without claiming it, so no attempt is spent.
+            log.info("provider_circuit_open", delivery_id=str(delivery_id), retry_in_s=round(wait_s, 1))
+            await received.retry(wait_s)
             return
         async with self._sessions.begin() as session:
             claimed = await claim(session, delivery_id, lease_s=self._lease_s)
@@ -99,7 +108,7 @@ class DeliveryWorker:
             body=str(payload.get("body", "")),
             html_body=str(payload.get("html_body", "")),
         )
-        attempt, message_id, error = await _attempt(self._email.name, self._email.send(message))
+        attempt, message_id, error = await self._call(self._email.name, self._email.send(message))
         await self._settle(claimed, received, [attempt], error, provider=self._email.name, message_id=message_id)
 
     async def _send_push(self, claimed: Claimed, received: Received) -> None:
@@ -126,7 +135,7 @@ class DeliveryWorker:
                 body=str(payload.get("body", "")),
                 data={str(k): str(v) for k, v in payload.get("data", {}).items()},
             )
-            attempt, message_id, error = await _attempt(self._push.name, self._push.send(message))
+            attempt, message_id, error = await self._call(self._push.name, self._push.send(message))
             attempts.append(attempt)
             if error is None:
                 sent.append(device_id)
@@ -151,6 +160,15 @@ class DeliveryWorker:
             payload=payload,
             partial_success=bool(sent),
         )
+
+    async def _call(self, provider: str, call: Any) -> tuple[Attempt, str, ProviderError | None]:
+        """One provider call, counted by the breaker: only transient failures say the provider is unwell."""
+        attempt, message_id, error = await _attempt(provider, call)
+        if isinstance(error, TransientFailure):
+            self._breaker.record_failure()
+        else:
+            self._breaker.record_success()
+        return attempt, message_id, error
 
     async def _forget_device(self, claimed: Claimed, device_id: str) -> None:
         """An unregistered token is removed from the user, so nobody sends to it again."""

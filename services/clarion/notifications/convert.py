@@ -85,3 +85,19 @@ def notification_to_proto(view: NotificationView) -> notifications_pb2.Notificat
     notification.create_time.FromDatetime(row.created_at)
     notification.update_time.FromDatetime(row.updated_at)
     return notification
+
+
+def dead_letter_to_proto(delivery: m.DeliveryRow, notification: m.NotificationRow) -> notifications_pb2.DeadLetter:
+    """A failed delivery as ListDeadLetters shows it."""
+    letter = notifications_pb2.DeadLetter(
+        delivery_id=str(delivery.id),
+        notification_id=str(notification.id),
+        user_id=notification.user_id,
+        template_key=notification.template_key,
+        channel=CHANNELS[delivery.channel],
+        reason=delivery.status_reason,
+        attempt_count=delivery.attempt_count,
+        provider=delivery.provider,
+    )
+    letter.fail_time.FromDatetime(delivery.updated_at)
+    return letter

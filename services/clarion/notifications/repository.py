@@ -120,13 +120,13 @@ class NotificationRepository:
                 query = (
                     select(m.DeliveryAttemptRow)
                     .where(m.DeliveryAttemptRow.delivery_id.in_(delivery_ids))
-                    .order_by(m.DeliveryAttemptRow.delivery_id, m.DeliveryAttemptRow.attempt_number)
+                    .order_by(m.DeliveryAttemptRow.delivery_id, m.DeliveryAttemptRow.started_at)
                 )
                 for attempt in (await self._session.execute(query)).scalars():
                     attempts[attempt.delivery_id].append(attempt)
         return [NotificationView(r, deliveries[r.id], attempts) for r in rows]
 
-    async def list(
+    async def list_views(
         self,
         *,
         user_id: str,
@@ -183,3 +183,69 @@ class NotificationRepository:
         row.status = derive_status(statuses, reason=row.status_reason)
         row.updated_at = utcnow()
         await self._session.flush()
+
+    async def dead_letters(
+        self, *, channel: str, user_id: str, before: tuple[datetime, uuid.UUID] | None, limit: int
+    ) -> list[tuple[m.DeliveryRow, m.NotificationRow]]:
+        """Failed deliveries with their notifications, most recently failed first."""
+        query = (
+            select(m.DeliveryRow, m.NotificationRow)
+            .join(m.NotificationRow, m.NotificationRow.id == m.DeliveryRow.notification_id)
+            .where(m.DeliveryRow.status == m.FAILED)
+            .order_by(m.DeliveryRow.updated_at.desc(), m.DeliveryRow.id.desc())
+            .limit(limit)
+        )
+        if channel:
+            query = query.where(m.DeliveryRow.channel == channel)
+        if user_id:
+            query = query.where(m.NotificationRow.user_id == user_id)
+        if before is not None:
+            query = query.where(tuple_(m.DeliveryRow.updated_at, m.DeliveryRow.id) < tuple_(*before))
+        return [(delivery, notification) for delivery, notification in (await self._session.execute(query)).all()]
+
+    async def replay(
+        self,
+        *,
+        ids: Sequence[uuid.UUID],
+        channel: str,
+        user_id: str,
+        failed_after: datetime | None,
+        limit: int,
+    ) -> list[uuid.UUID]:
+        """Queue failed deliveries again (fresh attempts, same ids); the relay publishes them. Returns their ids."""
+        now = utcnow()
+        chosen = select(m.DeliveryRow.id).where(m.DeliveryRow.status == m.FAILED).limit(limit).with_for_update()
+        if ids:
+            chosen = chosen.where(m.DeliveryRow.id.in_(ids))
+        if channel:
+            chosen = chosen.where(m.DeliveryRow.channel == channel)
+        if user_id:
+            chosen = chosen.where(
+                m.DeliveryRow.notification_id.in_(
+                    select(m.NotificationRow.id).where(m.NotificationRow.user_id == user_id)
+                )
+            )
+        if failed_after is not None:
+            chosen = chosen.where(m.DeliveryRow.updated_at >= failed_after)
+        result = await self._session.execute(
+            update(m.DeliveryRow)
+            .where(m.DeliveryRow.id.in_(chosen))
+            .values(
+                status=m.QUEUED,
+                status_reason="replayed",
+                attempt_count=0,
+                published_at=None,
+                lease_until=None,
+                due_at=now,
+                updated_at=now,
+            )
+            .returning(m.DeliveryRow.id, m.DeliveryRow.notification_id)
+        )
+        replayed = result.all()
+        for notification_id in {row.notification_id for row in replayed}:
+            notification = await self._session.get(m.NotificationRow, notification_id, with_for_update=True)
+            if notification is not None:
+                await self.refresh_status(notification)
+        if replayed:
+            await self._session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DISPATCH_CHANNEL})
+        return [row.id for row in replayed]

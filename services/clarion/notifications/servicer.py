@@ -21,7 +21,7 @@ from clarion.core.server import ServiceRegistration, service_registration
 from clarion.core.validation import Violations, is_valid_id
 from clarion.notifications import models as m
 from clarion.notifications.clients import ServiceClients
-from clarion.notifications.convert import CHANNEL_NAMES, STATUS_NAMES, notification_to_proto
+from clarion.notifications.convert import CHANNEL_NAMES, STATUS_NAMES, dead_letter_to_proto, notification_to_proto
 from clarion.notifications.repository import NotificationRepository, notification_not_found
 from clarion.templates.content import check_key, normalize_locale
 from clarion.templates.rendering import normalize_data
@@ -217,16 +217,10 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         violations.check(request.channel == common_pb2.CHANNEL_UNSPECIFIED or bool(channel), "channel", "unknown")
         violations.raise_if_any()
         filters = {"user_id": request.user_id, "status": status, "channel": channel}
-        position = decode_page_token(request.page_token, filters)
-        before = None
-        if position is not None:
-            try:
-                before = (datetime.fromisoformat(position[0]), uuid.UUID(position[1]))
-            except (ValueError, IndexError, TypeError):
-                raise InvalidArgument.for_field("page_token", "is not a page token this API issued") from None
+        before = _keyset(decode_page_token(request.page_token, filters))
         async with self._sessions() as session:
             await snapshot(session)
-            views = await NotificationRepository(session).list(
+            views = await NotificationRepository(session).list_views(
                 user_id=request.user_id, status=status, channel=channel, before=before, limit=limit + 1
             )
         response = notifications_pb2.ListNotificationsResponse(
@@ -253,6 +247,81 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             view = await repository.get(notification_id)
         log.info("notification_cancelled", notification_id=str(notification_id))
         return notification_to_proto(view)
+
+    async def ListDeadLetters(
+        self, request: notifications_pb2.ListDeadLettersRequest, context: Context
+    ) -> notifications_pb2.ListDeadLettersResponse:
+        """Deliveries that failed for good, most recent first."""
+        limit = page_size(request.page_size)
+        channel, user_id = _filter_fields(request.channel, request.user_id)
+        filters = {"channel": channel, "user_id": user_id}
+        before = _keyset(decode_page_token(request.page_token, filters))
+        async with self._sessions() as session:
+            rows = await NotificationRepository(session).dead_letters(
+                channel=channel, user_id=user_id, before=before, limit=limit + 1
+            )
+        response = notifications_pb2.ListDeadLettersResponse(
+            dead_letters=[dead_letter_to_proto(delivery, notification) for delivery, notification in rows[:limit]]
+        )
+        if len(rows) > limit:
+            last = rows[limit - 1][0]
+            response.next_page_token = encode_page_token([last.updated_at.isoformat(), str(last.id)], filters)
+        return response
+
+    async def ReplayDeadLetters(
+        self, request: notifications_pb2.ReplayDeadLettersRequest, context: Context
+    ) -> notifications_pb2.ReplayDeadLettersResponse:
+        """Queue dead letters again under their delivery ids, by id or by filter."""
+        channel, user_id = _filter_fields(request.channel, request.user_id)
+        has_filter = bool(channel or user_id or request.HasField("failed_after") or request.all)
+        violations = Violations()
+        if request.delivery_ids and has_filter:
+            violations.add("delivery_ids", "give either delivery_ids or a filter, not both")
+        if not request.delivery_ids and not has_filter:
+            violations.add("delivery_ids", "give delivery_ids, or a filter (channel, user_id, failed_after) or all")
+        violations.check(len(request.delivery_ids) <= MAX_REPLAY, "delivery_ids", f"at most {MAX_REPLAY} per call")
+        ids: list[uuid.UUID] = []
+        for index, value in enumerate(request.delivery_ids):
+            try:
+                ids.append(uuid.UUID(value))
+            except ValueError:
+                violations.add(f"delivery_ids[{index}]", "is not a delivery id")
+        violations.raise_if_any()
+        async with self._sessions.begin() as session:
+            replayed = await NotificationRepository(session).replay(
+                ids=ids,
+                channel=channel,
+                user_id=user_id,
+                failed_after=request.failed_after.ToDatetime(tzinfo=UTC) if request.HasField("failed_after") else None,
+                limit=MAX_REPLAY,
+            )
+        log.info("dead_letters_replayed", count=len(replayed))
+        done = {str(i) for i in replayed}
+        return notifications_pb2.ReplayDeadLettersResponse(
+            delivery_ids=sorted(done), not_replayed_ids=[i for i in request.delivery_ids if i not in done]
+        )
+
+
+MAX_REPLAY = 1000
+
+
+def _filter_fields(channel: int, user_id: str) -> tuple[str, str]:
+    violations = Violations()
+    name = CHANNEL_NAMES.get(channel, "")  # type: ignore[call-overload]
+    violations.check(channel == common_pb2.CHANNEL_UNSPECIFIED or bool(name), "channel", "unknown")
+    if user_id:
+        violations.check(is_valid_id(user_id), "user_id", "must be 1 to 63 letters, digits, '-' or '_'")
+    violations.raise_if_any()
+    return name, user_id
+
+
+def _keyset(position: list[Any] | None) -> tuple[datetime, uuid.UUID] | None:
+    if position is None:
+        return None
+    try:
+        return datetime.fromisoformat(position[0]), uuid.UUID(position[1])
+    except (ValueError, IndexError, TypeError):
+        raise InvalidArgument.for_field("page_token", "is not a page token this API issued") from None
 
 
 def _parse_id(value: str) -> uuid.UUID:

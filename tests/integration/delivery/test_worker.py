@@ -18,8 +18,10 @@ from sqlalchemy import update
 from clarion.core.broker import EMAIL_QUEUE, FAILED_QUEUE, Broker, Message, Received, create_broker
 from clarion.core.config import load_settings
 from clarion.core.db import utcnow
+from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.providers.factory import create_email_provider, create_push_provider
+from clarion.delivery.report import format_report, recent_deliveries
 from clarion.delivery.sweeper import sweep_once
 from clarion.notifications import models as m
 from clarion.v1 import common_pb2, notifications_pb2, templates_pb2, users_pb2
@@ -28,6 +30,7 @@ from tests.integration.conftest import RunningClarion
 from tests.integration.delivery.fake_http import FakeHttpServer, Reply
 from tests.integration.delivery.fake_sendgrid import FakeSendGrid, sendgrid_errors
 from tests.integration.notifications.test_dispatcher import RABBITMQ_URL, TEMPLATE, dispatcher_for, get, send
+from tests.integration.users.test_user_service import rpc_error, violations
 
 pytestmark = pytest.mark.integration
 
@@ -86,7 +89,7 @@ async def pipeline(
     sendgrid = FakeSendGrid(http_server, api_key=API_KEY)
     started: list[Any] = []
 
-    async def start(email: str = "sendgrid", max_attempts: int = 5) -> Pipeline:
+    async def start(email: str = "sendgrid", max_attempts: int = 5, breaker: ProviderBreaker | None = None) -> Pipeline:
         settings = load_settings(
             email_provider=email,
             sendgrid_api_key=API_KEY,
@@ -106,6 +109,7 @@ async def pipeline(
                 max_attempts=max_attempts,
                 lease_s=30,
                 backoff_base_s=0.5,  # lands in the 1 s retry tier
+                breaker=breaker if channel == "email" else None,
             )
             await worker.start(broker, f"{channel}.queue", prefetch=4)
         return Pipeline(clarion, broker, sendgrid, tmp_path / "outbox")
@@ -253,3 +257,83 @@ async def dead_letters(broker: Broker) -> list[str]:
     await asyncio.wait_for(done.wait(), 10)
     await asyncio.sleep(0.3)  # nothing more should arrive
     return found
+
+
+async def test_a_dead_letter_is_listed_and_replayed_to_sent(pipeline: Callable[..., Any]) -> None:
+    run: Pipeline = await pipeline()
+    run.sendgrid.then(Reply(400, sendgrid_errors("The from address does not match a verified Sender Identity.")))
+    user_id = await make_user(run.clarion, email_address="hu@example.com")
+    notification_id = await run.deliver(user_id, channels=[1])
+    [failed] = (await run.settled(notification_id)).deliveries
+    assert failed.status == notifications_pb2.DELIVERY_STATUS_FAILED
+    assert await dead_letters(run.broker) == [failed.delivery_id]
+
+    listed = await run.clarion.notifications.ListDeadLetters(
+        notifications_pb2.ListDeadLettersRequest(user_id=user_id), timeout=10
+    )
+    [letter] = listed.dead_letters
+    assert (letter.delivery_id, letter.notification_id, letter.attempt_count) == (
+        failed.delivery_id,
+        notification_id,
+        1,
+    )
+    assert "Sender Identity" in letter.reason
+
+    # The sender is fixed on SendGrid's side: the next request is accepted.
+    replay = await run.clarion.notifications.ReplayDeadLetters(
+        notifications_pb2.ReplayDeadLettersRequest(delivery_ids=[failed.delivery_id, str(uuid.uuid4())]), timeout=10
+    )
+    assert list(replay.delivery_ids) == [failed.delivery_id]
+    assert len(replay.not_replayed_ids) == 1
+    await dispatcher_for(run.clarion, run.broker).publish_due()
+    notification = await run.settled(notification_id)
+    [delivery] = notification.deliveries
+    assert delivery.delivery_id == failed.delivery_id, "a replay keeps the delivery id"
+    assert delivery.status == notifications_pb2.DELIVERY_STATUS_SENT
+    assert outcomes(delivery) == [PERMANENT, SUCCEEDED]
+    assert notification.status == notifications_pb2.NOTIFICATION_STATUS_SENT
+    listed = await run.clarion.notifications.ListDeadLetters(notifications_pb2.ListDeadLettersRequest(), timeout=10)
+    assert list(listed.dead_letters) == []
+
+
+async def test_replay_refuses_an_empty_or_ambiguous_request(clarion: RunningClarion) -> None:
+    for request in (
+        notifications_pb2.ReplayDeadLettersRequest(),
+        notifications_pb2.ReplayDeadLettersRequest(delivery_ids=[str(uuid.uuid4())], all=True),
+        notifications_pb2.ReplayDeadLettersRequest(delivery_ids=["nope"]),
+    ):
+        code, status = await rpc_error(clarion.notifications.ReplayDeadLetters(request, timeout=10))
+        assert code.name == "INVALID_ARGUMENT"
+        assert any(field.startswith("delivery_ids") for field in violations(status))
+    everything = await clarion.notifications.ReplayDeadLetters(
+        notifications_pb2.ReplayDeadLettersRequest(all=True), timeout=10
+    )
+    assert list(everything.delivery_ids) == []
+
+
+async def test_the_deliveries_report_shows_status_attempts_and_last_error(pipeline: Callable[..., Any]) -> None:
+    run: Pipeline = await pipeline()
+    run.sendgrid.then(Reply(400, sendgrid_errors("Invalid recipient")))
+    user_id = await make_user(run.clarion, email_address="iv@example.com")
+    [failed] = (await run.settled(await run.deliver(user_id, channels=[1]))).deliveries
+    lines = await recent_deliveries(run.clarion.resources.sessions, limit=5)
+    [line] = [x for x in lines if x.delivery_id == failed.delivery_id]
+    assert (line.status, line.attempts, line.provider, line.channel) == ("failed", 1, "sendgrid", "email")
+    assert "Invalid recipient" in line.last_error
+    report = format_report(lines)
+    assert failed.delivery_id in report
+    assert "iv@example.com" not in report
+
+
+async def test_an_open_provider_breaker_parks_messages_without_spending_attempts(
+    pipeline: Callable[..., Any], log_output: Any
+) -> None:
+    run: Pipeline = await pipeline(breaker=ProviderBreaker(threshold=2, reset_s=1.5))
+    run.sendgrid.then(Reply(503, sendgrid_errors("down")), Reply(503, sendgrid_errors("down")))
+    user_id = await make_user(run.clarion, email_address="jo@example.com")
+    notification = await run.settled(await run.deliver(user_id, channels=[1]), timeout_s=30)
+    [delivery] = notification.deliveries
+    assert delivery.status == notifications_pb2.DELIVERY_STATUS_SENT
+    assert outcomes(delivery) == [TRANSIENT, TRANSIENT, SUCCEEDED], "parked returns are not attempts"
+    assert len(run.sendgrid.requests) == 3
+    assert "provider_circuit_open" in log_output.getvalue()

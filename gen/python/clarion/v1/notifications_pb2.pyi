@@ -567,3 +567,195 @@ class CancelNotificationRequest(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___CancelNotificationRequest: _TypeAlias = CancelNotificationRequest  # noqa: Y015
+
+@_typing.final
+class DeadLetter(_message.Message):
+    """A delivery that failed for good."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_ID_FIELD_NUMBER: _builtins.int
+    NOTIFICATION_ID_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    TEMPLATE_KEY_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    ATTEMPT_COUNT_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    FAIL_TIME_FIELD_NUMBER: _builtins.int
+    delivery_id: _builtins.str
+    """The delivery's id; a replay sends it again under this id."""
+    notification_id: _builtins.str
+    """The notification it belongs to."""
+    user_id: _builtins.str
+    """The user it was for."""
+    template_key: _builtins.str
+    """The template it was rendered from."""
+    channel: _common_pb2.Channel.ValueType
+    """The channel."""
+    reason: _builtins.str
+    """Why it failed, e.g. `sendgrid answered 400: ...` or `attempts exhausted: ...`."""
+    attempt_count: _builtins.int
+    """How many attempts it had."""
+    provider: _builtins.str
+    """The provider of the last attempt."""
+    @_builtins.property
+    def fail_time(self) -> _timestamp_pb2.Timestamp:
+        """When it failed."""
+
+    def __init__(
+        self,
+        *,
+        delivery_id: _builtins.str = ...,
+        notification_id: _builtins.str = ...,
+        user_id: _builtins.str = ...,
+        template_key: _builtins.str = ...,
+        channel: _common_pb2.Channel.ValueType = ...,
+        reason: _builtins.str = ...,
+        attempt_count: _builtins.int = ...,
+        provider: _builtins.str = ...,
+        fail_time: _timestamp_pb2.Timestamp | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["fail_time", b"fail_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempt_count", b"attempt_count", "channel", b"channel", "delivery_id", b"delivery_id", "fail_time", b"fail_time", "notification_id", b"notification_id", "provider", b"provider", "reason", b"reason", "template_key", b"template_key", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeadLetter: _TypeAlias = DeadLetter  # noqa: Y015
+
+@_typing.final
+class ListDeadLettersRequest(_message.Message):
+    """Request for NotificationService.ListDeadLetters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    PAGE_SIZE_FIELD_NUMBER: _builtins.int
+    PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    page_size: _builtins.int
+    """The most dead letters to return, 1 to 1000. 0 means 50."""
+    page_token: _builtins.str
+    """A `next_page_token` from a previous call with the same filters. Empty for the first page."""
+    channel: _common_pb2.Channel.ValueType
+    """Only this channel. Unspecified means any."""
+    user_id: _builtins.str
+    """Only this user's. Empty means every user."""
+    def __init__(
+        self,
+        *,
+        page_size: _builtins.int = ...,
+        page_token: _builtins.str = ...,
+        channel: _common_pb2.Channel.ValueType = ...,
+        user_id: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "page_size", b"page_size", "page_token", b"page_token", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersRequest: _TypeAlias = ListDeadLettersRequest  # noqa: Y015
+
+@_typing.final
+class ListDeadLettersResponse(_message.Message):
+    """Response for NotificationService.ListDeadLetters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DEAD_LETTERS_FIELD_NUMBER: _builtins.int
+    NEXT_PAGE_TOKEN_FIELD_NUMBER: _builtins.int
+    next_page_token: _builtins.str
+    """A token for the next page; empty when this is the last page."""
+    @_builtins.property
+    def dead_letters(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeadLetter]:
+        """The dead letters on this page, newest first."""
+
+    def __init__(
+        self,
+        *,
+        dead_letters: _abc.Iterable[Global___DeadLetter] | None = ...,
+        next_page_token: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["dead_letters", b"dead_letters", "next_page_token", b"next_page_token"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ListDeadLettersResponse: _TypeAlias = ListDeadLettersResponse  # noqa: Y015
+
+@_typing.final
+class ReplayDeadLettersRequest(_message.Message):
+    """Request for NotificationService.ReplayDeadLetters: either `delivery_ids`, or a filter. A filter must name at
+    least one of channel, user_id, failed_after — or set `all` — so that nothing is replayed by accident.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_IDS_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
+    FAILED_AFTER_FIELD_NUMBER: _builtins.int
+    ALL_FIELD_NUMBER: _builtins.int
+    channel: _common_pb2.Channel.ValueType
+    """Filter: only this channel."""
+    user_id: _builtins.str
+    """Filter: only this user's."""
+    all: _builtins.bool
+    """Filter: every dead letter (up to 1000 per call)."""
+    @_builtins.property
+    def delivery_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The dead letters to replay, at most 1000. When set, the filter fields must be empty."""
+
+    @_builtins.property
+    def failed_after(self) -> _timestamp_pb2.Timestamp:
+        """Filter: only those that failed at or after this time."""
+
+    def __init__(
+        self,
+        *,
+        delivery_ids: _abc.Iterable[_builtins.str] | None = ...,
+        channel: _common_pb2.Channel.ValueType = ...,
+        user_id: _builtins.str = ...,
+        failed_after: _timestamp_pb2.Timestamp | None = ...,
+        all: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["failed_after", b"failed_after"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["all", b"all", "channel", b"channel", "delivery_ids", b"delivery_ids", "failed_after", b"failed_after", "user_id", b"user_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayDeadLettersRequest: _TypeAlias = ReplayDeadLettersRequest  # noqa: Y015
+
+@_typing.final
+class ReplayDeadLettersResponse(_message.Message):
+    """Response for NotificationService.ReplayDeadLetters."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    DELIVERY_IDS_FIELD_NUMBER: _builtins.int
+    NOT_REPLAYED_IDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def delivery_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """The deliveries queued again."""
+
+    @_builtins.property
+    def not_replayed_ids(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Ids asked for that are not dead letters (unknown, or not failed)."""
+
+    def __init__(
+        self,
+        *,
+        delivery_ids: _abc.Iterable[_builtins.str] | None = ...,
+        not_replayed_ids: _abc.Iterable[_builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["delivery_ids", b"delivery_ids", "not_replayed_ids", b"not_replayed_ids"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___ReplayDeadLettersResponse: _TypeAlias = ReplayDeadLettersResponse  # noqa: Y015

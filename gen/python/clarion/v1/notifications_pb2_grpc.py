@@ -55,6 +55,16 @@ class NotificationServiceStub:
                 request_serializer=clarion_dot_v1_dot_notifications__pb2.CancelNotificationRequest.SerializeToString,
                 response_deserializer=clarion_dot_v1_dot_notifications__pb2.Notification.FromString,
                 _registered_method=True)
+        self.ListDeadLetters = channel.unary_unary(
+                '/clarion.v1.NotificationService/ListDeadLetters',
+                request_serializer=clarion_dot_v1_dot_notifications__pb2.ListDeadLettersRequest.SerializeToString,
+                response_deserializer=clarion_dot_v1_dot_notifications__pb2.ListDeadLettersResponse.FromString,
+                _registered_method=True)
+        self.ReplayDeadLetters = channel.unary_unary(
+                '/clarion.v1.NotificationService/ReplayDeadLetters',
+                request_serializer=clarion_dot_v1_dot_notifications__pb2.ReplayDeadLettersRequest.SerializeToString,
+                response_deserializer=clarion_dot_v1_dot_notifications__pb2.ReplayDeadLettersResponse.FromString,
+                _registered_method=True)
 
 
 class NotificationServiceServicer:
@@ -90,6 +100,21 @@ class NotificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def ListDeadLetters(self, request, context):
+        """Lists the dead letters: deliveries that failed for good (a permanent error, or every attempt used), newest first.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ReplayDeadLetters(self, request, context):
+        """Sends dead letters again, under their original delivery ids, by id or by filter. Each gets a fresh set of
+        attempts; its earlier attempts stay in its history.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +137,16 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.CancelNotification,
                     request_deserializer=clarion_dot_v1_dot_notifications__pb2.CancelNotificationRequest.FromString,
                     response_serializer=clarion_dot_v1_dot_notifications__pb2.Notification.SerializeToString,
+            ),
+            'ListDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListDeadLetters,
+                    request_deserializer=clarion_dot_v1_dot_notifications__pb2.ListDeadLettersRequest.FromString,
+                    response_serializer=clarion_dot_v1_dot_notifications__pb2.ListDeadLettersResponse.SerializeToString,
+            ),
+            'ReplayDeadLetters': grpc.unary_unary_rpc_method_handler(
+                    servicer.ReplayDeadLetters,
+                    request_deserializer=clarion_dot_v1_dot_notifications__pb2.ReplayDeadLettersRequest.FromString,
+                    response_serializer=clarion_dot_v1_dot_notifications__pb2.ReplayDeadLettersResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +258,60 @@ class NotificationService:
             '/clarion.v1.NotificationService/CancelNotification',
             clarion_dot_v1_dot_notifications__pb2.CancelNotificationRequest.SerializeToString,
             clarion_dot_v1_dot_notifications__pb2.Notification.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clarion.v1.NotificationService/ListDeadLetters',
+            clarion_dot_v1_dot_notifications__pb2.ListDeadLettersRequest.SerializeToString,
+            clarion_dot_v1_dot_notifications__pb2.ListDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ReplayDeadLetters(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clarion.v1.NotificationService/ReplayDeadLetters',
+            clarion_dot_v1_dot_notifications__pb2.ReplayDeadLettersRequest.SerializeToString,
+            clarion_dot_v1_dot_notifications__pb2.ReplayDeadLettersResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -43,6 +43,12 @@ class NotificationServiceStub:
     """Lists notifications, newest first, filtered by user, status and channel."""
     CancelNotification: _grpc.UnaryUnaryMultiCallable[_notifications_pb2.CancelNotificationRequest, _notifications_pb2.Notification]
     """Cancels the deliveries of a notification that have not been handed to a provider yet."""
+    ListDeadLetters: _grpc.UnaryUnaryMultiCallable[_notifications_pb2.ListDeadLettersRequest, _notifications_pb2.ListDeadLettersResponse]
+    """Lists the dead letters: deliveries that failed for good (a permanent error, or every attempt used), newest first."""
+    ReplayDeadLetters: _grpc.UnaryUnaryMultiCallable[_notifications_pb2.ReplayDeadLettersRequest, _notifications_pb2.ReplayDeadLettersResponse]
+    """Sends dead letters again, under their original delivery ids, by id or by filter. Each gets a fresh set of
+    attempts; its earlier attempts stay in its history.
+    """
 
 @_typing.type_check_only
 class NotificationServiceAsyncStub(NotificationServiceStub):
@@ -59,6 +65,12 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     """Lists notifications, newest first, filtered by user, status and channel."""
     CancelNotification: _aio.UnaryUnaryMultiCallable[_notifications_pb2.CancelNotificationRequest, _notifications_pb2.Notification]  # type: ignore[assignment]
     """Cancels the deliveries of a notification that have not been handed to a provider yet."""
+    ListDeadLetters: _aio.UnaryUnaryMultiCallable[_notifications_pb2.ListDeadLettersRequest, _notifications_pb2.ListDeadLettersResponse]  # type: ignore[assignment]
+    """Lists the dead letters: deliveries that failed for good (a permanent error, or every attempt used), newest first."""
+    ReplayDeadLetters: _aio.UnaryUnaryMultiCallable[_notifications_pb2.ReplayDeadLettersRequest, _notifications_pb2.ReplayDeadLettersResponse]  # type: ignore[assignment]
+    """Sends dead letters again, under their original delivery ids, by id or by filter. Each gets a fresh set of
+    attempts; its earlier attempts stay in its history.
+    """
 
 class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
     """Accepts notifications, and tells what happened to each of them on each channel."""
@@ -96,5 +108,23 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_notifications_pb2.Notification, _abc.Awaitable[_notifications_pb2.Notification]]:
         """Cancels the deliveries of a notification that have not been handed to a provider yet."""
+
+    @_abc_1.abstractmethod
+    def ListDeadLetters(
+        self,
+        request: _notifications_pb2.ListDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notifications_pb2.ListDeadLettersResponse, _abc.Awaitable[_notifications_pb2.ListDeadLettersResponse]]:
+        """Lists the dead letters: deliveries that failed for good (a permanent error, or every attempt used), newest first."""
+
+    @_abc_1.abstractmethod
+    def ReplayDeadLetters(
+        self,
+        request: _notifications_pb2.ReplayDeadLettersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notifications_pb2.ReplayDeadLettersResponse, _abc.Awaitable[_notifications_pb2.ReplayDeadLettersResponse]]:
+        """Sends dead letters again, under their original delivery ids, by id or by filter. Each gets a fresh set of
+        attempts; its earlier attempts stay in its history.
+        """
 
 def add_NotificationServiceServicer_to_server(servicer: NotificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

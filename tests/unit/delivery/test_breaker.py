@@ -1,0 +1,46 @@
+from clarion.delivery.breaker import ProviderBreaker
+from clarion.delivery.consumer import backoff_s
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 100.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_opens_after_consecutive_failures_and_half_opens_after_the_reset() -> None:
+    clock = Clock()
+    breaker = ProviderBreaker(threshold=3, reset_s=10, clock=clock)
+    breaker.record_failure()
+    breaker.record_failure()
+    assert breaker.open_for_s() == 0
+    breaker.record_failure()
+    assert breaker.open_for_s() == 10
+    clock.now += 4
+    assert breaker.open_for_s() == 6
+    clock.now += 6
+    assert breaker.open_for_s() == 0, "half-open: one call may try"
+    breaker.record_failure()
+    assert breaker.open_for_s() == 10, "a failure while half-open reopens at once"
+    clock.now += 10
+    breaker.record_success()
+    breaker.record_failure()
+    assert breaker.open_for_s() == 0, "a success closes it and resets the count"
+
+
+def test_a_success_in_between_resets_the_count() -> None:
+    breaker = ProviderBreaker(threshold=2, reset_s=5, clock=Clock())
+    breaker.record_failure()
+    breaker.record_success()
+    breaker.record_failure()
+    assert breaker.open_for_s() == 0
+
+
+def test_backoff_grows_is_jittered_capped_and_honours_retry_after() -> None:
+    for attempt in range(1, 6):
+        delay = backoff_s(attempt, None, base_s=2)
+        assert 2 ** (attempt - 1) <= delay <= 2**attempt
+    assert backoff_s(30, None) <= 3600
+    assert backoff_s(1, 42.0) == 42.0
