@@ -159,7 +159,9 @@ async def serve(
     """Serve the named services on one port (and, in local mode, the background workers) until SIGTERM/SIGINT or
     `stop`; then stop taking work, drain, and close."""
     resources = Resources.open(settings, database_url)
-    broker = create_broker(settings.broker_url, publish_timeout_s=settings.broker_publish_timeout_s)
+    broker = create_broker(
+        settings.broker_url, namespace=settings.broker_namespace, publish_timeout_s=settings.broker_publish_timeout_s
+    )
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
     background: list[asyncio.Task[None]] = []
@@ -188,7 +190,9 @@ async def serve(
 async def run_worker(settings: Settings, kind: str, *, database_url: str, stop: asyncio.Event | None = None) -> None:
     """One worker process (Kubernetes): dispatcher, email, push or sweeper. Runs until SIGTERM/SIGINT."""
     resources = Resources.open(settings, database_url)
-    broker = create_broker(settings.broker_url, publish_timeout_s=settings.broker_publish_timeout_s)
+    broker = create_broker(
+        settings.broker_url, namespace=settings.broker_namespace, publish_timeout_s=settings.broker_publish_timeout_s
+    )
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
     try:

@@ -47,6 +47,8 @@ class Settings(BaseSettings):
     # RabbitMQ, e.g. amqp://guest:guest@127.0.0.1:5672/. Unset: the in-process broker (local mode only, not durable).
     broker_url: str | None = None
     broker_publish_timeout_s: float = Field(default=5.0, gt=0, le=60)
+    # Prefixes every exchange and queue name, so several deployments (or test runs) can share one RabbitMQ.
+    broker_namespace: str = Field(default="", pattern=r"^[A-Za-z0-9_.-]{0,64}$")
 
     # Where NotificationService finds the other services. Unset: this process's own gRPC port (local mode, `serve all`).
     users_address: str | None = None
