@@ -22,11 +22,13 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)  ## create .venv and install Clarion with its development tools
 
-gen: $(STAMP)  ## regenerate gen/ from protos/
+gen: $(STAMP)  ## regenerate gen/ from protos/, and the gateway's Kubernetes config from both
 	$(BIN)/python scripts/gen_protos.py
+	$(BIN)/python -m clarion.gateway.kubernetes
 
-gen-check: $(STAMP)  ## fail if gen/ is not what protos/ generates
+gen-check: $(STAMP)  ## fail if gen/ (or deploy/k8s/base/gateway) is not what the sources generate
 	$(BIN)/python scripts/gen_protos.py --check
+	$(BIN)/python -m clarion.gateway.kubernetes --check
 
 googleapis: $(STAMP)
 	@$(BIN)/python scripts/gen_protos.py --googleapis-only

@@ -13,6 +13,7 @@ from clarion.core.broker import Broker, BrokerUnavailable, create_broker
 from clarion.core.cache import Cache, create_cache
 from clarion.core.config import Settings
 from clarion.core.db import create_engine, session_factory
+from clarion.core.health_http import serve_health
 from clarion.core.logging import get_logger
 from clarion.core.server import GrpcServer, ServiceRegistration, install_stop_signals
 from clarion.delivery.breaker import ProviderBreaker
@@ -195,8 +196,15 @@ async def run_worker(settings: Settings, kind: str, *, database_url: str, stop: 
     )
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
+    # Healthy while the worker runs; a broker outage is not a reason to restart it (it reconnects by itself).
+    health = asyncio.create_task(
+        serve_health(host=settings.grpc_host, port=settings.health_port, check=lambda: not stop.is_set(), stop=stop),
+        name="health",
+    )
     try:
         await run_workers(settings, resources, broker, [kind], database_url=database_url, stop=stop)
+        await health
     finally:
+        health.cancel()
         await broker.close()
         await resources.close()

@@ -14,6 +14,7 @@ from clarion.core.config import Settings, SettingsError, load_settings
 from clarion.core.db import migrate
 from clarion.core.logging import configure_logging, get_logger
 from clarion.core.server import PortInUseError
+from clarion.gateway import kubernetes
 from clarion.gateway.errors import GatewayError
 
 log = get_logger(__name__)
@@ -153,11 +154,16 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deliveries.add_argument("--channel", default="", choices=["", "email", "push"], help="only this channel")
     commands.add_parser("migrate", help="apply database migrations (needs CLARION_DATABASE_URL)")
+    kubernetes.add_arguments(
+        commands.add_parser("render-gateway", help="write Envoy's Kubernetes config into deploy/k8s/base/gateway")
+    )
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.command == "render-gateway":  # needs no settings
+        return kubernetes.run(args)
     overrides: dict[str, object] = {}
     if getattr(args, "port", None) is not None:
         overrides["grpc_port"] = args.port

@@ -1,0 +1,152 @@
+"""Envoy's configuration for Kubernetes, rendered from gateway/envoy.yaml.j2 into deploy/k8s/base/gateway/.
+
+kustomize's configMapGenerator turns the two files there (envoy.yaml, gateway.binpb) into the `gateway-config`
+ConfigMap, which the Envoy container mounts at /etc/envoy. Like gen/, they are generated and committed:
+`python -m clarion.gateway.kubernetes` writes them, and `--check` fails when they differ from what the template
+and the protos make now (tests/deploy runs the same comparison).
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from collections.abc import Sequence
+from pathlib import Path, PurePosixPath
+
+from google.protobuf import descriptor_pb2
+
+from clarion.gateway.config import GatewayConfig, Upstream, render_envoy_config
+from clarion.gateway.descriptors import (
+    HEALTH_SERVICE,
+    REFLECTION_SERVICE,
+    default_descriptor_set_path,
+    gateway_descriptor_set,
+    load_descriptor_set,
+    service_names,
+)
+from clarion.v1 import notifications_pb2, templates_pb2, users_pb2
+
+CONFIG_FILE = "envoy.yaml"
+DESCRIPTOR_FILE = "gateway.binpb"
+# Where deploy/k8s/base/gateway.yaml mounts the ConfigMap in the Envoy container.
+MOUNT_DIR = PurePosixPath("/etc/envoy")
+LISTEN_PORT = 8080
+GRPC_PORT = 50051
+DEFAULT_OUT_DIR = Path("deploy/k8s/base/gateway")
+
+# One upstream per Deployment, by its Service's short DNS name: Envoy resolves it through the pod's search domains,
+# so the config works in whatever namespace an overlay picks. The Services are headless, so STRICT_DNS sees every
+# ready pod's address and Envoy balances each request across them (a ClusterIP would pin each HTTP/2 connection,
+# and so all of its requests, to one pod). Health and reflection have to go somewhere: the first Deployment.
+UPSTREAMS = (
+    Upstream(
+        "users",
+        "users",
+        GRPC_PORT,
+        (users_pb2.DESCRIPTOR.services_by_name["UserService"].full_name, HEALTH_SERVICE, REFLECTION_SERVICE),
+    ),
+    Upstream(
+        "templates", "templates", GRPC_PORT, (templates_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name,)
+    ),
+    Upstream(
+        "notifications",
+        "notifications",
+        GRPC_PORT,
+        (notifications_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,),
+    ),
+)
+
+_HEADER = (
+    "# Envoy for Kubernetes, mounted at {mount}. Regenerate with `python -m clarion.gateway.kubernetes`;\n"
+    "# tests/deploy fails while this file differs from what the template renders.\n"
+)
+
+
+def kubernetes_gateway_config(*, cors_origins: Sequence[str] = ("*",)) -> GatewayConfig:
+    """The edge as it runs in the cluster: every interface, no admin interface, one upstream per Deployment."""
+    return GatewayConfig(
+        listen_host="0.0.0.0",
+        listen_port=LISTEN_PORT,
+        upstreams=UPSTREAMS,
+        descriptor_path=Path(MOUNT_DIR / DESCRIPTOR_FILE),
+        # The admin interface can stop Envoy and dump its config; in a pod nothing needs it (probes use the listener).
+        admin_host=None,
+        cors_origins=tuple(cors_origins),
+    )
+
+
+def _without_source_info(descriptor_set: descriptor_pb2.FileDescriptorSet) -> descriptor_pb2.FileDescriptorSet:
+    """The set minus its comments and source positions: the transcoder reads neither, and they are five sixths of
+    its size. Small matters here: `kubectl apply` copies every object into an annotation limited to 256 KiB."""
+    stripped = descriptor_pb2.FileDescriptorSet()
+    stripped.CopyFrom(descriptor_set)
+    for file in stripped.file:
+        file.ClearField("source_code_info")
+    return stripped
+
+
+def render_kubernetes_gateway(
+    *, source_descriptor_set: Path | None = None, cors_origins: Sequence[str] = ("*",)
+) -> dict[str, bytes]:
+    """File name → contents of the gateway ConfigMap's files; nothing is written."""
+    config = kubernetes_gateway_config(cors_origins=cors_origins)
+    descriptor_set = gateway_descriptor_set(load_descriptor_set(source_descriptor_set or default_descriptor_set_path()))
+    served = {service for upstream in config.upstreams for service in upstream.services}
+    # As write_gateway_files does: the services with an HTTP mapping that some upstream serves.
+    transcoded = [service for service in service_names(descriptor_set, http_only=True) if service in served]
+    envoy_yaml = _HEADER.format(mount=MOUNT_DIR) + render_envoy_config(config, transcoded)
+    return {
+        CONFIG_FILE: envoy_yaml.encode(),
+        DESCRIPTOR_FILE: _without_source_info(descriptor_set).SerializeToString(deterministic=True),
+    }
+
+
+def stale_files(out_dir: Path, files: dict[str, bytes]) -> list[str]:
+    """The names of `files` whose copy in `out_dir` is missing or different."""
+    return [
+        name for name, data in files.items() if not (out_dir / name).is_file() or (out_dir / name).read_bytes() != data
+    ]
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    """The renderer's options, on its own parser or on a `clarion` subcommand's."""
+    parser.add_argument("--out", type=Path, default=DEFAULT_OUT_DIR, help=f"directory (default: {DEFAULT_OUT_DIR})")
+    parser.add_argument("--check", action="store_true", help="write nothing; fail if the files there are stale")
+    parser.add_argument(
+        "--cors-origin",
+        action="append",
+        dest="cors_origins",
+        metavar="URL",
+        help="a browser origin allowed to call the API (repeatable; default: any origin)",
+    )
+
+
+def run(args: argparse.Namespace) -> int:
+    """Write the stale files into `args.out` (or, with `args.check`, only report them); the exit code."""
+    files = render_kubernetes_gateway(cors_origins=args.cors_origins or ("*",))
+    stale = stale_files(args.out, files)
+    if args.check:
+        if stale:
+            command = f"python -m clarion.gateway.kubernetes --out {args.out}"
+            sys.stderr.write(f"stale in {args.out}: {', '.join(stale)}; run `{command}`\n")
+            return 1
+        return 0
+    args.out.mkdir(parents=True, exist_ok=True)
+    for name in stale:
+        (args.out / name).write_bytes(files[name])
+        sys.stdout.write(f"wrote {args.out / name}\n")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """`python -m clarion.gateway.kubernetes [--out DIR] [--check] [--cors-origin URL ...]`."""
+    parser = argparse.ArgumentParser(
+        prog="python -m clarion.gateway.kubernetes",
+        description="Render Envoy's Kubernetes configuration (envoy.yaml, gateway.binpb) for the gateway ConfigMap.",
+    )
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

