@@ -108,6 +108,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(
             "CLARION_SWEEPER_INTERVAL_S": "1",
             "CLARION_WORKER_PREFETCH": "4",
             "CLARION_AUTH_REQUIRED": "false",
+            "CLARION_HEALTH_PORT": "0",  # several workers on one host: each takes a free port
             "CLARION_LOG_LEVEL": "warning",
         }
         server = clarion_process("serve", "all", env=env)
@@ -160,6 +161,7 @@ def _base_env(database_url: str, namespace: str, port: int) -> dict[str, str]:
         "CLARION_TEMPLATES_ADDRESS": address,
         "CLARION_DELIVERY_BACKOFF_BASE_S": "0.5",
         "CLARION_AUTH_REQUIRED": "false",
+        "CLARION_HEALTH_PORT": "0",  # several workers on one host: each takes a free port
         "CLARION_LOG_LEVEL": "warning",
     }
 
