@@ -8,8 +8,11 @@ STAMP := $(VENV)/.installed
 # `make breaking BREAKING_AGAINST=v1.0.0` compares the protos with a released tag's contract.
 BREAKING_AGAINST ?= main
 PYTEST_ARGS ?=
+# The Node client test's packages, installed from its committed lockfile.
+NODE_CLIENT := tests/clients/node
+NODE_STAMP := $(NODE_CLIENT)/node_modules/.installed
 
-.PHONY: help install gen gen-check googleapis lint typecheck breaking test up clean
+.PHONY: help install gen gen-check googleapis node-client lint typecheck breaking test up clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -33,6 +36,17 @@ gen-check: $(STAMP)  ## fail if gen/ (or deploy/k8s/base/gateway) is not what th
 googleapis: $(STAMP)
 	@$(BIN)/python scripts/gen_protos.py --googleapis-only
 
+# npm ci: exactly the lockfile, never an update; no install scripts (nothing here needs one). Without npm the Node
+# client test is skipped, or fails when CLARION_REQUIRE_SERVICES is set (CI).
+$(NODE_STAMP): $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
+	@if command -v npm >/dev/null; then \
+		npm ci --prefix $(NODE_CLIENT) --ignore-scripts --no-audit --no-fund && touch $@; \
+	else \
+		echo "make: npm not found: the Node client test (tests/clients/test_node_client.py) cannot run"; \
+	fi
+
+node-client: googleapis $(NODE_STAMP)  ## install the Node client test's packages from its lockfile (npm ci)
+
 lint: googleapis  ## buf lint, ruff, ruff format --check, mypy
 	$(BIN)/buf lint
 	$(BIN)/ruff check .
@@ -47,7 +61,7 @@ breaking: googleapis  ## buf breaking against the contract committed on $(BREAKI
 	git show "$(BREAKING_AGAINST):gen/clarion.binpb" > "$$against" && \
 	$(BIN)/buf breaking --against "$$against"; status=$$?; rm -f "$$against"; exit $$status
 
-test: $(STAMP)  ## run the test suite (needs PostgreSQL on 127.0.0.1:5432)
+test: $(STAMP) node-client  ## run the test suite (needs PostgreSQL on 127.0.0.1:5432)
 	@mkdir -p build
 	$(BIN)/python -m pytest --junitxml=build/test-results.xml $(PYTEST_ARGS)
 
@@ -55,4 +69,4 @@ up: $(STAMP)  ## run the whole system locally
 	$(BIN)/clarion up
 
 clean:  ## remove the virtualenv, caches and local state
-	rm -rf $(VENV) build third_party .mypy_cache .ruff_cache .pytest_cache .clarion
+	rm -rf $(VENV) build third_party .mypy_cache .ruff_cache .pytest_cache .clarion $(NODE_CLIENT)/node_modules

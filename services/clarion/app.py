@@ -9,6 +9,8 @@ from dataclasses import dataclass
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
+from clarion.core.apikeys import internal_token
+from clarion.core.auth import Authenticator, BearerAuth
 from clarion.core.broker import Broker, BrokerUnavailable, create_broker
 from clarion.core.cache import Cache, create_cache
 from clarion.core.config import Settings
@@ -20,6 +22,7 @@ from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.providers.factory import create_email_provider, create_push_provider
 from clarion.delivery.sweeper import run_sweeper
+from clarion.keys.repository import SqlKeyStore
 from clarion.notifications import servicer as notifications
 from clarion.notifications.clients import ServiceClients
 from clarion.notifications.dispatcher import QUEUES, Dispatcher
@@ -27,35 +30,51 @@ from clarion.templates import servicer as templates
 from clarion.users import servicer as users
 
 
+def service_clients(settings: Settings, *, own_address: str) -> ServiceClients:
+    """Clients of UserService and TemplateService (this process's own port unless their addresses are set),
+    presenting the services' internal credential whenever there is a pepper to derive it from."""
+    pepper = settings.api_key_pepper
+    return ServiceClients(
+        users_address=settings.users_address or own_address,
+        templates_address=settings.templates_address or own_address,
+        timeout_s=settings.dependency_timeout_s,
+        breaker_failure_threshold=settings.breaker_failure_threshold,
+        breaker_reset_s=settings.breaker_reset_s,
+        interceptors=[BearerAuth(internal_token(pepper))] if pepper is not None else [],
+    )
+
+
 @dataclass(frozen=True, slots=True)
 class Resources:
-    """What the services of one process share: the database pool, the cache, the clients of other services."""
+    """What the services of one process share: the database pool, the cache, the clients of other services, and
+    the API key checker (None when CLARION_AUTH_REQUIRED is false)."""
 
     settings: Settings
     engine: AsyncEngine
     sessions: async_sessionmaker[AsyncSession]
     cache: Cache
     clients: ServiceClients
+    authenticator: Authenticator | None
 
     @classmethod
     def open(cls, settings: Settings, database_url: str, *, own_address: str | None = None) -> Resources:
         """Pools and clients for a process; `own_address` is where this process serves gRPC, used for the other
-        services when their addresses are not set."""
+        services when their addresses are not set. SettingsError when auth is on without a pepper."""
+        authenticate = settings.auth_required
+        if not authenticate:
+            log.warning("api_keys_disabled", why="CLARION_AUTH_REQUIRED is false: every caller may call every RPC")
         engine = create_engine(database_url, settings=settings)
-        own = own_address or f"127.0.0.1:{settings.grpc_port}"
-        clients = ServiceClients(
-            users_address=settings.users_address or own,
-            templates_address=settings.templates_address or own,
-            timeout_s=settings.dependency_timeout_s,
-            breaker_failure_threshold=settings.breaker_failure_threshold,
-            breaker_reset_s=settings.breaker_reset_s,
-        )
+        sessions = session_factory(engine)
+        authenticator = Authenticator.from_settings(SqlKeyStore(sessions), settings) if authenticate else None
+        clients = service_clients(settings, own_address=own_address or f"127.0.0.1:{settings.grpc_port}")
         cache = create_cache(settings.redis_url, ttl_s=settings.cache_ttl_s)
-        return cls(settings, engine, session_factory(engine), cache, clients)
+        return cls(settings, engine, sessions, cache, clients, authenticator)
 
     async def close(self) -> None:
         await self.clients.close()
         await self.cache.close()
+        if self.authenticator is not None:
+            await self.authenticator.close()
         await self.engine.dispose()
 
 
@@ -167,7 +186,9 @@ async def serve(
     install_stop_signals(stop)
     background: list[asyncio.Task[None]] = []
     try:
-        server = GrpcServer(settings, [SERVICES[name](resources) for name in names])
+        server = GrpcServer(
+            settings, [SERVICES[name](resources) for name in names], authenticator=resources.authenticator
+        )
         port = await server.start()
         if workers:
             background.append(

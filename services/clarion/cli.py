@@ -1,21 +1,29 @@
-"""The `clarion` command: `up` (everything locally), `serve` (one service, for Kubernetes), `migrate`."""
+"""The `clarion` command: `up` (everything locally), `serve` (one service, for Kubernetes), `migrate`, `keys`."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import sys
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Sequence
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from sqlalchemy.exc import ProgrammingError
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
 from clarion import app
+from clarion.core.apikeys import local_pepper, require_pepper
+from clarion.core.auth import Scope
 from clarion.core.config import Settings, SettingsError, load_settings
-from clarion.core.db import migrate
+from clarion.core.db import create_engine, migrate, session_factory
+from clarion.core.errors import ClarionError
 from clarion.core.logging import configure_logging, get_logger
 from clarion.core.server import PortInUseError
 from clarion.gateway import kubernetes
 from clarion.gateway.errors import GatewayError
+from clarion.keys.models import ApiKeyRow
 
 log = get_logger(__name__)
 
@@ -54,16 +62,38 @@ def _local_or_configured_database(settings: Settings) -> str:
     return _database_url(settings)
 
 
+def _with_local_pepper(settings: Settings, *, create: bool) -> Settings:
+    """The settings with CLARION_API_KEY_PEPPER filled from <data_dir>/api-key-pepper when it is unset."""
+    if settings.api_key_pepper is not None or not settings.auth_required:
+        return settings
+    pepper = local_pepper(settings.data_dir, create=create)
+    return settings if pepper is None else settings.model_copy(update={"api_key_pepper": pepper})
+
+
+async def _local_key(settings: Settings, database_url: str) -> tuple[str, bool]:
+    from clarion.keys.manage import ensure_local_key
+
+    engine = create_engine(database_url, settings=settings)
+    try:
+        return await ensure_local_key(
+            session_factory(engine), pepper=require_pepper(settings), data_dir=settings.data_dir
+        )
+    finally:
+        await engine.dispose()
+
+
 def cmd_up(settings: Settings) -> None:
-    """Local mode: embedded PostgreSQL unless CLARION_DATABASE_URL is set, migrations, every service on one port,
-    and Envoy in front of it serving REST and gRPC on CLARION_HTTP_PORT."""
+    """Local mode: embedded PostgreSQL unless CLARION_DATABASE_URL is set, migrations, an admin API key on first
+    start, every service on one port, and Envoy in front of it serving REST and gRPC on CLARION_HTTP_PORT."""
     from clarion.core.embedded_postgres import start_embedded_postgres
     from clarion.gateway.local import check_http_port, serve_behind_gateway
 
     check_http_port(settings)
+    settings = _with_local_pepper(settings, create=True)
     database_url = settings.database_url or start_embedded_postgres(settings.data_dir)
 
     database = "CLARION_DATABASE_URL" if settings.database_url else f"embedded PostgreSQL in {settings.data_dir}"
+    key_line = "  API keys  off (CLARION_AUTH_REQUIRED=false)\n"
 
     def started(port: int) -> None:
         address = f"{settings.grpc_host}:{port}"
@@ -73,11 +103,26 @@ def cmd_up(settings: Settings) -> None:
             f"  REST      http://{edge}   try: curl http://{edge}/v1/health\n"
             f"  gRPC      {address}   try: grpcurl -plaintext {address} list   (also on {edge}, through Envoy)\n"
             f"  database  {database}\n"
+            f"{key_line}"
             "Press Ctrl-C to stop.\n"
         )
 
     async def main() -> None:
+        nonlocal key_line
         await migrate(database_url)
+        if settings.auth_required:
+            key_file = settings.data_dir / "api-key"
+            token, created = await _local_key(settings, database_url)
+            shown = (
+                f"{token}   (new admin key, saved in {key_file}; shown only this once)"
+                if created
+                else (f"in {key_file}")
+            )
+            key_line = (
+                f"  API key   {shown}\n"
+                f'            try: curl -H "authorization: Bearer $(cat {key_file})" http://{settings.http_host}:'
+                f"{settings.http_port}/v1/users\n"
+            )
         await serve_behind_gateway(
             settings,
             lambda on_started, stop: app.serve(
@@ -125,6 +170,73 @@ def cmd_deliveries(settings: Settings, *, limit: int, status: str, channel: str)
     _run(main())
 
 
+def cmd_keys(settings: Settings, args: argparse.Namespace) -> None:
+    """`clarion keys create|list|revoke` on CLARION_DATABASE_URL, or on local mode's embedded database (migrated
+    first) with the pepper in the data dir."""
+    local = settings.database_url is None
+    database_url = _local_or_configured_database(settings)
+    settings = _with_local_pepper(settings, create=local)
+
+    async def main() -> None:
+        if local:
+            await migrate(database_url)
+        engine = create_engine(database_url, settings=settings)
+        sessions = session_factory(engine)
+        try:
+            await _keys_action(settings, args, sessions)
+        except ProgrammingError as exc:
+            if "api_keys" not in str(exc):
+                raise
+            raise UsageError("this database has no api_keys table yet: run `clarion migrate` first") from None
+        finally:
+            await engine.dispose()
+
+    _run(main())
+
+
+async def _keys_action(
+    settings: Settings, args: argparse.Namespace, sessions: async_sessionmaker[AsyncSession]
+) -> None:
+    from clarion.keys.manage import create_key, list_keys, revoke_key
+
+    if args.action == "create":
+        issued = await create_key(sessions, pepper=require_pepper(settings), name=args.name, scopes=args.scope)
+        # The key alone on stdout, so `KEY=$(clarion keys create ...)` works; the note for people on stderr.
+        _say(issued.token)
+        _note(
+            f"API key {issued.row.id} ({issued.row.name!r}, scopes {', '.join(issued.row.scopes)}) created. "
+            "Store it now: it is not shown again and cannot be recovered."
+        )
+    elif args.action == "list":
+        _say(format_keys(await list_keys(sessions)))
+    else:
+        row = await revoke_key(sessions, args.key_id)
+        _note(
+            f"API key {row.id} ({row.name!r}) is revoked; servers refuse it within "
+            f"{settings.api_key_cache_ttl_s:g} s (CLARION_API_KEY_CACHE_TTL_S)."
+        )
+
+
+def _note(text: str) -> None:
+    sys.stderr.write(text + "\n")
+
+
+def _when(moment: datetime | None) -> str:
+    return moment.astimezone(UTC).strftime("%Y-%m-%dT%H:%M:%SZ") if moment else "-"
+
+
+def format_keys(rows: Sequence[ApiKeyRow]) -> str:
+    """`clarion keys list` as an aligned table (never a secret: the table holds only keyed hashes)."""
+    table = [["ID", "NAME", "SCOPES", "CREATED", "LAST USED", "REVOKED"]]
+    for row in rows:
+        scopes = ",".join(row.scopes)
+        table.append([row.id, row.name, scopes, _when(row.created_at), _when(row.last_used_at), _when(row.revoked_at)])
+    widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
+    return "\n".join(
+        "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in table
+    )
+
+
 def cmd_migrate(settings: Settings) -> None:
     """Apply the database migrations and exit."""
     _run(migrate(_database_url(settings)))
@@ -157,6 +269,28 @@ def build_parser() -> argparse.ArgumentParser:
     kubernetes.add_arguments(
         commands.add_parser("render-gateway", help="write Envoy's Kubernetes config into deploy/k8s/base/gateway")
     )
+    keys = commands.add_parser(
+        "keys", help="create, list and revoke API keys (CLARION_DATABASE_URL, or local mode's database)"
+    )
+    # --data-dir after the action (`clarion keys list --data-dir D`), where people type it.
+    local = argparse.ArgumentParser(add_help=False)
+    local.add_argument("--data-dir", type=Path, help="local mode's state (default: CLARION_DATA_DIR or .clarion)")
+    actions = keys.add_subparsers(dest="action", required=True, metavar="ACTION")
+    create = actions.add_parser("create", parents=[local], help="create a key and print it, once")
+    create.add_argument("--name", required=True, help="who or what the key is for, e.g. billing-service")
+    create.add_argument(
+        "--scope",
+        action="append",
+        required=True,
+        choices=[scope.value for scope in Scope],
+        help="repeat for several: notifications:send (send and read notifications, dead letters), "
+        "manage (users and templates), admin (everything)",
+    )
+    actions.add_parser(
+        "list", parents=[local], help="every key: id, name, scopes, created, last used, revoked (never the secret)"
+    )
+    revoke = actions.add_parser("revoke", parents=[local], help="revoke a key by its id")
+    revoke.add_argument("key_id", metavar="ID")
     return parser
 
 
@@ -176,7 +310,14 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         sys.stderr.write(f"clarion: {exc}\n")
         return 2
-    configure_logging(level=settings.log_level, fmt=settings.log_format)
+    # `keys` prints a key or a table on stdout: its logs go to stderr, so they never mix, and only from warnings up
+    # unless debug is asked for (starting the embedded database and migrating are not news there).
+    quiet = args.command == "keys"
+    configure_logging(
+        level="warning" if quiet and settings.log_level == "info" else settings.log_level,
+        fmt=settings.log_format,
+        stream=sys.stderr if quiet else None,
+    )
     try:
         if args.command == "up":
             cmd_up(settings)
@@ -188,9 +329,11 @@ def main(argv: list[str] | None = None) -> int:
             cmd_deliveries(settings, limit=args.limit, status=args.status, channel=args.channel)
         elif args.command == "migrate":
             cmd_migrate(settings)
-    except (UsageError, PortInUseError, GatewayError) as exc:
+        elif args.command == "keys":
+            cmd_keys(settings, args)
+    except (UsageError, SettingsError, PortInUseError, GatewayError, ClarionError) as exc:
         sys.stderr.write(f"clarion: {exc}\n")
-        return 2 if isinstance(exc, UsageError) else 1
+        return 2 if isinstance(exc, UsageError | SettingsError) else 1
     return 0
 
 

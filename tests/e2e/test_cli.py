@@ -15,6 +15,7 @@ import grpc
 import pytest
 from alembic.script import ScriptDirectory
 
+from clarion.core.auth import BearerAuth
 from clarion.core.db import alembic_config
 from clarion.v1 import (
     common_pb2,
@@ -27,6 +28,7 @@ from clarion.v1 import (
 )
 from tests.conftest import free_port
 from tests.e2e.conftest import grpcurl, wait_until_serving
+from tests.integration.conftest import TEST_PEPPER
 
 pytestmark = pytest.mark.e2e
 
@@ -89,7 +91,11 @@ def test_serve_refuses_a_port_already_in_use(
     clarion_process: Callable[..., subprocess.Popen[str]], postgres_server_url: str
 ) -> None:
     port = free_port()
-    env = {"CLARION_DATABASE_URL": postgres_server_url, "CLARION_GRPC_PORT": str(port)}
+    env = {
+        "CLARION_DATABASE_URL": postgres_server_url,
+        "CLARION_GRPC_PORT": str(port),
+        "CLARION_API_KEY_PEPPER": TEST_PEPPER,
+    }
     first = clarion_process("serve", "users", env=env)
     wait_until_serving(f"127.0.0.1:{port}", first)
     second = clarion_process("serve", "templates", env=env)
@@ -106,9 +112,10 @@ def test_up_delivers_end_to_end_in_local_mode(
     process = clarion_process("up", "--port", str(port), "--http-port", str(free_port()), "--data-dir", str(state))
     address = f"127.0.0.1:{port}"
     wait_until_serving(address, process)
+    api_key = (state / "api-key").read_text().strip()  # the admin key `clarion up` made on first start
 
     async def scenario() -> notifications_pb2.Notification:
-        async with grpc.aio.insecure_channel(address) as channel:
+        async with grpc.aio.insecure_channel(address, interceptors=[BearerAuth(api_key)]) as channel:
             users = users_pb2_grpc.UserServiceStub(channel)
             templates = templates_pb2_grpc.TemplateServiceStub(channel)
             notifications = notifications_pb2_grpc.NotificationServiceStub(channel)

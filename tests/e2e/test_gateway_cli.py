@@ -34,11 +34,14 @@ SEED_USER = {
 }
 
 
-def rest(port: int, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+def rest(port: int, method: str, path: str, body: Any = None, *, api_key: str | None = None) -> tuple[int, Any]:
     connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
     try:
         payload = None if body is None else json.dumps(body).encode()
-        connection.request(method, path, body=payload, headers={"content-type": "application/json"})
+        headers = {"content-type": "application/json"}
+        if api_key is not None:
+            headers["authorization"] = f"Bearer {api_key}"
+        connection.request(method, path, body=payload, headers=headers)
         response = connection.getresponse()
         return response.status, json.loads(response.read())
     finally:
@@ -100,10 +103,11 @@ def test_up_serves_rest_through_envoy_and_sigterm_stops_envoy_too(
     process = clarion_process("up", "--port", str(grpc_port), "--http-port", str(http_port), "--data-dir", str(state))
     wait_until_rest_serves(http_port, process)
     (envoy_pid,) = envoy_children(process.pid)
+    api_key = (state / "api-key").read_text().strip()  # the admin key `clarion up` made on first start
 
-    status, user = rest(http_port, "POST", "/v1/users", SEED_USER)
+    status, user = rest(http_port, "POST", "/v1/users", SEED_USER, api_key=api_key)
     assert status == 200, user
-    assert rest(http_port, "GET", f"/v1/users/{user['user_id']}") == (200, user)
+    assert rest(http_port, "GET", f"/v1/users/{user['user_id']}", api_key=api_key) == (200, user)
     status, error = rest(http_port, "GET", "/v1/nowhere")
     assert (status, error["code"]) == (404, 5)
     for address in (f"127.0.0.1:{http_port}", f"127.0.0.1:{grpc_port}"):

@@ -1,4 +1,5 @@
-"""A running Clarion: the real services on a real gRPC server, over a freshly migrated PostgreSQL database."""
+"""A running Clarion: the real services on a real gRPC server, over a freshly migrated PostgreSQL database, with API
+keys required as in production; the fixture's channel carries an admin key."""
 
 from __future__ import annotations
 
@@ -12,17 +13,23 @@ from typing import Any
 import grpc
 import pytest
 import redis.asyncio
+from pydantic import SecretStr
 
 from clarion import app
+from clarion.core.auth import Authenticator, BearerAuth, Scope
 from clarion.core.cache import Cache, MemoryCache, RedisCache
 from clarion.core.config import load_settings
 from clarion.core.db import create_engine, session_factory, upgrade_database
 from clarion.core.server import GrpcServer
-from clarion.notifications.clients import ServiceClients
+from clarion.keys.manage import create_key
+from clarion.keys.repository import SqlKeyStore
 from clarion.v1 import notifications_pb2_grpc, templates_pb2_grpc, users_pb2_grpc
 from tests.conftest import free_port, unavailable
 
 TEST_REDIS_URL = os.environ.get("CLARION_TEST_REDIS_URL", "redis://127.0.0.1:6379/0")
+# Every test server keys its API key hashes with this (CLARION_API_KEY_PEPPER).
+TEST_PEPPER = "clarion-tests-pepper-not-a-secret-0123456789"
+TEST_PEPPER_SECRET = SecretStr(TEST_PEPPER)
 
 
 @pytest.fixture
@@ -48,7 +55,7 @@ async def redis_client() -> AsyncIterator[redis.asyncio.Redis]:
 
 @dataclass
 class RunningClarion:
-    """One server instance and a client of it."""
+    """One server instance and a client of it: `channel` (and the stubs on it) send `api_key`, an admin key."""
 
     address: str
     channel: grpc.aio.Channel
@@ -56,6 +63,14 @@ class RunningClarion:
     templates: Any
     notifications: Any
     resources: app.Resources
+    api_key: str
+
+    async def make_key(self, *scopes: str, name: str = "test") -> str:
+        """A new key with `scopes` (default: admin) in this instance's database."""
+        pepper = self.resources.settings.api_key_pepper
+        assert pepper is not None
+        issued = await create_key(self.resources.sessions, pepper=pepper, name=name, scopes=scopes or [Scope.ADMIN])
+        return issued.token
 
 
 @pytest.fixture
@@ -66,21 +81,25 @@ async def start_clarion(migrated_database: str) -> AsyncIterator[Callable[..., A
 
     async def start(cache: Cache | None = None, **overrides: Any) -> RunningClarion:
         port = free_port()
-        settings = load_settings(grpc_port=port, shutdown_grace_s=0, **overrides)
-        engine = create_engine(migrated_database, settings=settings)
-        clients = ServiceClients(
-            users_address=settings.users_address or f"127.0.0.1:{port}",
-            templates_address=settings.templates_address or f"127.0.0.1:{port}",
-            timeout_s=settings.dependency_timeout_s,
-            breaker_failure_threshold=settings.breaker_failure_threshold,
-            breaker_reset_s=settings.breaker_reset_s,
+        settings = load_settings(
+            **{"grpc_port": port, "shutdown_grace_s": 0, "api_key_pepper": TEST_PEPPER, **overrides}
         )
-        resources = app.Resources(settings, engine, session_factory(engine), cache or MemoryCache(), clients)
+        engine = create_engine(migrated_database, settings=settings)
+        sessions = session_factory(engine)
+        authenticator = Authenticator.from_settings(SqlKeyStore(sessions), settings) if settings.auth_required else None
+        clients = app.service_clients(settings, own_address=f"127.0.0.1:{port}")
+        resources = app.Resources(settings, engine, sessions, cache or MemoryCache(), clients, authenticator)
         stack.push_async_callback(resources.close)
-        server = GrpcServer(settings, [registration(resources) for registration in app.SERVICES.values()])
+        server = GrpcServer(
+            settings,
+            [registration(resources) for registration in app.SERVICES.values()],
+            authenticator=resources.authenticator,
+        )
         await server.start()
         stack.push_async_callback(server.server.stop, 0)
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}")
+        pepper = settings.api_key_pepper or TEST_PEPPER_SECRET
+        api_key = (await create_key(sessions, pepper=pepper, name="tests", scopes=[Scope.ADMIN])).token
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=[BearerAuth(api_key)])
         stack.push_async_callback(channel.close)
         return RunningClarion(
             f"127.0.0.1:{port}",
@@ -89,6 +108,7 @@ async def start_clarion(migrated_database: str) -> AsyncIterator[Callable[..., A
             templates_pb2_grpc.TemplateServiceStub(channel),
             notifications_pb2_grpc.NotificationServiceStub(channel),
             resources,
+            api_key,
         )
 
     yield start

@@ -107,6 +107,20 @@ class Settings(BaseSettings):
     outbox_dir: Path | None = None
     # --- end of delivery providers ---
 
+    # --- API keys and rate limits (read by clarion.core.auth) ---
+    # Every RPC but health and reflection needs `authorization: Bearer clr_…`. Off only for trusted experiments.
+    auth_required: bool = True
+    # The server-side secret keyed into every stored key hash (HMAC-SHA256). Without it a stolen `api_keys` table
+    # cannot be brute-forced offline. Required while auth is on; `clarion up` keeps one in <data_dir>/api-key-pepper.
+    api_key_pepper: SecretStr | None = None
+    # How long a key looked up in PostgreSQL is trusted in-process: a revoked key stops working within this.
+    api_key_cache_ttl_s: float = Field(default=30.0, gt=0, le=300)
+    # The per-key quota, a token bucket in each server process: sustained calls per second, and the burst above it.
+    # 0 turns the quota off.
+    api_key_rate_per_s: float = Field(default=100.0, ge=0)
+    api_key_burst: int = Field(default=200, ge=1)
+    # --- end of API keys and rate limits ---
+
     # Local mode keeps its state here: embedded PostgreSQL data, the outbox, the API key.
     data_dir: Path = Path(".clarion")
 
@@ -122,6 +136,15 @@ class Settings(BaseSettings):
             raise ValueError("must be an AMQP URL such as amqp://guest:guest@127.0.0.1:5672/")
         return value
 
+    @field_validator("api_key_pepper")
+    @classmethod
+    def _long_pepper(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if len(value.get_secret_value()) < 32:
+            raise ValueError("must be at least 32 characters, e.g. from `openssl rand -base64 32`")
+        return value
+
     @field_validator("database_url")
     @classmethod
     def _postgres_only(cls, value: str | None) -> str | None:
@@ -132,6 +155,9 @@ class Settings(BaseSettings):
         return value
 
 
+_SECRET_FIELDS = frozenset(name for name, info in Settings.model_fields.items() if "SecretStr" in str(info.annotation))
+
+
 def load_settings(**overrides: object) -> Settings:
     """Read the settings from the environment, raising SettingsError that names every bad variable."""
     try:
@@ -140,7 +166,8 @@ def load_settings(**overrides: object) -> Settings:
         problems = []
         for error in exc.errors():
             field = ".".join(str(part) for part in error["loc"])
-            value = error.get("input")
+            # A secret's value never reaches the terminal, even when it is wrong.
+            value = "[redacted]" if field in _SECRET_FIELDS else error.get("input")
             problems.append(f"{ENV_PREFIX}{field.upper()}={value!r}: {error['msg']}")
         raise SettingsError("invalid settings:\n  " + "\n  ".join(problems)) from None
 

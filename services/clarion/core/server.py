@@ -1,4 +1,5 @@
-"""The gRPC server every Clarion service runs in: health, reflection, the interceptor, limits, drain on SIGTERM."""
+"""The gRPC server every Clarion service runs in: health, reflection, the interceptors (errors, API keys), limits,
+drain on SIGTERM."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
+from clarion.core.auth import Authenticator, AuthInterceptor
 from clarion.core.config import Settings
 from clarion.core.interceptors import ServerInterceptor
 from clarion.core.logging import get_logger
@@ -43,14 +45,24 @@ class PortInUseError(RuntimeError):
 
 
 class GrpcServer:
-    """A grpc.aio server with the health service, reflection and the interceptor, serving `services`."""
+    """A grpc.aio server with the health service, reflection and the interceptors, serving `services`.
 
-    def __init__(self, settings: Settings, services: Sequence[ServiceRegistration]) -> None:
+    `authenticator` checks the API key of every call but health and reflection; None serves without keys
+    (CLARION_AUTH_REQUIRED=false), which every caller has to say explicitly.
+    """
+
+    def __init__(
+        self, settings: Settings, services: Sequence[ServiceRegistration], *, authenticator: Authenticator | None
+    ) -> None:
         self._settings = settings
         self._services = list(services)
         keepalive_ms = int(settings.grpc_keepalive_time_s * 1000)
+        # The first interceptor is the outermost: the key check runs inside the one that maps errors to statuses.
+        interceptors: list[grpc.aio.ServerInterceptor] = [ServerInterceptor()]
+        if authenticator is not None:
+            interceptors.append(AuthInterceptor(authenticator))
         self.server = grpc.aio.server(
-            interceptors=[ServerInterceptor()],
+            interceptors=interceptors,
             options=[
                 # Off, so that a second server on the same port fails to start instead of silently sharing it.
                 ("grpc.so_reuseport", 0),

@@ -8,6 +8,7 @@ it into Envoy's YAML, and `write_gateway_files` also writes the descriptor set t
 from __future__ import annotations
 
 import ipaddress
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -65,6 +66,15 @@ NATIVE_GRPC_STATUSES: dict[int, int] = {413: 8}
 
 
 @dataclass(frozen=True, slots=True)
+class RateLimit:
+    """Envoy's token bucket: at most `max_tokens` requests at once, `tokens_per_fill` more every `fill_interval_s`."""
+
+    max_tokens: int = 2000
+    tokens_per_fill: int = 100
+    fill_interval_s: float = 0.1
+
+
+@dataclass(frozen=True, slots=True)
 class Upstream:
     """A gRPC backend: Envoy's cluster name for it, its address, and the gRPC services it serves."""
 
@@ -97,6 +107,10 @@ class GatewayConfig:
     max_connections: int = 10_000
     cors_max_age_s: int = 86_400
     local_replies: tuple[LocalReply, ...] = field(default=LOCAL_REPLIES)
+    # The flood guard (local_ratelimit): one token bucket per Envoy process for every request, REST or gRPC, refilled
+    # with `tokens_per_fill` every `fill_interval_s` (1,000/s, bursts of 2,000). Per-key quotas are the services'.
+    # None: no flood guard.
+    rate_limit: RateLimit | None = RateLimit()
 
 
 def _duration(seconds: float) -> str:
@@ -136,6 +150,21 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
                 kind = stream if service == REFLECTION_SERVICE else unary
                 routes.append({"match": "prefix", "path": prefix, "cluster": upstream.name, **kind})
     return routes
+
+
+def _rate_limit(limit: RateLimit | None) -> dict[str, Any] | None:
+    if limit is None:
+        return None
+    if limit.max_tokens < 1 or limit.tokens_per_fill < 1 or limit.fill_interval_s < 0.05:
+        # Envoy refuses a fill interval under 50 ms.
+        raise GatewayError(f"rate limit needs tokens >= 1 and a fill interval >= 0.05 s: {limit}")
+    return {
+        "max_tokens": limit.max_tokens,
+        "tokens_per_fill": limit.tokens_per_fill,
+        "fill_interval": _duration(limit.fill_interval_s),
+        # Retry-After is whole seconds: the time one fill takes, rounded up.
+        "retry_after_s": max(1, math.ceil(limit.fill_interval_s)),
+    }
 
 
 def _origin_matcher(origin: str) -> dict[str, Any]:
@@ -186,6 +215,7 @@ def render_envoy_config(config: GatewayConfig, transcoded_services: Sequence[str
         descriptor_path=str(config.descriptor_path),
         transcoded_services=list(transcoded_services),
         connect_timeout=_duration(config.connect_timeout_s),
+        rate_limit=_rate_limit(config.rate_limit),
         clusters=[
             {"name": u.name, "host": u.host, "port": u.port, "type": "STATIC" if _is_ip(u.host) else "STRICT_DNS"}
             for u in config.upstreams

@@ -11,6 +11,7 @@ from sqlalchemy.ext.asyncio import create_async_engine
 
 from clarion.core.config import get_settings
 from clarion.core.db import Base, async_url
+from clarion.keys import models as _keys  # noqa: F401 - registers the tables on Base.metadata
 from clarion.notifications import models as _notifications  # noqa: F401 - registers the tables on Base.metadata
 from clarion.templates import models as _templates  # noqa: F401 - registers the tables on Base.metadata
 from clarion.users import models as _users  # noqa: F401 - registers the tables on Base.metadata

@@ -6,7 +6,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
 import grpc
@@ -113,7 +113,8 @@ def translate(error: grpc.aio.AioRpcError, *, service: str, field_prefix: dict[s
 
 
 class ServiceClients:
-    """Clients of UserService and TemplateService behind one circuit breaker each."""
+    """Clients of UserService and TemplateService behind one circuit breaker each. `interceptors` wrap every call
+    (core.auth.BearerAuth: the credential the services present to each other)."""
 
     def __init__(
         self,
@@ -123,6 +124,7 @@ class ServiceClients:
         timeout_s: float,
         breaker_failure_threshold: int,
         breaker_reset_s: float,
+        interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
     ) -> None:
         options = [
             ("grpc.service_config", _SERVICE_CONFIG),
@@ -132,8 +134,10 @@ class ServiceClients:
             ("grpc.min_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),
         ]
-        self._users_channel = grpc.aio.insecure_channel(users_address, options=options)
-        self._templates_channel = grpc.aio.insecure_channel(templates_address, options=options)
+        self._users_channel = grpc.aio.insecure_channel(users_address, options=options, interceptors=interceptors)
+        self._templates_channel = grpc.aio.insecure_channel(
+            templates_address, options=options, interceptors=interceptors
+        )
         self._users = users_pb2_grpc.UserServiceStub(self._users_channel)
         self._templates = templates_pb2_grpc.TemplateServiceStub(self._templates_channel)
         self._timeout_s = timeout_s

@@ -43,10 +43,16 @@ class RestClient:
     """A minimal HTTP/1.1 client (the standard library's), run in a thread: the services under test share this
     test's event loop, so a blocking call on it would wait for a server that cannot run."""
 
-    def __init__(self, host: str, port: int) -> None:
+    def __init__(self, host: str, port: int, *, api_key: str | None = None) -> None:
         self.host = host
         self.port = port
         self.base_url = f"http://{host}:{port}"
+        # Sent as `authorization: Bearer <key>` unless a request sets its own authorization header.
+        self.api_key = api_key
+
+    def with_key(self, api_key: str | None) -> RestClient:
+        """The same gateway, calling with another key (None: with no authorization header at all)."""
+        return RestClient(self.host, self.port, api_key=api_key)
 
     async def request(
         self,
@@ -59,6 +65,8 @@ class RestClient:
     ) -> Response:
         """Send one request on a new connection; any status is a Response, not an exception."""
         all_headers = dict(headers or {})
+        if self.api_key is not None:
+            all_headers.setdefault("authorization", f"Bearer {self.api_key}")
         if json_body is not None:
             body = json.dumps(json_body).encode()
             all_headers.setdefault("content-type", "application/json")
@@ -92,35 +100,38 @@ class RestClient:
 
 @dataclass
 class RunningGateway:
-    """Envoy in front of a gRPC server: REST at `rest`, native gRPC at `address`."""
+    """Envoy in front of a gRPC server: REST at `rest` (sending `api_key`), native gRPC at `address`."""
 
     rest: RestClient
     address: str
     envoy: EnvoyProcess
     config_path: Path
+    api_key: str | None = None
 
 
 @pytest.fixture
-async def start_gateway(tmp_path: Path) -> AsyncIterator[Callable[[int], Awaitable[RunningGateway]]]:
-    """Factory: `await start_gateway(grpc_port)` starts Envoy as `clarion up` does (config rendered into a data dir)
-    on a free port in front of the gRPC server on `grpc_port`; every Envoy is stopped afterwards."""
+async def start_gateway(tmp_path: Path) -> AsyncIterator[Callable[..., Awaitable[RunningGateway]]]:
+    """Factory: `await start_gateway(grpc_port, api_key=...)` starts Envoy as `clarion up` does (config rendered into
+    a data dir) on a free port in front of the gRPC server on `grpc_port`; every Envoy is stopped afterwards."""
     stack = contextlib.AsyncExitStack()
 
-    async def start(grpc_port: int) -> RunningGateway:
+    async def start(grpc_port: int, *, api_key: str | None = None) -> RunningGateway:
         http_port = free_port()
         settings = load_settings(http_port=http_port, data_dir=tmp_path / f"state-{http_port}")
         envoy = await stack.enter_async_context(local_gateway(settings, grpc_port=grpc_port))
         address = f"127.0.0.1:{http_port}"
-        return RunningGateway(RestClient("127.0.0.1", http_port), address, envoy, settings.data_dir / "envoy.yaml")
+        rest = RestClient("127.0.0.1", http_port, api_key=api_key)
+        return RunningGateway(rest, address, envoy, settings.data_dir / "envoy.yaml", api_key)
 
     yield start
     await stack.aclose()
 
 
 @pytest.fixture
-async def gateway(clarion: RunningClarion, start_gateway: Callable[[int], Awaitable[RunningGateway]]) -> RunningGateway:
-    """Envoy in front of the real services (one gRPC server over a migrated database)."""
-    return await start_gateway(int(clarion.address.rsplit(":", 1)[1]))
+async def gateway(clarion: RunningClarion, start_gateway: Callable[..., Awaitable[RunningGateway]]) -> RunningGateway:
+    """Envoy in front of the real services (one gRPC server over a migrated database); REST calls carry the
+    instance's admin key."""
+    return await start_gateway(int(clarion.address.rsplit(":", 1)[1]), api_key=clarion.api_key)
 
 
 @pytest.fixture

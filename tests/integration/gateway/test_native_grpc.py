@@ -14,6 +14,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 
+from clarion.core.auth import BearerAuth
 from clarion.v1 import templates_pb2, templates_pb2_grpc, users_pb2, users_pb2_grpc
 from tests.helpers import health_status, status_detail
 from tests.integration.gateway.conftest import RunningGateway
@@ -25,8 +26,9 @@ GRPCURL = str(Path(sys.executable).parent / "grpcurl")
 
 @pytest.fixture
 async def channel(gateway: RunningGateway) -> AsyncIterator[grpc.aio.Channel]:
-    """A gRPC channel to Envoy's port (not to the services' own port)."""
-    async with grpc.aio.insecure_channel(gateway.address) as channel:
+    """A gRPC channel to Envoy's port (not to the services' own port), sending the admin key."""
+    assert gateway.api_key is not None
+    async with grpc.aio.insecure_channel(gateway.address, interceptors=[BearerAuth(gateway.api_key)]) as channel:
         yield channel
 
 
@@ -110,6 +112,7 @@ async def test_grpcurl_lists_and_calls_by_reflection_through_envoy(gateway: Runn
     assert "rpc CreateUser" in described
 
     created = '{"user_id": "curl", "user": {"email_address": "curl@example.com"}}'
-    code, output, errors = await grpcurl("-d", created, gateway.address, "clarion.v1.UserService/CreateUser")
+    key = f"authorization: Bearer {gateway.api_key}"
+    code, output, errors = await grpcurl("-H", key, "-d", created, gateway.address, "clarion.v1.UserService/CreateUser")
     assert code == 0, errors
     assert json.loads(output)["userId"] == "curl"

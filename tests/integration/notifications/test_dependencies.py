@@ -50,7 +50,9 @@ async def test_the_breaker_opens_while_users_is_down_and_closes_after(start_clar
 
     # UserService comes back on its port (same database): after the reset time the breaker lets calls through.
     users = GrpcServer(
-        load_settings(grpc_port=users_port, shutdown_grace_s=0), [app.SERVICES["users"](clarion.resources)]
+        load_settings(grpc_port=users_port, shutdown_grace_s=0),
+        [app.SERVICES["users"](clarion.resources)],
+        authenticator=clarion.resources.authenticator,
     )
     await users.start()
     try:

@@ -1,0 +1,347 @@
+"""Who may call what: the scope each RPC needs, the Authenticator that turns a call's `authorization: Bearer
+<key>` into a caller, the server interceptor that applies it, and the client interceptor that sends a key.
+
+Lookups are cached in-process for CLARION_API_KEY_CACHE_TTL_S (30 s): a revoked key stops working on every
+instance within that bound, and the database sees one query per key per instance and TTL. The secret is checked
+against the cached hash on every call, in constant time. The key format and hashing are in core/apikeys.py.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import time
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Protocol, TypeVar, cast
+
+import grpc
+import structlog
+from pydantic import SecretStr
+
+from clarion.core.apikeys import (
+    INTERNAL_KEY_ID,
+    KEY_PREFIX,
+    LAST_USED_RESOLUTION_S,
+    hash_secret,
+    internal_token,
+    parse_key,
+    require_pepper,
+)
+from clarion.core.config import Settings
+from clarion.core.errors import PermissionDenied, ResourceExhausted, Unauthenticated
+from clarion.core.interceptors import UnaryBehavior
+from clarion.core.logging import get_logger
+from clarion.core.ratelimit import KeyedRateLimiter
+
+log = get_logger(__name__)
+
+
+class Scope(StrEnum):
+    """What a key may do. `admin` includes every other scope."""
+
+    SEND = "notifications:send"
+    MANAGE = "manage"
+    ADMIN = "admin"
+
+
+# Anyone may ask whether the server is up and what it serves: probes and grpcurl `list` carry no key.
+OPEN_SERVICES = frozenset(
+    {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"}
+)
+# Each service's RPCs and the scope they need. An RPC missing here needs `admin` (closed until someone decides),
+# and a test fails for every RPC of the contracts that is not listed.
+SERVICE_SCOPES: Mapping[str, tuple[Scope, tuple[str, ...]]] = {
+    "clarion.v1.NotificationService": (
+        Scope.SEND,
+        (
+            "SendNotification",
+            "GetNotification",
+            "ListNotifications",
+            "CancelNotification",
+            "ListDeadLetters",
+            "ReplayDeadLetters",
+        ),
+    ),
+    "clarion.v1.UserService": (
+        Scope.MANAGE,
+        ("CreateUser", "GetUser", "ListUsers", "UpdateUser", "DeleteUser", "AddDevice", "RemoveDevice"),
+    ),
+    "clarion.v1.TemplateService": (
+        Scope.MANAGE,
+        (
+            "CreateTemplate",
+            "GetTemplate",
+            "ListTemplates",
+            "UpdateTemplate",
+            "DeleteTemplate",
+            "ListTemplateVersions",
+            "RenderTemplate",
+        ),
+    ),
+}
+METHOD_SCOPES: Mapping[str, Scope] = {
+    f"/{service}/{method}": scope for service, (scope, methods) in SERVICE_SCOPES.items() for method in methods
+}
+
+
+def required_scope(method: str) -> Scope | None:
+    """The scope a full gRPC method name (`/clarion.v1.UserService/GetUser`) needs; None for open services."""
+    service = method.split("/")[1] if method.count("/") == 2 else ""
+    if service in OPEN_SERVICES:
+        return None
+    return METHOD_SCOPES.get(method, Scope.ADMIN)
+
+
+@dataclass(frozen=True, slots=True)
+class StoredKey:
+    """A key as the database holds it: no secret, only its keyed hash."""
+
+    key_id: str
+    name: str
+    secret_hash: bytes
+    scopes: frozenset[str]
+    revoked: bool
+
+
+class KeyStore(Protocol):
+    """Where keys live (clarion.keys.repository.SqlKeyStore in production)."""
+
+    async def find(self, key_id: str) -> StoredKey | None:
+        """The key with this id, revoked or not; None when there is none."""
+        ...
+
+    async def touch(self, key_id: str) -> None:
+        """Record that the key was just used."""
+        ...
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling: the key's id, its name and its scopes."""
+
+    key_id: str
+    name: str
+    scopes: frozenset[str]
+
+    def allows(self, scope: Scope) -> bool:
+        """Whether this caller holds `scope` (admin holds them all)."""
+        return Scope.ADMIN in self.scopes or scope in self.scopes
+
+
+def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
+    """The token of the first `authorization` header: None when there is none, "" when it is not `Bearer <token>`."""
+    for key, value in metadata or ():
+        if key == "authorization":
+            scheme, _, token = value.strip().partition(" ") if isinstance(value, str) else ("", "", "")
+            return token.strip() if scheme.lower() == "bearer" else ""
+    return None
+
+
+def _invalid(message: str = "the API key is not valid") -> Unauthenticated:
+    return Unauthenticated(message, reason="API_KEY_INVALID")
+
+
+class Authenticator:
+    """Turns a call's `authorization` metadata into a Principal allowed to call the method, or a typed error:
+    UNAUTHENTICATED (missing, malformed, unknown, wrong secret, revoked), PERMISSION_DENIED (scope),
+    RESOURCE_EXHAUSTED (the key's quota, with RetryInfo)."""
+
+    def __init__(
+        self,
+        store: KeyStore,
+        *,
+        pepper: SecretStr,
+        cache_ttl_s: float = 30.0,
+        rate_per_s: float = 0.0,
+        burst: int = 1,
+        touch_interval_s: float = LAST_USED_RESOLUTION_S,
+        clock: Callable[[], float] = time.monotonic,
+        max_cached: int = 10_000,
+    ) -> None:
+        self._store = store
+        self._pepper = pepper
+        self._internal = Principal(INTERNAL_KEY_ID, "clarion services", frozenset({Scope.MANAGE}))
+        self._internal_token = internal_token(pepper)
+        self._cache_ttl_s = cache_ttl_s
+        self._clock = clock
+        self._max_cached = max_cached
+        # Unknown ids are cached too, so a flood of made-up keys costs one query per id and TTL, not one per call.
+        self._cache: OrderedDict[str, tuple[float, StoredKey | None]] = OrderedDict()
+        self._limiter = KeyedRateLimiter(rate_per_s=rate_per_s, burst=burst, clock=clock) if rate_per_s > 0 else None
+        # last_used_at is written at most once per key and interval from each process, off the request's path.
+        self._touch_interval_s = touch_interval_s
+        self._touched: dict[str, float] = {}
+        self._touches: set[asyncio.Task[None]] = set()
+
+    @classmethod
+    def from_settings(cls, store: KeyStore, settings: Settings) -> Authenticator:
+        """An authenticator configured by the CLARION_API_KEY_* settings."""
+        return cls(
+            store,
+            pepper=require_pepper(settings),
+            cache_ttl_s=settings.api_key_cache_ttl_s,
+            rate_per_s=settings.api_key_rate_per_s,
+            burst=settings.api_key_burst,
+        )
+
+    async def check(self, method: str, metadata: tuple[tuple[str, str | bytes], ...] | None) -> Principal | None:
+        """The caller of `method`, allowed to call it now; None for the open services. Raises the typed errors."""
+        scope = required_scope(method)
+        if scope is None:
+            return None
+        principal = await self.authenticate(bearer_token(metadata))
+        if not principal.allows(scope):
+            raise PermissionDenied(
+                f"this API key lacks the {scope.value!r} scope that {method} needs",
+                reason="SCOPE_MISSING",
+                metadata={"scope": scope.value, "method": method},
+            )
+        self._throttle(principal)
+        return principal
+
+    async def authenticate(self, token: str | None) -> Principal:
+        """The key's Principal, or UNAUTHENTICATED saying why not (never repeating the key)."""
+        if token is None:
+            raise Unauthenticated(
+                "an API key is required: send the header `authorization: Bearer KEY`", reason="API_KEY_MISSING"
+            )
+        if not token:
+            raise _invalid("the authorization header must read `Bearer KEY`")
+        if token.startswith(f"{KEY_PREFIX}_{INTERNAL_KEY_ID}_"):
+            if hmac.compare_digest(token.encode(), self._internal_token.encode()):
+                return self._internal
+            raise _invalid()
+        parsed = parse_key(token)
+        if parsed is None:
+            raise _invalid()
+        stored = await self._lookup(parsed.key_id)
+        expected = hash_secret(self._pepper, parsed.key_id, parsed.secret)
+        # Compare even when the id is unknown, so a wrong id and a wrong secret take the same time.
+        matches = hmac.compare_digest(expected, stored.secret_hash if stored else bytes(len(expected)))
+        if stored is None or not matches:
+            raise _invalid()
+        # Only a caller who holds the secret learns that the key is revoked.
+        if stored.revoked:
+            raise Unauthenticated(
+                f"API key {stored.key_id} has been revoked",
+                reason="API_KEY_REVOKED",
+                metadata={"key_id": stored.key_id},
+            )
+        self._touch(stored.key_id)
+        return Principal(stored.key_id, stored.name, stored.scopes)
+
+    async def _lookup(self, key_id: str) -> StoredKey | None:
+        now = self._clock()
+        cached = self._cache.get(key_id)
+        if cached is not None and now - cached[0] < self._cache_ttl_s:
+            self._cache.move_to_end(key_id)
+            return cached[1]
+        stored = await self._store.find(key_id)
+        self._cache[key_id] = (now, stored)
+        self._cache.move_to_end(key_id)
+        while len(self._cache) > self._max_cached:
+            self._cache.popitem(last=False)
+        return stored
+
+    def _throttle(self, principal: Principal) -> None:
+        if self._limiter is None or principal is self._internal:
+            return  # service-to-service calls are already counted against the caller's key
+        wait_s = self._limiter.acquire(principal.key_id)
+        if wait_s > 0:
+            raise ResourceExhausted(
+                f"API key {principal.key_id} is over its rate limit of {self._limiter.rate_per_s:g} calls per second",
+                retry_after_s=wait_s,
+                reason="API_KEY_RATE_LIMITED",
+                metadata={"key_id": principal.key_id, "rate_per_s": f"{self._limiter.rate_per_s:g}"},
+            )
+
+    def _touch(self, key_id: str) -> None:
+        now = self._clock()
+        last = self._touched.get(key_id)
+        if last is not None and now - last < self._touch_interval_s:
+            return
+        self._touched[key_id] = now
+        task = asyncio.create_task(self._store.touch(key_id), name=f"touch-api-key-{key_id}")
+        self._touches.add(task)
+        task.add_done_callback(self._touched_done)
+
+    def _touched_done(self, task: asyncio.Task[None]) -> None:
+        self._touches.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            # Losing a last-used time is not worth failing a call for.
+            log.warning("api_key_touch_failed", error=str(task.exception()))
+
+    async def close(self) -> None:
+        """Let pending last-used writes finish."""
+        if self._touches:
+            await asyncio.gather(*self._touches, return_exceptions=True)
+
+
+class AuthInterceptor(grpc.aio.ServerInterceptor):
+    """Checks the API key of every call but health and reflection. It sits inside the error-mapping interceptor,
+    so its typed errors reach the client as statuses with ErrorInfo and the request id."""
+
+    def __init__(self, authenticator: Authenticator) -> None:
+        self._authenticator = authenticator
+
+    async def intercept_service(
+        self,
+        continuation: Callable[[grpc.HandlerCallDetails], Awaitable[grpc.RpcMethodHandler[Any, Any] | None]],
+        handler_call_details: grpc.HandlerCallDetails,
+    ) -> grpc.RpcMethodHandler[Any, Any] | None:
+        handler = await continuation(handler_call_details)
+        method = handler_call_details.method
+        if handler is None or required_scope(method) is None:
+            return handler
+        if handler.unary_unary is None:
+            # Every Clarion RPC is unary; a streaming one is refused (UNIMPLEMENTED) until it is guarded too.
+            log.error("unguarded_streaming_rpc_refused", rpc=method)
+            return None
+        behavior = cast(UnaryBehavior, handler.unary_unary)
+        authenticator, metadata = self._authenticator, handler_call_details.invocation_metadata
+
+        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            principal = await authenticator.check(method, metadata)
+            if principal is not None:
+                structlog.contextvars.bind_contextvars(api_key_id=principal.key_id)
+            return await behavior(request, context)
+
+        return grpc.unary_unary_rpc_method_handler(
+            guarded,
+            request_deserializer=handler.request_deserializer,
+            response_serializer=handler.response_serializer,
+        )
+
+
+# --- the client side ---
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+class BearerAuth(grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every unary call of a channel that does not carry its own."""
+
+    def __init__(self, token: str) -> None:
+        self._header = ("authorization", f"Bearer {token}")
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Req], Awaitable[grpc.aio.UnaryUnaryCall[Req, Resp]]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Req,
+    ) -> grpc.aio.UnaryUnaryCall[Req, Resp]:
+        pairs = list(client_call_details.metadata or ())
+        if not any(key == "authorization" for key, _ in pairs):
+            pairs.append(self._header)
+        details = grpc.aio.ClientCallDetails(
+            method=client_call_details.method,
+            timeout=client_call_details.timeout,
+            metadata=grpc.aio.Metadata(*pairs),
+            credentials=client_call_details.credentials,
+            wait_for_ready=client_call_details.wait_for_ready,
+        )
+        return await continuation(details, request)

@@ -1,0 +1,102 @@
+"""What `clarion keys` does, and local mode's first key: create, list, revoke, ensure."""
+
+from __future__ import annotations
+
+import hmac
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from pydantic import SecretStr
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from clarion.core.apikeys import generate_key, hash_secret, parse_key, write_secret_file
+from clarion.core.auth import Scope
+from clarion.core.errors import InvalidArgument
+from clarion.core.logging import get_logger
+from clarion.keys.models import ApiKeyRow
+from clarion.keys.repository import KeyRepository
+
+log = get_logger(__name__)
+
+MAX_NAME_LENGTH = 100
+LOCAL_KEY_NAME = "local"
+LOCAL_KEY_FILE = "api-key"
+
+
+@dataclass(frozen=True, slots=True)
+class IssuedKey:
+    """A key just created: `token` is the only time its secret exists outside the caller's hands."""
+
+    token: str
+    row: ApiKeyRow
+
+
+def _checked(name: str, scopes: Sequence[str]) -> tuple[str, list[str]]:
+    name = name.strip()
+    if not name or len(name) > MAX_NAME_LENGTH:
+        raise InvalidArgument.for_field("name", f"must be 1 to {MAX_NAME_LENGTH} characters")
+    known = {scope.value for scope in Scope}
+    unknown = sorted(set(scopes) - known)
+    if not scopes or unknown:
+        raise InvalidArgument.for_field(
+            "scopes",
+            f"must be one or more of {', '.join(sorted(known))}" + (f"; not {', '.join(unknown)}" if unknown else ""),
+        )
+    return name, sorted(set(scopes))
+
+
+async def create_key(
+    sessions: async_sessionmaker[AsyncSession], *, pepper: SecretStr, name: str, scopes: Sequence[str]
+) -> IssuedKey:
+    """Create a key with `scopes`; the returned token is shown once and never stored."""
+    name, checked_scopes = _checked(name, scopes)
+    new = generate_key()
+    row = ApiKeyRow(
+        id=new.key_id, name=name, secret_hash=hash_secret(pepper, new.key_id, new.secret), scopes=checked_scopes
+    )
+    async with sessions() as session, session.begin():
+        await KeyRepository(session).create(row)
+    log.info("api_key_created", key_id=row.id, key_name=name, scopes=checked_scopes)
+    return IssuedKey(new.token, row)
+
+
+async def list_keys(sessions: async_sessionmaker[AsyncSession]) -> list[ApiKeyRow]:
+    """Every key, oldest first (no secrets: the table has none)."""
+    async with sessions() as session:
+        return await KeyRepository(session).list()
+
+
+async def revoke_key(sessions: async_sessionmaker[AsyncSession], key_id: str) -> ApiKeyRow:
+    """Revoke a key; servers stop accepting it within CLARION_API_KEY_CACHE_TTL_S. Revoking twice is fine."""
+    async with sessions() as session, session.begin():
+        row = await KeyRepository(session).revoke(key_id)
+    log.info("api_key_revoked", key_id=key_id)
+    return row
+
+
+async def _still_valid(sessions: async_sessionmaker[AsyncSession], pepper: SecretStr, token: str) -> bool:
+    parsed = parse_key(token)
+    if parsed is None:
+        return False
+    async with sessions() as session:
+        row = await KeyRepository(session).get(parsed.key_id)
+    if row is None or row.revoked_at is not None:
+        return False
+    return hmac.compare_digest(bytes(row.secret_hash), hash_secret(pepper, parsed.key_id, parsed.secret))
+
+
+async def ensure_local_key(
+    sessions: async_sessionmaker[AsyncSession], *, pepper: SecretStr, data_dir: Path
+) -> tuple[str, bool]:
+    """Local mode's admin key, kept in `<data_dir>/api-key` (0600): the one there if the database still accepts
+    it, else a new one written there. Returns the key and whether it is new."""
+    path = data_dir / LOCAL_KEY_FILE
+    if path.is_file():
+        token = path.read_text(encoding="utf-8").strip()
+        if await _still_valid(sessions, pepper, token):
+            return token, False
+        log.warning("local_api_key_replaced", path=str(path), why="revoked, unknown to this database or malformed")
+    issued = await create_key(sessions, pepper=pepper, name=LOCAL_KEY_NAME, scopes=[Scope.ADMIN.value])
+    write_secret_file(path, issued.token)
+    return issued.token, True

@@ -1,0 +1,90 @@
+"""API keys in PostgreSQL: the queries, and the KeyStore the authenticator reads them through."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from sqlalchemy import or_, select, update
+from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
+
+from clarion.core.apikeys import LAST_USED_RESOLUTION_S
+from clarion.core.auth import StoredKey
+from clarion.core.db import utcnow
+from clarion.core.errors import NotFound
+from clarion.keys.models import ApiKeyRow
+
+
+def key_not_found(key_id: str) -> NotFound:
+    """The one NOT_FOUND for a missing key."""
+    return NotFound(f"API key {key_id!r} not found", reason="API_KEY_NOT_FOUND", metadata={"key_id": key_id})
+
+
+class KeyRepository:
+    """API keys, on a session the caller owns."""
+
+    def __init__(self, session: AsyncSession) -> None:
+        self._session = session
+
+    async def create(self, row: ApiKeyRow) -> ApiKeyRow:
+        """Insert a key (its id is random: a clash is a bug worth an error, not a retry)."""
+        self._session.add(row)
+        await self._session.flush()
+        return row
+
+    async def get(self, key_id: str) -> ApiKeyRow | None:
+        """The key, revoked or not, or None."""
+        return await self._session.get(ApiKeyRow, key_id)
+
+    async def list(self) -> list[ApiKeyRow]:
+        """Every key, oldest first."""
+        query = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id)
+        return list((await self._session.execute(query)).scalars())
+
+    async def revoke(self, key_id: str) -> ApiKeyRow:
+        """Mark the key revoked (keeping the first revocation time); NOT_FOUND if there is no such key."""
+        row = await self._session.get(ApiKeyRow, key_id, with_for_update=True)
+        if row is None:
+            raise key_not_found(key_id)
+        if row.revoked_at is None:
+            row.revoked_at = utcnow()
+            await self._session.flush()
+        return row
+
+    async def touch(self, key_id: str) -> None:
+        """Set last_used_at to now unless some process did within the last minute."""
+        now = utcnow()
+        stale = now - timedelta(seconds=LAST_USED_RESOLUTION_S)
+        await self._session.execute(
+            update(ApiKeyRow)
+            .where(ApiKeyRow.id == key_id, or_(ApiKeyRow.last_used_at.is_(None), ApiKeyRow.last_used_at < stale))
+            .values(last_used_at=now)
+        )
+
+
+def stored_key(row: ApiKeyRow) -> StoredKey:
+    """What the authenticator needs of a row."""
+    return StoredKey(
+        key_id=row.id,
+        name=row.name,
+        secret_hash=bytes(row.secret_hash),
+        scopes=frozenset(row.scopes),
+        revoked=row.revoked_at is not None,
+    )
+
+
+class SqlKeyStore:
+    """The authenticator's KeyStore: one short transaction per lookup or last-used write."""
+
+    def __init__(self, sessions: async_sessionmaker[AsyncSession]) -> None:
+        self._sessions = sessions
+
+    async def find(self, key_id: str) -> StoredKey | None:
+        """The key with this id, revoked or not; None when there is none."""
+        async with self._sessions() as session:
+            row = await KeyRepository(session).get(key_id)
+            return stored_key(row) if row is not None else None
+
+    async def touch(self, key_id: str) -> None:
+        """Record that the key was just used."""
+        async with self._sessions() as session, session.begin():
+            await KeyRepository(session).touch(key_id)

@@ -1,0 +1,188 @@
+"""API keys and rate limits as a REST client sees them through the real Envoy: 401, 403 and 429 as JSON
+google.rpc.Status bodies with their reasons, health open to all, and Envoy's own flood guard hit and recovering."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+
+from clarion.core.auth import Scope
+from clarion.gateway.config import GatewayConfig, RateLimit, local_gateway_config, write_gateway_files
+from clarion.gateway.descriptors import default_descriptor_set_path, load_descriptor_set, service_names
+from clarion.gateway.process import run_envoy
+from clarion.keys.manage import revoke_key
+from tests.conftest import free_port
+from tests.helpers import health_status
+from tests.integration.conftest import RunningClarion
+from tests.integration.gateway.conftest import Response, RestClient, RunningGateway
+from tests.integration.gateway.test_rest_errors import detail, status_of
+
+pytestmark = pytest.mark.integration
+
+# One request per service, each of which the admin key may make.
+REQUESTS = [
+    ("POST", "/v1/users", {"email_address": "rest-auth@example.com"}),
+    ("GET", "/v1/templates/NOPE", None),
+    ("GET", "/v1/notifications?page_size=1", None),
+]
+
+
+def reason(error: dict[str, Any]) -> str:
+    return str(detail(error, "ErrorInfo")["reason"])
+
+
+@pytest.mark.parametrize(("method", "path", "body"), REQUESTS)
+async def test_no_key_is_a_json_401(rest: RestClient, method: str, path: str, body: Any) -> None:
+    response = await rest.with_key(None).request(method, path, json_body=body)
+    error = status_of(response, 401, 16)
+    assert reason(error) == "API_KEY_MISSING"
+    assert detail(error, "RequestInfo")["request_id"] == response.headers["x-request-id"]
+
+
+async def test_a_bad_key_is_a_json_401(rest: RestClient) -> None:
+    for client in (rest.with_key("clr_nosuchkey0_" + "y" * 43), rest.with_key("letmein")):
+        error = status_of(await client.get("/v1/users/ada"), 401, 16)
+        assert reason(error) == "API_KEY_INVALID"
+        assert "y" * 43 not in error["message"]
+    basic = await rest.get("/v1/users/ada", headers={"authorization": "Basic YWRhOmxvdmVsYWNl"})
+    assert reason(status_of(basic, 401, 16)) == "API_KEY_INVALID"
+
+
+async def test_a_key_without_the_scope_is_a_json_403_naming_the_scope(
+    clarion: RunningClarion, rest: RestClient
+) -> None:
+    sender = rest.with_key(await clarion.make_key(Scope.SEND))
+    error = status_of(await sender.post("/v1/users", {"email_address": "no@example.com"}), 403, 7)
+    assert reason(error) == "SCOPE_MISSING"
+    assert detail(error, "ErrorInfo")["metadata"]["scope"] == "manage"
+    assert (await sender.get("/v1/notifications?page_size=1")).status == 200
+
+
+async def test_health_and_cors_preflights_need_no_key(rest: RestClient) -> None:
+    anonymous = rest.with_key(None)
+    response = await anonymous.get("/v1/health")
+    assert (response.status, response.json()) == (200, {"status": "SERVING"})
+    preflight = await anonymous.request(
+        "OPTIONS",
+        "/v1/users",
+        headers={
+            "origin": "https://app.example.com",
+            "access-control-request-method": "POST",
+            "access-control-request-headers": "authorization, content-type",
+        },
+    )
+    assert preflight.status == 200
+    assert "authorization" in preflight.headers["access-control-allow-headers"]
+
+
+async def test_a_revoked_key_is_a_json_401(
+    start_clarion: Callable[..., Any], start_gateway: Callable[..., Awaitable[RunningGateway]]
+) -> None:
+    clarion: RunningClarion = await start_clarion(api_key_cache_ttl_s=0.3)
+    key = await clarion.make_key(Scope.ADMIN)
+    rest = (await start_gateway(int(clarion.address.rsplit(":", 1)[1]), api_key=key)).rest
+    assert (await rest.get("/v1/users?page_size=1")).status == 200
+    await revoke_key(clarion.resources.sessions, key.split("_")[1])
+    await asyncio.sleep(0.4)
+    error = status_of(await rest.get("/v1/users?page_size=1"), 401, 16)
+    assert reason(error) == "API_KEY_REVOKED"
+
+
+async def test_the_per_key_quota_is_a_json_429_with_retry_info_and_recovers(
+    start_clarion: Callable[..., Any], start_gateway: Callable[..., Awaitable[RunningGateway]]
+) -> None:
+    clarion: RunningClarion = await start_clarion(api_key_rate_per_s=5, api_key_burst=2)
+    rest = (await start_gateway(int(clarion.address.rsplit(":", 1)[1]), api_key=clarion.api_key)).rest
+    for _ in range(2):
+        assert (await rest.get("/v1/templates?page_size=1")).status == 200
+    error = status_of(await rest.get("/v1/templates?page_size=1"), 429, 8)
+    assert reason(error) == "API_KEY_RATE_LIMITED"
+    assert detail(error, "ErrorInfo")["metadata"]["rate_per_s"] == "5"
+    delay = detail(error, "RetryInfo")["retry_delay"]
+    assert delay.endswith("s")
+    assert 0 < float(delay[:-1]) <= 0.2
+    await asyncio.sleep(float(delay[:-1]) + 0.05)
+    assert (await rest.get("/v1/templates?page_size=1")).status == 200
+
+
+def test_the_rendered_config_has_a_flood_guard_that_enforces(tmp_path: Path) -> None:
+    config = local_config(tmp_path, grpc_port=50051)
+    rendered = write_gateway_files(
+        config, config_path=tmp_path / "envoy.yaml", source_descriptor_set=default_descriptor_set_path()
+    ).read_text()
+    guard = rendered.index("envoy.filters.http.local_ratelimit")
+    assert guard < rendered.index("envoy.filters.http.buffer\n") < rendered.index("grpc_json_transcoder")
+    section = rendered[guard : rendered.index("envoy.filters.http.buffer\n")]
+    # Without both at 100 % the filter only counts.
+    assert section.count("default_value: {numerator: 100, denominator: HUNDRED}") == 2
+    assert "max_tokens: 2000" in section
+    assert "rate_limited_as_resource_exhausted: true" in section
+
+
+def local_config(directory: Path, *, grpc_port: int, **changes: Any) -> GatewayConfig:
+    source = default_descriptor_set_path()
+    config = local_gateway_config(
+        listen_host="127.0.0.1",
+        listen_port=free_port(),
+        grpc_host="127.0.0.1",
+        grpc_port=grpc_port,
+        services=service_names(load_descriptor_set(source)),
+        descriptor_path=directory / "gateway.binpb",
+    )
+    return dataclasses.replace(config, **changes)
+
+
+async def until(attempt: Callable[[], Awaitable[bool]], tries: int = 30) -> int:
+    """Call `attempt` until it returns True; how many calls that took (fails after `tries`)."""
+    for count in range(1, tries + 1):
+        if await attempt():
+            return count
+    raise AssertionError(f"not limited after {tries} requests")
+
+
+async def test_envoys_flood_guard_is_a_json_429_for_rest_and_resource_exhausted_for_grpc_and_recovers(
+    clarion: RunningClarion, tmp_path: Path
+) -> None:
+    guard = RateLimit(max_tokens=3, tokens_per_fill=3, fill_interval_s=1.0)
+    config = local_config(tmp_path, grpc_port=int(clarion.address.rsplit(":", 1)[1]), rate_limit=guard)
+    config_path = write_gateway_files(
+        config, config_path=tmp_path / "envoy.yaml", source_descriptor_set=default_descriptor_set_path()
+    )
+    async with run_envoy(config_path, run_dir=tmp_path):
+        rest = RestClient("127.0.0.1", config.listen_port)
+        limited: list[Response] = []
+
+        async def rest_limited() -> bool:
+            response = await rest.get("/v1/health")
+            if response.status == 429:
+                limited.append(response)
+            return bool(limited)
+
+        # The bucket starts full (3); it may be refilled once while we drain it, never faster.
+        assert 3 < await until(rest_limited) <= 7
+        error = status_of(limited[0], 429, 8)
+        assert reason(error) == "RATE_LIMITED"
+        assert limited[0].headers["retry-after"] == "1"
+
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{config.listen_port}") as channel:
+            codes: list[grpc.StatusCode] = []
+
+            async def grpc_limited() -> bool:
+                try:
+                    await health_status(channel)
+                except grpc.aio.AioRpcError as exc:
+                    codes.append(exc.code())
+                    return True
+                return False
+
+            await until(grpc_limited)
+        assert codes == [grpc.StatusCode.RESOURCE_EXHAUSTED]
+
+        await asyncio.sleep(1.1)
+        assert (await rest.get("/v1/health")).status == 200
