@@ -7,6 +7,8 @@ then any skip at all fails the run.
 from __future__ import annotations
 
 import asyncio
+import io
+import logging
 import os
 import socket
 import uuid
@@ -15,6 +17,9 @@ from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
 import pytest
+import structlog
+
+from clarion.core.logging import configure_logging
 
 REQUIRE_SERVICES = bool(os.environ.get("CLARION_REQUIRE_SERVICES"))
 # The server the tests use; each session creates its own database on it and drops it at the end.
@@ -83,3 +88,13 @@ def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     if reporter is not None and REQUIRE_SERVICES and skipped and session.exitstatus == 0:
         reporter.write_line(f"{skipped} test(s) skipped while CLARION_REQUIRE_SERVICES is set: failing the run")
         session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+@pytest.fixture
+def log_output() -> Iterator[io.StringIO]:
+    """Everything Clarion logs during the test (its services run in this process), as production's JSON lines."""
+    stream = io.StringIO()
+    configure_logging(level="debug", fmt="json", stream=stream)
+    yield stream
+    structlog.reset_defaults()
+    logging.getLogger().handlers.clear()

@@ -30,11 +30,11 @@ from clarion.v1 import (
 )
 from tests.conftest import free_port
 from tests.e2e.conftest import wait_until_serving
+from tests.integration.conftest import RABBITMQ_URL
 from tests.integration.delivery.fake_fcm import FakeFcm, private_key, write_service_account
 from tests.integration.delivery.fake_http import FakeHttpServer, Reply, Request
 from tests.integration.delivery.fake_sendgrid import FakeSendGrid
 from tests.integration.delivery.smtp_server import smtp_server
-from tests.integration.notifications.test_dispatcher import RABBITMQ_URL
 
 pytestmark = pytest.mark.e2e
 

@@ -17,6 +17,7 @@ from pydantic import SecretStr
 
 from clarion import app
 from clarion.core.auth import Authenticator, BearerAuth, Scope
+from clarion.core.broker import Broker, create_broker
 from clarion.core.cache import Cache, MemoryCache, RedisCache
 from clarion.core.config import load_settings
 from clarion.core.db import create_engine, session_factory, upgrade_database
@@ -135,3 +136,23 @@ async def redis_cache_factory(redis_client: redis.asyncio.Redis) -> AsyncIterato
     keys = [key async for key in redis_client.scan_iter(match=f"{prefix}*")]
     if keys:
         await redis_client.delete(*keys)
+
+
+RABBITMQ_URL = os.environ.get("CLARION_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+
+
+@pytest.fixture(params=["rabbitmq", "memory"])
+async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
+    """A connected broker on its own namespace: real RabbitMQ, and the in-memory one; its topology goes afterwards."""
+    made = create_broker(
+        RABBITMQ_URL if request.param == "rabbitmq" else None, namespace=f"test-{uuid.uuid4().hex[:8]}"
+    )
+    try:
+        await made.connect()
+    except Exception as exc:  # noqa: BLE001 - any connection failure means RabbitMQ is not there
+        unavailable("RabbitMQ", exc)
+    yield made
+    delete = getattr(made, "delete_topology", None)
+    if delete is not None:
+        await delete()
+    await made.close()

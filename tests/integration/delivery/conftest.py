@@ -2,15 +2,11 @@
 
 from __future__ import annotations
 
-import io
-import logging
 from collections.abc import Iterator
 
 import pytest
-import structlog
 from cryptography.hazmat.primitives.asymmetric import rsa
 
-from clarion.core.logging import configure_logging
 from clarion.delivery.providers.base import EmailMessage
 from tests.integration.delivery.fake_fcm import private_key
 from tests.integration.delivery.fake_http import FakeHttpServer
@@ -43,13 +39,3 @@ def http_server() -> Iterator[FakeHttpServer]:
 def service_account_key() -> rsa.RSAPrivateKey:
     """One RSA key for the session's throwaway service accounts."""
     return private_key()
-
-
-@pytest.fixture
-def log_output() -> Iterator[io.StringIO]:
-    """Everything logged during the test, at debug level, as the JSON lines production writes."""
-    stream = io.StringIO()
-    configure_logging(level="debug", fmt="json", stream=stream)
-    yield stream
-    structlog.reset_defaults()
-    logging.getLogger().handlers.clear()

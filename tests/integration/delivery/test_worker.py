@@ -15,7 +15,7 @@ from typing import Any
 import pytest
 from sqlalchemy import update
 
-from clarion.core.broker import EMAIL_QUEUE, FAILED_QUEUE, Broker, Message, Received, create_broker
+from clarion.core.broker import EMAIL_QUEUE, FAILED_QUEUE, Broker, Message, Received
 from clarion.core.config import load_settings
 from clarion.core.db import utcnow
 from clarion.delivery.breaker import ProviderBreaker
@@ -25,30 +25,15 @@ from clarion.delivery.report import format_report, recent_deliveries
 from clarion.delivery.sweeper import sweep_once
 from clarion.notifications import models as m
 from clarion.v1 import common_pb2, notifications_pb2, templates_pb2, users_pb2
-from tests.conftest import unavailable
 from tests.integration.conftest import RunningClarion
 from tests.integration.delivery.fake_http import FakeHttpServer, Reply
 from tests.integration.delivery.fake_sendgrid import FakeSendGrid, sendgrid_errors
-from tests.integration.notifications.test_dispatcher import RABBITMQ_URL, TEMPLATE, dispatcher_for, get, send
+from tests.integration.notifications.test_dispatcher import TEMPLATE, dispatcher_for, get, send
 from tests.integration.users.test_user_service import rpc_error, violations
 
 pytestmark = pytest.mark.integration
 
 API_KEY = "SG.test-key"
-
-
-@pytest.fixture(params=["memory", "rabbitmq"])
-async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
-    made = create_broker(RABBITMQ_URL if request.param == "rabbitmq" else None, namespace=f"w-{uuid.uuid4().hex[:8]}")
-    try:
-        await made.connect()
-    except Exception as exc:  # noqa: BLE001 - any connection failure means RabbitMQ is not there
-        unavailable("RabbitMQ", exc)
-    yield made
-    delete = getattr(made, "delete_topology", None)
-    if delete is not None:
-        await delete()
-    await made.close()
 
 
 @dataclass

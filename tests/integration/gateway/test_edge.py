@@ -4,30 +4,16 @@ from __future__ import annotations
 
 import io
 import json
-import logging
 import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import structlog
 
-from clarion.core.logging import configure_logging
 from tests.integration.gateway.conftest import RestClient
 
 pytestmark = pytest.mark.integration
 
 ORIGIN = "https://app.example.com"
-
-
-@pytest.fixture
-def log_output() -> Iterator[io.StringIO]:
-    """The JSON log lines written during the test (the services run in this process)."""
-    stream = io.StringIO()
-    configure_logging(level="info", fmt="json", stream=stream)
-    yield stream
-    structlog.reset_defaults()
-    logging.getLogger().handlers.clear()
 
 
 def events(output: io.StringIO) -> list[dict[str, Any]]:

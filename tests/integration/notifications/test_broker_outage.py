@@ -17,9 +17,8 @@ from clarion.core.broker import EMAIL_QUEUE, create_broker
 from clarion.notifications import models as m
 from clarion.v1 import templates_pb2
 from tests.conftest import REQUIRE_SERVICES
-from tests.integration.conftest import RunningClarion
+from tests.integration.conftest import RABBITMQ_URL, RunningClarion
 from tests.integration.notifications.test_dispatcher import (
-    RABBITMQ_URL,
     TEMPLATE,
     dispatcher_for,
     drain,

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -18,12 +16,11 @@ from clarion.core.broker import EMAIL_QUEUE, PUSH_QUEUE, Broker, Received, creat
 from clarion.notifications import models as m
 from clarion.notifications.dispatcher import Dispatcher
 from clarion.v1 import common_pb2, notifications_pb2, templates_pb2, users_pb2
-from tests.conftest import free_port, unavailable
+from tests.conftest import free_port
 from tests.integration.conftest import RunningClarion
 
 pytestmark = pytest.mark.integration
 
-RABBITMQ_URL = os.environ.get("CLARION_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
 TEMPLATE = templates_pb2.Template(
     template_key="digest",
     subject="Hi {name}",
@@ -43,21 +40,6 @@ class Clock:
 
     def __call__(self) -> datetime:
         return self.now
-
-
-@pytest.fixture(params=["rabbitmq", "memory"])
-async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
-    namespace = f"test-{uuid.uuid4().hex[:8]}"
-    made = create_broker(RABBITMQ_URL if request.param == "rabbitmq" else None, namespace=namespace)
-    try:
-        await made.connect()
-    except Exception as exc:  # noqa: BLE001 - any connection failure means RabbitMQ is not there
-        unavailable("RabbitMQ", exc)
-    yield made
-    delete = getattr(made, "delete_topology", None)
-    if delete is not None:
-        await delete()
-    await made.close()
 
 
 async def drain(broker: Broker, queue: str, *, expect: int, timeout_s: float = 10) -> list[dict[str, Any]]:

@@ -3,14 +3,10 @@
 from __future__ import annotations
 
 import io
-import logging
-from collections.abc import Iterator
 
 import grpc
 import pytest
-import structlog
 
-from clarion.core.logging import configure_logging
 from clarion.v1 import users_pb2
 from tests.integration.conftest import RunningClarion
 
@@ -19,15 +15,6 @@ pytestmark = pytest.mark.integration
 EMAIL = "secret.person@example.com"
 PHONE = "+14155550199"
 TOKEN = "fcm-token-that-must-stay-private"
-
-
-@pytest.fixture
-def log_output() -> Iterator[io.StringIO]:
-    stream = io.StringIO()
-    configure_logging(level="debug", fmt="json", stream=stream)
-    yield stream
-    structlog.reset_defaults()
-    logging.getLogger().handlers.clear()
 
 
 async def test_emails_phones_and_tokens_never_appear_in_logs(clarion: RunningClarion, log_output: io.StringIO) -> None:
