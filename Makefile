@@ -56,10 +56,8 @@ lint: googleapis  ## buf lint, ruff, ruff format --check, mypy
 typecheck: $(STAMP)  ## mypy strict on hand-written code
 	$(BIN)/mypy
 
-breaking: googleapis  ## buf breaking against the contract committed on $(BREAKING_AGAINST)
-	@against=$$(mktemp --suffix=.binpb); \
-	git show "$(BREAKING_AGAINST):gen/clarion.binpb" > "$$against" && \
-	$(BIN)/buf breaking --against "$$against"; status=$$?; rm -f "$$against"; exit $$status
+breaking: googleapis  ## buf breaking against the contracts on $(BREAKING_AGAINST) (a release tag, or main)
+	$(BIN)/python scripts/buf_breaking.py "$(BREAKING_AGAINST)"
 
 test: $(STAMP) node-client  ## run the test suite (needs PostgreSQL on 127.0.0.1:5432)
 	@mkdir -p build
