@@ -19,6 +19,7 @@ from clarion.core.logging import get_logger
 log = get_logger(__name__)
 
 REQUEST_ID_HEADER = "x-request-id"
+_HEALTH_PREFIX = "/grpc.health.v1.Health/"
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
 
 UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
@@ -88,7 +89,9 @@ def _wrap(behavior: UnaryBehavior, *, method: str, request_id: str) -> UnaryBeha
             await _abort(context, internal_status(request_id=request_id), trailer, reason="INTERNAL")
         finally:
             duration_ms = round((time.perf_counter() - started) * 1000, 3)
-            log.info("rpc_finished", code=code.name, duration_ms=duration_ms)
+            # Kubernetes probes call Health every few seconds: log them only at debug, unless they fail.
+            quiet = method.startswith(_HEALTH_PREFIX) and code == grpc.StatusCode.OK
+            (log.debug if quiet else log.info)("rpc_finished", code=code.name, duration_ms=duration_ms)
             structlog.contextvars.clear_contextvars()
 
     return wrapped

@@ -129,6 +129,8 @@ class ServiceClients:
         options = [
             ("grpc.service_config", _SERVICE_CONFIG),
             ("grpc.enable_retries", 1),
+            # With headless Kubernetes Services the name resolves to every pod: spread calls over all of them.
+            ("grpc.lb_policy_name", "round_robin"),
             # A restarted service is found again within seconds, not gRPC's default of up to two minutes.
             ("grpc.initial_reconnect_backoff_ms", 200),
             ("grpc.min_reconnect_backoff_ms", 200),

@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import io
+import json
+import logging
 import subprocess
 import sys
 from collections.abc import AsyncIterator
@@ -11,12 +14,14 @@ from typing import Any
 
 import grpc
 import pytest
+import structlog
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 
 from clarion.core.config import load_settings
 from clarion.core.errors import InvalidArgument, NotFound
+from clarion.core.logging import configure_logging
 from clarion.core.server import GrpcServer, PortInUseError, service_registration
 from clarion.v1 import users_pb2, users_pb2_grpc
 from tests.helpers import health_status, status_detail
@@ -163,3 +168,17 @@ async def test_graceful_shutdown_finishes_in_flight_calls_and_refuses_new_ones(
     with pytest.raises(grpc.aio.AioRpcError) as caught:
         await stub.GetUser(users_pb2.GetUserRequest(user_id="u1"), timeout=2)
     assert caught.value.code() == grpc.StatusCode.UNAVAILABLE
+
+
+async def test_health_checks_are_not_access_logged_at_info(channel: grpc.aio.Channel) -> None:
+    stream = io.StringIO()
+    configure_logging(level="info", fmt="json", stream=stream)
+    try:
+        assert await health_status(channel, "") == health_pb2.HealthCheckResponse.SERVING
+        with pytest.raises(grpc.aio.AioRpcError):
+            await users_pb2_grpc.UserServiceStub(channel).GetUser(users_pb2.GetUserRequest(user_id="u1"), timeout=5)
+    finally:
+        structlog.reset_defaults()
+        logging.getLogger().handlers.clear()
+    finished = [json.loads(line)["rpc"] for line in stream.getvalue().splitlines() if '"rpc_finished"' in line]
+    assert finished == ["/clarion.v1.UserService/GetUser"]
