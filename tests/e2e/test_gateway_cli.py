@@ -18,20 +18,9 @@ import pytest
 from clarion.gateway.process import validate_envoy_config
 from tests.conftest import free_port
 from tests.e2e.conftest import grpcurl
+from tests.integration.gateway.test_rest_users import SEED_USER
 
 pytestmark = pytest.mark.e2e
-
-SEED_USER = {
-    "email_address": "user@example.com",
-    "phone_number": "+1234567890",
-    "preferred_language": "en-US",
-    "preferences": {
-        "email_enabled": True,
-        "push_enabled": True,
-        "quiet_hours_start": "22:00",
-        "quiet_hours_end": "08:00",
-    },
-}
 
 
 def rest(port: int, method: str, path: str, body: Any = None, *, api_key: str | None = None) -> tuple[int, Any]:

@@ -3,6 +3,7 @@ keys required as in production; the fixture's channel carries an admin key."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import uuid
@@ -156,3 +157,21 @@ async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
     if delete is not None:
         await delete()
     await made.close()
+
+
+@pytest.fixture
+async def silent_port() -> AsyncIterator[int]:
+    """The port of a TCP server that accepts connections and never answers, like a wedged RabbitMQ or Redis."""
+    writers: list[asyncio.StreamWriter] = []
+
+    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        writers.append(writer)
+        await reader.read()
+
+    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
+    port: int = server.sockets[0].getsockname()[1]
+    yield port
+    server.close()
+    for writer in writers:
+        writer.close()
+    await server.wait_closed()

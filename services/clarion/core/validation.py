@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import langcodes
+
 from clarion.core.errors import FieldViolation, InvalidArgument
 
 _CONTROL = re.compile(r"[\r\n\x00]")
@@ -54,3 +56,11 @@ def require_id(value: str, field: str) -> str:
     if not is_valid_id(value):
         raise InvalidArgument.for_field(field, "must be 1 to 63 letters, digits, '-' or '_'")
     return value
+
+
+def normalize_language_tag(value: str, field: str, violations: Violations) -> str:
+    """A well-formed BCP-47 tag in canonical case (`pt-br` → `pt-BR`), or "" after recording the violation."""
+    if has_line_break_or_nul(value) or not langcodes.tag_is_valid(value):
+        violations.add(field, "must be a BCP-47 language tag such as en, pt or pt-BR")
+        return ""
+    return str(langcodes.standardize_tag(value))

@@ -29,16 +29,12 @@ from clarion.notifications.clients import ServiceClients
 from clarion.notifications.repository import DISPATCH_CHANNEL, NotificationRepository
 from clarion.notifications.schedule import quiet_hours_end
 from clarion.notifications.status import derive_status
+from clarion.users.servicer import platform_name
 from clarion.v1 import notifications_pb2, templates_pb2, users_pb2
 
 log = get_logger(__name__)
 
 QUEUES = {"email": EMAIL_QUEUE, "push": PUSH_QUEUE}
-_PLATFORMS = {
-    users_pb2.DEVICE_PLATFORM_ANDROID: "android",
-    users_pb2.DEVICE_PLATFORM_IOS: "ios",
-    users_pb2.DEVICE_PLATFORM_WEB: "web",
-}
 # How many notifications of a batch are planned (user and template looked up) at once.
 _PLAN_CONCURRENCY = 16
 
@@ -82,7 +78,7 @@ def _channel_plan(
             return m.SKIPPED, "no_devices", now, {}
         payload = {
             "devices": [
-                {"device_id": d.device_id, "token": d.token, "platform": _PLATFORMS.get(d.platform, "")}
+                {"device_id": d.device_id, "token": d.token, "platform": platform_name(d.platform)}
                 for d in user.devices
             ],
             "title": rendered.push.title,

@@ -16,14 +16,14 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from clarion.core.db import snapshot
 from clarion.core.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument
 from clarion.core.logging import get_logger
-from clarion.core.pagination import decode_page_token, encode_page_token, page_size
+from clarion.core.pagination import decode_keyset, encode_page_token, page_size
 from clarion.core.server import ServiceRegistration, service_registration
-from clarion.core.validation import Violations, is_valid_id
+from clarion.core.validation import Violations, is_valid_id, normalize_language_tag
 from clarion.notifications import models as m
 from clarion.notifications.clients import ServiceClients
 from clarion.notifications.convert import CHANNEL_NAMES, STATUS_NAMES, dead_letter_to_proto, notification_to_proto
 from clarion.notifications.repository import NotificationRepository, notification_not_found
-from clarion.templates.content import check_key, normalize_locale
+from clarion.templates.content import check_key
 from clarion.templates.rendering import normalize_data
 from clarion.v1 import common_pb2, notifications_pb2, notifications_pb2_grpc
 
@@ -99,7 +99,7 @@ def _validate(request: notifications_pb2.SendNotificationRequest, now: datetime)
             violations.add("send_at", "is not a valid time")
         violations.check(due <= now + MAX_SCHEDULE_AHEAD, "send_at", "must be within a year")
     if request.locale:
-        normalize_locale(request.locale, "locale", violations)
+        normalize_language_tag(request.locale, "locale", violations)
     violations.raise_if_any()
     return channels, priority or notifications_pb2.PRIORITY_NORMAL, due
 
@@ -217,7 +217,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         violations.check(request.channel == common_pb2.CHANNEL_UNSPECIFIED or bool(channel), "channel", "unknown")
         violations.raise_if_any()
         filters = {"user_id": request.user_id, "status": status, "channel": channel}
-        before = _keyset(decode_page_token(request.page_token, filters))
+        before = decode_keyset(request.page_token, filters, _time_and_id)
         async with self._sessions() as session:
             await snapshot(session)
             views = await NotificationRepository(session).list_views(
@@ -255,7 +255,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         limit = page_size(request.page_size)
         channel, user_id = _filter_fields(request.channel, request.user_id)
         filters = {"channel": channel, "user_id": user_id}
-        before = _keyset(decode_page_token(request.page_token, filters))
+        before = decode_keyset(request.page_token, filters, _time_and_id)
         async with self._sessions() as session:
             rows = await NotificationRepository(session).dead_letters(
                 channel=channel, user_id=user_id, before=before, limit=limit + 1
@@ -315,13 +315,8 @@ def _filter_fields(channel: int, user_id: str) -> tuple[str, str]:
     return name, user_id
 
 
-def _keyset(position: list[Any] | None) -> tuple[datetime, uuid.UUID] | None:
-    if position is None:
-        return None
-    try:
-        return datetime.fromisoformat(position[0]), uuid.UUID(position[1])
-    except (ValueError, IndexError, TypeError):
-        raise InvalidArgument.for_field("page_token", "is not a page token this API issued") from None
+def _time_and_id(position: list[Any]) -> tuple[datetime, uuid.UUID]:
+    return datetime.fromisoformat(position[0]), uuid.UUID(position[1])
 
 
 def _parse_id(value: str) -> uuid.UUID:

@@ -8,7 +8,7 @@ from typing import Any
 import langcodes
 
 from clarion.core.errors import InvalidArgument
-from clarion.core.validation import Violations, has_line_break_or_nul
+from clarion.core.validation import Violations, has_line_break_or_nul, normalize_language_tag
 from clarion.templates.models import TemplateRowPair
 from clarion.templates.rendering import Content, Syntax, TemplateSyntaxError, compile_content, detect_syntax
 from clarion.v1 import common_pb2, templates_pb2
@@ -31,14 +31,6 @@ def check_key(key: str, field: str = "template_key") -> str:
     if not _KEY.match(key):
         raise InvalidArgument.for_field(field, "must be 1 to 63 letters, digits, '_' or '-', starting with a letter")
     return key
-
-
-def normalize_locale(tag: str, field: str, violations: Violations) -> str:
-    """A BCP-47 tag in canonical case, or "" after recording the violation."""
-    if has_line_break_or_nul(tag) or not langcodes.tag_is_valid(tag):
-        violations.add(field, "must be a BCP-47 language tag such as en, pt or pt-BR")
-        return ""
-    return str(langcodes.standardize_tag(tag))
 
 
 def channels_of(content: Content) -> list[common_pb2.Channel.ValueType]:
@@ -107,7 +99,7 @@ def validate_template(template: templates_pb2.Template, prefix: str = "template.
     """Check a whole template; return its default locale and its content by locale. INVALID_ARGUMENT names every
     bad field, and a template that does not compile names the part and the line."""
     violations = Violations()
-    default_locale = normalize_locale(template.default_locale or "en", prefix + "default_locale", violations)
+    default_locale = normalize_language_tag(template.default_locale or "en", prefix + "default_locale", violations)
     violations.check(len(template.description) <= 1000, prefix + "description", "must be at most 1000 characters")
     default = content_from_proto(template)
     _check_content(default, prefix, violations)
@@ -116,7 +108,7 @@ def validate_template(template: templates_pb2.Template, prefix: str = "template.
     contents = {default_locale: default}
     for tag, localized in sorted(template.localizations.items()):
         field = f'{prefix}localizations["{tag}"]'
-        locale = normalize_locale(tag, field, violations)
+        locale = normalize_language_tag(tag, field, violations)
         if not locale:
             continue
         if locale in contents:

@@ -12,9 +12,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from clarion.core.cache import Cache
 from clarion.core.errors import FieldViolation, InvalidArgument
 from clarion.core.logging import get_logger
-from clarion.core.pagination import decode_page_token, encode_page_token, page_size
+from clarion.core.pagination import decode_keyset, encode_page_token, page_size
 from clarion.core.server import ServiceRegistration, service_registration
-from clarion.core.validation import Violations
+from clarion.core.validation import Violations, normalize_language_tag
 from clarion.templates import content
 from clarion.templates.models import TemplateVersionRow
 from clarion.templates.rendering import (
@@ -141,10 +141,10 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
         """The latest version of each template, by key, a page at a time."""
         limit = page_size(request.page_size)
         filters = {"show_deleted": request.show_deleted}
-        position = decode_page_token(request.page_token, filters)
+        after_key = decode_keyset(request.page_token, filters, lambda position: str(position[0]))
         async with self._sessions() as session:
             pairs = await TemplateRepository(session).list_latest(
-                after_key=str(position[0]) if position else None, limit=limit + 1, show_deleted=request.show_deleted
+                after_key=after_key, limit=limit + 1, show_deleted=request.show_deleted
             )
         response = templates_pb2.ListTemplatesResponse(templates=[content.template_to_proto(p) for p in pairs[:limit]])
         if len(pairs) > limit:
@@ -190,8 +190,7 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
         key = content.check_key(request.template_key)
         limit = page_size(request.page_size)
         filters = {"template_key": key}
-        position = decode_page_token(request.page_token, filters)
-        before = int(position[0]) if position else None
+        before = decode_keyset(request.page_token, filters, lambda position: int(position[0]))
         async with self._sessions() as session:
             head, versions = await TemplateRepository(session).list_versions(
                 key, before_version=before, limit=limit + 1
@@ -212,7 +211,7 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
         if request.version < 0:
             violations.add("version", "must be positive, or 0 for the latest")
         if request.locale:
-            content.normalize_locale(request.locale, "locale", violations)
+            normalize_language_tag(request.locale, "locale", violations)
         violations.raise_if_any()
         data = _data(request)
         template = await self._get(key, request.version)

@@ -6,7 +6,7 @@ import uuid
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, select, tuple_
+from sqlalchemy import delete, func, select, tuple_, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.ext.asyncio import AsyncSession
@@ -121,6 +121,5 @@ class UserRepository:
         await self._touch(user_id)
 
     async def _touch(self, user_id: str) -> None:
-        row = await self.get(user_id)
-        row.updated_at = utcnow()
-        await self._session.flush()
+        """A device change changes the user: move their update_time, in one statement."""
+        await self._session.execute(update(UserRow).where(UserRow.id == user_id).values(updated_at=utcnow()))

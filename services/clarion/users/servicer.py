@@ -13,9 +13,9 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from clarion.core.cache import Cache
 from clarion.core.errors import InvalidArgument
 from clarion.core.logging import get_logger
-from clarion.core.pagination import decode_page_token, encode_page_token, page_size
+from clarion.core.pagination import decode_keyset, encode_page_token, page_size
 from clarion.core.server import ServiceRegistration, service_registration
-from clarion.core.validation import Violations, is_valid_id, require_id
+from clarion.core.validation import Violations, is_valid_id, normalize_language_tag, require_id
 from clarion.users import validation
 from clarion.users.models import DeviceRow, UserRow
 from clarion.users.repository import UserRepository
@@ -36,11 +36,15 @@ _UPDATABLE_PATHS = frozenset(
     {"email_address", "phone_number", "preferred_language", "timezone", "display_name", "preferences"}
     | _PREFERENCE_PATHS.keys()
 )
-_PLATFORMS = {
-    users_pb2.DEVICE_PLATFORM_ANDROID: "android",
-    users_pb2.DEVICE_PLATFORM_IOS: "ios",
-    users_pb2.DEVICE_PLATFORM_WEB: "web",
-}
+
+
+def platform_name(value: int) -> str:
+    """The stored (and provider-facing) name of a DevicePlatform: DEVICE_PLATFORM_ANDROID → "android"."""
+    return users_pb2.DevicePlatform.Name(value).removeprefix("DEVICE_PLATFORM_").lower()  # type: ignore[arg-type]
+
+
+# Every platform the contract defines, by value and by stored name; UNSPECIFIED is not a platform.
+_PLATFORMS = {value: platform_name(value) for value in users_pb2.DevicePlatform.values() if value}
 _PLATFORM_ENUMS = {name: value for value, name in _PLATFORMS.items()}
 
 
@@ -91,7 +95,7 @@ def _columns(user: users_pb2.User, paths: set[str], prefix: str, violations: Vio
         columns["phone_number"] = validation.normalize_phone(value, field, violations) if value else ""
     if "preferred_language" in paths:
         value = user.preferred_language.strip() or "en"
-        columns["preferred_language"] = validation.normalize_language(value, f"{prefix}preferred_language", violations)
+        columns["preferred_language"] = normalize_language_tag(value, f"{prefix}preferred_language", violations)
     if "timezone" in paths:
         columns["timezone"] = user.timezone.strip() or "UTC"
         validation.check_timezone(columns["timezone"], f"{prefix}timezone", violations)
@@ -135,15 +139,6 @@ def _mask_paths(mask: field_mask_pb2.FieldMask, user: users_pb2.User) -> set[str
     return set(mask.paths)
 
 
-def _position(position: list[Any] | None) -> tuple[datetime, str] | None:
-    if position is None:
-        return None
-    try:
-        return datetime.fromisoformat(position[0]), str(position[1])
-    except (ValueError, IndexError, TypeError):
-        raise InvalidArgument.for_field("page_token", "is not a page token this API issued") from None
-
-
 class UserServicer(users_pb2_grpc.UserServiceServicer):
     """Users, their preferences and their push devices."""
 
@@ -184,7 +179,9 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):
         limit = page_size(request.page_size)
         email = request.email_address.strip()
         filters = {"email_address": email.lower()}
-        after = _position(decode_page_token(request.page_token, filters))
+        after = decode_keyset(
+            request.page_token, filters, lambda position: (datetime.fromisoformat(position[0]), str(position[1]))
+        )
         async with self._sessions() as session:
             rows = await UserRepository(session).list(email_address=email, after=after, limit=limit + 1)
         response = users_pb2.ListUsersResponse(users=[user_to_proto(r) for r in rows[:limit]])

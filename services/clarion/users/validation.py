@@ -7,7 +7,6 @@ import zoneinfo
 from functools import lru_cache
 
 import email_validator
-import langcodes
 import phonenumbers
 
 from clarion.core.validation import Violations, check_single_line, has_line_break_or_nul
@@ -57,14 +56,6 @@ def normalize_phone(value: str, field: str, violations: Violations) -> str:
         violations.add(field, "must have 7 to 15 digits after the +")
         return ""
     return formatted
-
-
-def normalize_language(value: str, field: str, violations: Violations) -> str:
-    """A well-formed BCP-47 tag in canonical case (`pt-br` → `pt-BR`)."""
-    if has_line_break_or_nul(value) or not langcodes.tag_is_valid(value):
-        violations.add(field, "must be a BCP-47 language tag such as en, en-US or pt-BR")
-        return ""
-    return str(langcodes.standardize_tag(value))
 
 
 @lru_cache(maxsize=1)

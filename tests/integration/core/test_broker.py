@@ -753,21 +753,3 @@ async def proxy(rabbitmq_url: str) -> AsyncIterator[Proxy]:
     await relay.start()
     yield relay
     await relay.close()
-
-
-@pytest.fixture
-async def silent_port() -> AsyncIterator[int]:
-    """The port of a TCP server that accepts connections and never answers, like a wedged RabbitMQ."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        await reader.read()
-
-    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
-    port: int = server.sockets[0].getsockname()[1]
-    yield port
-    server.close()
-    for writer in writers:
-        writer.close()
-    await server.wait_closed()

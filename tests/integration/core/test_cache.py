@@ -125,24 +125,6 @@ def two_instances(request: pytest.FixtureRequest) -> tuple[Cache, Cache]:
 
 
 @pytest.fixture
-async def silent_port() -> AsyncIterator[int]:
-    """The port of a TCP server that accepts connections and never answers, like a wedged Redis."""
-    writers: list[asyncio.StreamWriter] = []
-
-    async def swallow(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        writers.append(writer)
-        await reader.read()
-
-    server = await asyncio.start_server(swallow, "127.0.0.1", 0)
-    port: int = server.sockets[0].getsockname()[1]
-    yield port
-    server.close()
-    for writer in writers:
-        writer.close()
-    await server.wait_closed()
-
-
-@pytest.fixture
 def captured_logs() -> Iterator[list[structlog.typing.EventDict]]:
     """The events logged during the test."""
     with structlog.testing.capture_logs() as logs:

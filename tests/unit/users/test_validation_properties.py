@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from clarion.core.validation import Violations
+from clarion.core.validation import Violations, normalize_language_tag
 from clarion.users import validation
 
 times = st.builds(lambda h, m: f"{h:02d}:{m:02d}", st.integers(0, 23), st.integers(0, 59))
@@ -71,7 +71,7 @@ def test_phone_normalization_is_idempotent(country: str, rest: str) -> None:
 @given(value=st.text(max_size=40))
 @settings(max_examples=300)
 def test_validators_never_raise_and_refuse_line_breaks(value: str) -> None:
-    for normalize in (validation.normalize_email, validation.normalize_phone, validation.normalize_language):
+    for normalize in (validation.normalize_email, validation.normalize_phone, normalize_language_tag):
         violations = Violations()
         result = normalize(value, "f", violations)
         if any(c in value for c in "\r\n\x00"):
@@ -96,4 +96,4 @@ def test_email_normalization_is_idempotent_and_lowercases_the_domain(local: str,
 
 @pytest.mark.parametrize(("tag", "canonical"), [("pt-br", "pt-BR"), ("EN", "en"), ("zh-hant-tw", "zh-Hant-TW")])
 def test_language_tags_are_canonicalized(tag: str, canonical: str) -> None:
-    assert validation.normalize_language(tag, "lang", Violations()) == canonical
+    assert normalize_language_tag(tag, "lang", Violations()) == canonical
