@@ -15,7 +15,7 @@ from clarion.core.broker import Broker, BrokerUnavailable, create_broker
 from clarion.core.cache import Cache, create_cache
 from clarion.core.config import Settings
 from clarion.core.db import create_engine, session_factory
-from clarion.core.health_http import serve_health
+from clarion.core.health_http import start_health_server
 from clarion.core.logging import get_logger
 from clarion.core.server import GrpcServer, ServiceRegistration, install_stop_signals
 from clarion.delivery.breaker import ProviderBreaker
@@ -152,7 +152,9 @@ async def run_workers(
                 lease_s=settings.delivery_lease_s,
                 backoff_base_s=settings.delivery_backoff_base_s,
                 breaker=ProviderBreaker(
-                    threshold=settings.provider_breaker_threshold, reset_s=settings.provider_breaker_reset_s
+                    threshold=settings.provider_breaker_threshold,
+                    reset_s=settings.provider_breaker_reset_s,
+                    name=next(p.name for p in (email, push) if p is not None),
                 ),
             )
             await worker.start(broker, QUEUES[kind], prefetch=settings.worker_prefetch)
@@ -190,6 +192,10 @@ async def serve(
             settings, [SERVICES[name](resources) for name in names], authenticator=resources.authenticator
         )
         port = await server.start()
+        metrics, _ = await start_health_server(
+            host=settings.grpc_host, port=settings.metrics_port, check=lambda: not stop.is_set(), stop=stop
+        )
+        background.append(metrics)
         if workers:
             background.append(
                 asyncio.create_task(
@@ -218,14 +224,15 @@ async def run_worker(settings: Settings, kind: str, *, database_url: str, stop: 
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
     # Healthy while the worker runs; a broker outage is not a reason to restart it (it reconnects by itself).
-    health = asyncio.create_task(
-        serve_health(host=settings.grpc_host, port=settings.health_port, check=lambda: not stop.is_set(), stop=stop),
-        name="health",
-    )
+    health: asyncio.Task[None] | None = None
     try:
+        health, _ = await start_health_server(
+            host=settings.grpc_host, port=settings.health_port, check=lambda: not stop.is_set(), stop=stop
+        )
         await run_workers(settings, resources, broker, [kind], database_url=database_url, stop=stop)
         await health
     finally:
-        health.cancel()
+        if health is not None:
+            health.cancel()
         await broker.close()
         await resources.close()

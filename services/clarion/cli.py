@@ -6,7 +6,7 @@ import argparse
 import asyncio
 import sys
 from collections.abc import Coroutine, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -152,20 +152,40 @@ def cmd_worker(settings: Settings, kind: str) -> None:
     _run(app.run_worker(settings, kind, database_url=database_url))
 
 
-def cmd_deliveries(settings: Settings, *, limit: int, status: str, channel: str) -> None:
-    """Print recent deliveries with their attempts and last error."""
-    from clarion.core.db import create_engine, session_factory
+def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> None:
+    """Print recent deliveries with their attempts and last error, or (--stats) the statistics of a window."""
     from clarion.delivery.report import format_report, recent_deliveries
+    from clarion.notifications.stats import delivery_stats, format_stats
 
+    if args.stats and args.status:
+        raise UsageError("--status does not apply to --stats: the statistics count every status")
+    if not args.stats and args.provider:
+        raise UsageError("--provider applies to --stats only")
+    if args.hours <= 0 or args.hours > 366 * 24:
+        raise UsageError("--hours must be more than 0 and at most 8784 (366 days)")
     database_url = _local_or_configured_database(settings)
 
     async def main() -> None:
         engine = create_engine(database_url, settings=settings)
+        sessions = session_factory(engine)
         try:
-            lines = await recent_deliveries(session_factory(engine), limit=limit, status=status, channel=channel)
+            if args.stats:
+                end = datetime.now(UTC)
+                async with sessions() as session:
+                    stats = await delivery_stats(
+                        session,
+                        start=end - timedelta(hours=args.hours),
+                        end=end,
+                        channel=args.channel,
+                        provider=args.provider,
+                    )
+                report = format_stats(stats)
+            else:
+                lines = await recent_deliveries(sessions, limit=args.limit, status=args.status, channel=args.channel)
+                report = format_report(lines)
         finally:
             await engine.dispose()
-        _say(format_report(lines))
+        _say(report)
 
     _run(main())
 
@@ -265,6 +285,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="only this status",
     )
     deliveries.add_argument("--channel", default="", choices=["", "email", "push"], help="only this channel")
+    deliveries.add_argument(
+        "--stats", action="store_true", help="counts by status, channel and provider, success rate, time to send"
+    )
+    deliveries.add_argument("--hours", type=float, default=24, help="--stats: the window, in hours (default 24)")
+    deliveries.add_argument("--provider", default="", help="--stats: only this provider (sendgrid, smtp, fcm...)")
     commands.add_parser("migrate", help="apply database migrations (needs CLARION_DATABASE_URL)")
     kubernetes.add_arguments(
         commands.add_parser("render-gateway", help="write Envoy's Kubernetes config into deploy/k8s/base/gateway")
@@ -326,7 +351,7 @@ def main(argv: list[str] | None = None) -> int:
         elif args.command == "worker":
             cmd_worker(settings, args.kind)
         elif args.command == "deliveries":
-            cmd_deliveries(settings, limit=args.limit, status=args.status, channel=args.channel)
+            cmd_deliveries(settings, args)
         elif args.command == "migrate":
             cmd_migrate(settings)
         elif args.command == "keys":

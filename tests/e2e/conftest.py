@@ -50,6 +50,8 @@ def clarion_process(tmp_path: Path) -> Iterator[Callable[..., subprocess.Popen[s
 
     def start(*args: str, env: dict[str, str] | None = None) -> subprocess.Popen[str]:
         environment = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+        # A free metrics port unless the test names one: processes run side by side, and next to a `clarion up`.
+        environment["CLARION_METRICS_PORT"] = "0"
         environment.update(env or {})
         process = subprocess.Popen(
             [CLARION, *args],

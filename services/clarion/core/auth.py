@@ -63,6 +63,7 @@ SERVICE_SCOPES: Mapping[str, tuple[Scope, tuple[str, ...]]] = {
             "CancelNotification",
             "ListDeadLetters",
             "ReplayDeadLetters",
+            "GetDeliveryStats",
         ),
     ),
     "clarion.v1.UserService": (

@@ -24,6 +24,7 @@ from redis.backoff import NoBackoff
 from redis.exceptions import RedisError
 
 from clarion.core.logging import get_logger
+from clarion.core.metrics import CACHE_REQUESTS
 
 log = get_logger(__name__)
 
@@ -123,11 +124,14 @@ class RedisCache:
             async with asyncio.timeout(self._timeout_s):
                 hit, payload = await self._read(keys=keys, args=[field, _new_generation(), self._generation_ttl_ms])
         except _UNAVAILABLE as exc:
+            _count(key, "error")
             log.warning("cache_unavailable", operation="read", key=key, error=repr(exc))
             return await load()
         if hit:
+            _count(key, "hit")
             cached: bytes = payload
             return cached
+        _count(key, "miss")
         value = await load()
         if value is not None:
             try:
@@ -184,8 +188,10 @@ class MemoryCache:
             expires_at, value = entry
             if time.monotonic() < expires_at:
                 self._values.move_to_end(key)
+                _count(key, "hit")
                 return value
             self._drop(key, field)
+        _count(key, "miss")
         loads = self._loads.setdefault(key, _Loads())
         started_at = loads.generation
         loads.count += 1
@@ -226,6 +232,11 @@ class MemoryCache:
         self._size -= 1
         if not fields:
             del self._values[key]
+
+
+def _count(key: str, result: str) -> None:
+    # The cache's name is the key's prefix (`user`, `template`): a handful of values, never the id after it.
+    CACHE_REQUESTS.labels(cache=key.partition(":")[0], result=result).inc()
 
 
 def create_cache(redis_url: str | None, *, ttl_s: float = 300) -> Cache:

@@ -75,7 +75,11 @@ class Settings(BaseSettings):
     # Per-provider circuit breaker: consecutive transient failures that open it, and how long it stays open.
     provider_breaker_threshold: int = Field(default=5, ge=1, le=1000)
     provider_breaker_reset_s: float = Field(default=30.0, gt=0, le=3600)
-    # Worker processes (no gRPC port) answer GET /healthz here, on CLARION_GRPC_HOST, for Kubernetes probes.
+    # The gRPC services serve Prometheus metrics here (GET /metrics, plain HTTP on CLARION_GRPC_HOST); 0 takes a free
+    # port. Worker processes serve theirs on the health port.
+    metrics_port: int = Field(default=9464, ge=0, le=65535)
+    # Worker processes (no gRPC port) answer GET /healthz and GET /metrics here, on CLARION_GRPC_HOST, for Kubernetes
+    # probes and Prometheus.
     health_port: int = Field(default=8081, ge=0, le=65535)
     # Drain: how long a stopping worker waits for in-flight messages before requeueing them.
     worker_drain_s: float = Field(default=20.0, ge=0, le=300)

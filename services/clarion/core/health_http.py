@@ -1,8 +1,10 @@
-"""A plain-HTTP health endpoint for processes without a gRPC server (the dispatcher, channel workers, the sweeper).
+"""A plain-HTTP endpoint for probes and Prometheus: the dispatcher, channel workers and the sweeper serve it on their
+health port, the gRPC services on their metrics port.
 
 Kubernetes probes it with `httpGet`: `GET /healthz` (liveness) and `GET /readyz` (readiness) answer 200 while
-`check()` is true and 503 otherwise. HTTP/1.1 with one request per connection, nothing more: a probe needs no
-keep-alive, and owning a few dozen lines beats a web framework in every worker image.
+`check()` is true and 503 otherwise. `GET /metrics` is the process's Prometheus registry in the text format.
+HTTP/1.1 with one request per connection, nothing more: a probe or a scrape needs no keep-alive, and owning a few
+dozen lines beats a web framework in every worker image.
 """
 
 from __future__ import annotations
@@ -11,6 +13,9 @@ import asyncio
 import contextlib
 import errno
 from collections.abc import Callable
+from typing import Any
+
+from prometheus_client import CONTENT_TYPE_LATEST, REGISTRY, generate_latest
 
 from clarion.core.logging import get_logger
 from clarion.core.server import PortInUseError
@@ -18,6 +23,7 @@ from clarion.core.server import PortInUseError
 log = get_logger(__name__)
 
 HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+METRICS_PATH = "/metrics"
 # A client that has not sent its request within this is dropped: the kubelet sends at once, and its own timeout
 # (timeoutSeconds, 1 s by default) has long passed by then.
 REQUEST_TIMEOUT_S = 5.0
@@ -62,11 +68,18 @@ async def _read_request(reader: asyncio.StreamReader) -> tuple[str, str]:
     return method, target.split("?", 1)[0]
 
 
-def _response(status: int, body: str, *, head: bool = False, allow: str | None = None) -> bytes:
-    payload = body.encode()
+def _response(
+    status: int,
+    body: str | bytes,
+    *,
+    head: bool = False,
+    allow: str | None = None,
+    content_type: str = "text/plain; charset=utf-8",
+) -> bytes:
+    payload = body.encode() if isinstance(body, str) else body
     headers = [
         f"HTTP/1.1 {status} {_REASONS[status]}",
-        "Content-Type: text/plain; charset=utf-8",
+        f"Content-Type: {content_type}",
         f"Content-Length: {len(payload)}",
         "Cache-Control: no-store",
         "Connection: close",
@@ -87,10 +100,12 @@ def _healthy(check: Callable[[], bool]) -> bool:
 
 def _answer(method: str, path: str, check: Callable[[], bool]) -> bytes:
     head = method == "HEAD"
-    if path not in HEALTH_PATHS:
+    if path not in HEALTH_PATHS and path != METRICS_PATH:
         return _response(404, "not found\n", head=head)
     if method not in ("GET", "HEAD"):
         return _response(405, "method not allowed\n", allow="GET, HEAD")
+    if path == METRICS_PATH:
+        return _response(200, generate_latest(REGISTRY), head=head, content_type=CONTENT_TYPE_LATEST)
     if _healthy(check):
         return _response(200, "ok\n", head=head)
     return _response(503, "unavailable\n", head=head)
@@ -105,8 +120,9 @@ async def serve_health(
     on_started: Callable[[int], None] | None = None,
 ) -> None:
     """Answer `GET /healthz` and `GET /readyz` on `host:port` until `stop` is set: 200 while `check()` is true,
-    503 when it is false (or raises); 404 for any other path. `on_started(port)` is called once it listens (with
-    the bound port, useful when `port` is 0). Raises PortInUseError when the port is taken."""
+    503 when it is false (or raises); `GET /metrics` with the Prometheus registry; 404 for any other path.
+    `on_started(port)` is called once it listens (with the bound port, useful when `port` is 0). Raises
+    PortInUseError when the port is taken."""
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         try:
@@ -132,7 +148,7 @@ async def serve_health(
             raise
         raise PortInUseError(f"cannot listen on {host}:{port} for health checks: is another server using it?") from exc
     bound_port: int = server.sockets[0].getsockname()[1]
-    log.info("health_server_started", address=f"{host}:{bound_port}", paths=sorted(HEALTH_PATHS))
+    log.info("health_server_started", address=f"{host}:{bound_port}", paths=sorted([*HEALTH_PATHS, METRICS_PATH]))
     try:
         if on_started is not None:
             on_started(bound_port)
@@ -141,3 +157,20 @@ async def serve_health(
         server.close()
         await server.wait_closed()
         log.info("health_server_stopped")
+
+
+async def start_health_server(
+    *, host: str, port: int, check: Callable[[], bool], stop: asyncio.Event
+) -> tuple[asyncio.Task[None], int]:
+    """`serve_health` as a task, returned with its bound port once it listens; a server that cannot start raises
+    here (PortInUseError), so a process fails at start instead of running without probes or metrics."""
+    listening: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+    task = asyncio.create_task(
+        serve_health(host=host, port=port, check=check, stop=stop, on_started=listening.set_result), name="http"
+    )
+    first: set[asyncio.Future[Any]] = {task, listening}
+    await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)
+    if not listening.done():
+        await task  # it ended before listening: raise its error
+        raise RuntimeError("the health server stopped before it listened")
+    return task, listening.result()

@@ -1,4 +1,4 @@
-"""The one server interceptor: request id, access log and the mapping of errors to gRPC statuses."""
+"""The one server interceptor: request id, access log, RPC metrics and the mapping of errors to gRPC statuses."""
 
 from __future__ import annotations
 
@@ -15,6 +15,7 @@ from grpc_status import rpc_status
 
 from clarion.core.errors import ClarionError, internal_status, to_status
 from clarion.core.logging import get_logger
+from clarion.core.metrics import RPC_HANDLED, RPC_SECONDS
 
 log = get_logger(__name__)
 
@@ -59,6 +60,10 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
 
 
 def _wrap(behavior: UnaryBehavior, *, method: str, request_id: str) -> UnaryBehavior:
+    # "/clarion.v1.UserService/GetUser" -> ("clarion.v1.UserService", "GetUser"): bounded by the contracts.
+    service, _, name = method.lstrip("/").partition("/")
+    seconds = RPC_SECONDS.labels(grpc_service=service, grpc_method=name)
+
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id, rpc=method)
@@ -88,7 +93,10 @@ def _wrap(behavior: UnaryBehavior, *, method: str, request_id: str) -> UnaryBeha
             log.exception("rpc_unhandled_error")
             await _abort(context, internal_status(request_id=request_id), trailer, reason="INTERNAL")
         finally:
-            duration_ms = round((time.perf_counter() - started) * 1000, 3)
+            elapsed_s = time.perf_counter() - started
+            seconds.observe(elapsed_s)
+            RPC_HANDLED.labels(grpc_service=service, grpc_method=name, grpc_code=code.name).inc()
+            duration_ms = round(elapsed_s * 1000, 3)
             # Kubernetes probes call Health every few seconds: log them only at debug, unless they fail.
             quiet = method.startswith(_HEALTH_PREFIX) and code == grpc.StatusCode.OK
             (log.debug if quiet else log.info)("rpc_finished", code=code.name, duration_ms=duration_ms)

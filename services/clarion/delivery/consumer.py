@@ -14,6 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clarion.core.broker import Broker, Received
 from clarion.core.logging import get_logger, redact_text
+from clarion.core.metrics import ATTEMPT_SECONDS, DEAD_LETTERED, DELIVERIES, TIME_TO_SEND
 from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.outcomes import Attempt, Claimed, claim, finish
 from clarion.delivery.providers.base import (
@@ -69,6 +70,11 @@ class DeliveryWorker:
         self._backoff_base_s = backoff_base_s
         self._breaker = breaker or ProviderBreaker(threshold=5, reset_s=30.0)
 
+    @property
+    def _provider_name(self) -> str:
+        provider = self._email if self.channel == "email" else self._push
+        return provider.name if provider is not None else ""
+
     async def start(self, broker: Broker, queue: str, *, prefetch: int) -> None:
         """Begin consuming `queue`."""
         await broker.consume(queue, self.handle, prefetch=prefetch)
@@ -84,6 +90,7 @@ class DeliveryWorker:
         wait_s = self._breaker.open_for_s()
         if wait_s > 0:
             # The provider is failing: park the message without claiming it, so no attempt is spent.
+            DELIVERIES.labels(channel=self.channel, provider=self._provider_name, outcome="deferred").inc()
             log.info("provider_circuit_open", delivery_id=str(delivery_id), retry_in_s=round(wait_s, 1))
             await received.retry(wait_s)
             return
@@ -164,6 +171,7 @@ class DeliveryWorker:
     async def _call(self, provider: str, call: Any) -> tuple[Attempt, str, ProviderError | None]:
         """One provider call, counted by the breaker: only transient failures say the provider is unwell."""
         attempt, message_id, error = await _attempt(provider, call)
+        ATTEMPT_SECONDS.labels(channel=self.channel, provider=provider).observe(attempt.duration_ms / 1000)
         if isinstance(error, TransientFailure):
             self._breaker.record_failure()
         else:
@@ -204,6 +212,7 @@ class DeliveryWorker:
                     provider_message_id=message_id,
                     payload=payload,
                 )
+            self._count(claimed, provider, "sent")
             log.info("delivery_sent", delivery_id=delivery, provider=provider, attempt=claimed.attempt)
             await received.ack()
             return
@@ -214,6 +223,7 @@ class DeliveryWorker:
                 await finish(
                     session, claimed, attempts, status=m.RETRYING, reason=reason, provider=provider, payload=payload
                 )
+            self._count(claimed, provider, "retry")
             log.info("delivery_retrying", delivery_id=delivery, attempt=claimed.attempt, delay_s=round(delay_s, 1))
             await received.retry(delay_s)
             return
@@ -230,11 +240,21 @@ class DeliveryWorker:
                 provider_message_id=message_id,
                 payload=payload,
             )
+        self._count(claimed, provider, "sent" if final == m.SENT else "failed")
         log.warning("delivery_failed", delivery_id=delivery, attempt=claimed.attempt, reason=why)
         if final == m.FAILED:
             await received.dead_letter(why[:200])
         else:
             await received.ack()
+
+    def _count(self, claimed: Claimed, provider: str, outcome: str) -> None:
+        """Count a committed outcome: sent (with its time since acceptance), retry, or failed (a dead letter)."""
+        DELIVERIES.labels(channel=claimed.channel, provider=provider, outcome=outcome).inc()
+        if outcome == "sent":
+            elapsed_s = (datetime.now(UTC) - claimed.accepted_at).total_seconds()
+            TIME_TO_SEND.labels(channel=claimed.channel, provider=provider).observe(max(0.0, elapsed_s))
+        elif outcome == "failed":
+            DEAD_LETTERED.labels(channel=claimed.channel, provider=provider).inc()
 
 
 async def _attempt(provider: str, call: Any) -> tuple[Attempt, str, ProviderError | None]:

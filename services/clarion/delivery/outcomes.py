@@ -25,6 +25,8 @@ class Claimed:
     channel: str
     attempt: int
     payload: dict[str, Any]
+    # When the notification was accepted: the start of its time to send.
+    accepted_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,10 +62,14 @@ async def claim(session: AsyncSession, delivery_id: uuid.UUID, *, lease_s: float
     ).scalar_one_or_none()
     if row is None:
         return None
-    user_id = (
-        await session.execute(select(m.NotificationRow.user_id).where(m.NotificationRow.id == row.notification_id))
-    ).scalar_one()
-    return Claimed(row.id, row.notification_id, user_id, row.channel, row.attempt_count, dict(row.payload))
+    user_id, accepted_at = (
+        await session.execute(
+            select(m.NotificationRow.user_id, m.NotificationRow.created_at).where(
+                m.NotificationRow.id == row.notification_id
+            )
+        )
+    ).one()
+    return Claimed(row.id, row.notification_id, user_id, row.channel, row.attempt_count, dict(row.payload), accepted_at)
 
 
 async def finish(

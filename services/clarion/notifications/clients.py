@@ -24,6 +24,7 @@ from clarion.core.errors import (
     Unavailable,
 )
 from clarion.core.logging import get_logger
+from clarion.core.metrics import BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN, BREAKER_STATE
 from clarion.v1 import templates_pb2, templates_pb2_grpc, users_pb2, users_pb2_grpc
 
 log = get_logger(__name__)
@@ -56,6 +57,17 @@ _FAILURES = {
     grpc.StatusCode.RESOURCE_EXHAUSTED,
     grpc.StatusCode.UNIMPLEMENTED,
 }
+
+
+_BREAKER_STATES = {"closed": BREAKER_CLOSED, "half-opened": BREAKER_HALF_OPEN, "opened": BREAKER_OPEN}
+
+
+def _breaker_gauge(name: str, event_type: str, event: Any) -> None:
+    """purgatory's hook: mirror each breaker's state in clarion_circuit_breaker_state{breaker="client:<service>"}."""
+    if event_type == "circuit_breaker_created":
+        BREAKER_STATE.labels(breaker=f"client:{name}").set(BREAKER_CLOSED)
+    elif event_type == "state_changed":
+        BREAKER_STATE.labels(breaker=f"client:{name}").set(_BREAKER_STATES.get(event.state, BREAKER_CLOSED))
 
 
 class DependencyFailed(Exception):
@@ -148,6 +160,7 @@ class ServiceClients:
         self._breakers = AsyncCircuitBreakerFactory(
             default_threshold=breaker_failure_threshold, default_ttl=breaker_reset_s, exclude=[ClarionError]
         )
+        self._breakers.add_listener(_breaker_gauge)
 
     async def _call(
         self, service: str, call: Callable[[], Awaitable[T]], field_prefix: dict[str, str] | None = None

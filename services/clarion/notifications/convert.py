@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from google.protobuf import struct_pb2
 
 from clarion.notifications import models as m
 from clarion.notifications.repository import NotificationView
+from clarion.notifications.stats import DeliveryStats, StatsGroup
 from clarion.v1 import common_pb2, notifications_pb2
 
 CHANNELS = {"email": common_pb2.CHANNEL_EMAIL, "push": common_pb2.CHANNEL_PUSH}
@@ -101,3 +104,36 @@ def dead_letter_to_proto(delivery: m.DeliveryRow, notification: m.NotificationRo
     )
     letter.fail_time.FromDatetime(delivery.updated_at)
     return letter
+
+
+def _stats_group_to_proto(group: StatsGroup) -> notifications_pb2.DeliveryStatsGroup:
+    proto = notifications_pb2.DeliveryStatsGroup(
+        channel=CHANNELS.get(group.channel, common_pb2.CHANNEL_UNSPECIFIED),
+        provider=group.provider,
+        total=group.total,
+        queued=group.counts[m.QUEUED],
+        sending=group.counts[m.SENDING],
+        retrying=group.counts[m.RETRYING],
+        sent=group.counts[m.SENT],
+        failed=group.counts[m.FAILED],
+        skipped=group.counts[m.SKIPPED],
+        cancelled=group.counts[m.DELIVERY_CANCELLED],
+        success_rate=group.success_rate,
+    )
+    if group.time_to_send_p50_s is not None:
+        proto.time_to_send_p50.FromTimedelta(timedelta(seconds=group.time_to_send_p50_s))
+    if group.time_to_send_p95_s is not None:
+        proto.time_to_send_p95.FromTimedelta(timedelta(seconds=group.time_to_send_p95_s))
+    return proto
+
+
+def stats_to_proto(stats: DeliveryStats) -> notifications_pb2.DeliveryStats:
+    """Delivery statistics as GetDeliveryStats answers them."""
+    proto = notifications_pb2.DeliveryStats(
+        totals=_stats_group_to_proto(stats.totals),
+        channels=[_stats_group_to_proto(g) for g in stats.channels],
+        providers=[_stats_group_to_proto(g) for g in stats.providers],
+    )
+    proto.start_time.FromDatetime(stats.start)
+    proto.end_time.FromDatetime(stats.end)
+    return proto

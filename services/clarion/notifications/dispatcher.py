@@ -16,14 +16,21 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from clarion.core.broker import EMAIL_QUEUE, PUSH_QUEUE, Broker, BrokerUnavailable, Message
+from clarion.core.broker import EMAIL_QUEUE, FAILED_QUEUE, PUSH_QUEUE, Broker, BrokerError, BrokerUnavailable, Message
 from clarion.core.db import asyncpg_dsn
 from clarion.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
 from clarion.core.logging import get_logger
+from clarion.core.metrics import (
+    DEAD_LETTERS,
+    DELIVERIES_PUBLISHED,
+    DELIVERIES_SKIPPED,
+    DISPATCHER_LAG,
+    QUEUE_MESSAGES,
+)
 from clarion.notifications import models as m
 from clarion.notifications.clients import ServiceClients
 from clarion.notifications.repository import DISPATCH_CHANNEL, NotificationRepository
@@ -37,6 +44,9 @@ log = get_logger(__name__)
 QUEUES = {"email": EMAIL_QUEUE, "push": PUSH_QUEUE}
 # How many notifications of a batch are planned (user and template looked up) at once.
 _PLAN_CONCURRENCY = 16
+# How often the dispatcher samples the gauges that need a query (lag, dead letters, queue depths): often enough for
+# alerts, rare enough to cost nothing next to a pass.
+GAUGE_INTERVAL_S = 5.0
 
 
 class _Later(Exception):
@@ -125,6 +135,7 @@ class Dispatcher:
     async def run(self, stop: asyncio.Event) -> None:
         """Pass after pass until `stop` is set; a pass that fails is logged and retried after the poll interval."""
         listener = asyncio.create_task(self._listen(stop), name="dispatcher-listen")
+        sampler = asyncio.create_task(self._sample_gauges(stop), name="dispatcher-gauges")
         passes = 0
         try:
             while not stop.is_set():
@@ -143,9 +154,10 @@ class Dispatcher:
                     async with asyncio.timeout(self._poll_interval_s):
                         await _first(self._wake.wait(), stop.wait())
         finally:
-            listener.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await listener
+            for task in (listener, sampler):
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
 
     async def run_once(self) -> tuple[int, int]:
         """One pass: plan due notifications, then publish due deliveries. Returns (planned, published)."""
@@ -176,6 +188,7 @@ class Dispatcher:
 
             plans = await asyncio.gather(*(plan(row) for row in rows))
             dispatched = 0
+            skipped: list[tuple[str, str]] = []
             for row, planned in zip(rows, plans, strict=True):
                 if planned is None:
                     continue
@@ -189,12 +202,16 @@ class Dispatcher:
                 row.status = derive_status([d["status"] for d in planned.deliveries], reason=planned.reason)
                 row.updated_at = now
                 dispatched += 1
+                skipped += [(d["channel"], d["status_reason"]) for d in planned.deliveries if d["status"] == m.SKIPPED]
                 log.info(
                     "notification_dispatched",
                     notification_id=str(row.id),
                     status=row.status,
                     reason=planned.reason or None,
                 )
+        # Counted once committed. The reasons are a closed set (_channel_plan), never user data.
+        for channel, reason in skipped:
+            DELIVERIES_SKIPPED.labels(channel=channel, reason=reason).inc()
         return dispatched
 
     async def _plan(self, row: m.NotificationRow, now: datetime) -> _Plan:
@@ -270,7 +287,8 @@ class Dispatcher:
             results = await asyncio.gather(
                 *(self._publish(d, trace.get(d.notification_id, "")) for d in deliveries), return_exceptions=True
             )
-            published = [d.id for d, result in zip(deliveries, results, strict=True) if result is None]
+            done = [d for d, result in zip(deliveries, results, strict=True) if result is None]
+            published = [d.id for d in done]
             failures = [r for r in results if isinstance(r, BaseException)]
             if published:
                 await session.execute(
@@ -286,7 +304,40 @@ class Dispatcher:
                     published=len(published),
                     error=str(failures[0]) if isinstance(failures[0], BrokerUnavailable) else repr(failures[0]),
                 )
+        for delivery in done:
+            DELIVERIES_PUBLISHED.labels(channel=delivery.channel).inc()
         return len(published)
+
+    async def sample_gauges(self) -> None:
+        """Set the gauges that need a query: dispatcher lag, dead letters pending, the broker's queue depths."""
+        now = self._clock()
+        async with self._sessions() as session:
+            oldest = (
+                await session.execute(
+                    select(func.min(m.DeliveryRow.due_at)).where(
+                        m.DeliveryRow.status == m.QUEUED,
+                        m.DeliveryRow.published_at.is_(None),
+                        m.DeliveryRow.due_at <= now,
+                    )
+                )
+            ).scalar_one()
+            dead = (await session.execute(select(func.count()).where(m.DeliveryRow.status == m.FAILED))).scalar_one()
+        DISPATCHER_LAG.set(max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0)
+        DEAD_LETTERS.set(dead)
+        for queue in (*QUEUES.values(), FAILED_QUEUE):
+            # Not connected, or not declared yet: the last sample stands until the next one.
+            with contextlib.suppress(BrokerError):
+                QUEUE_MESSAGES.labels(queue=queue).set(await self._broker.queue_depth(queue))
+
+    async def _sample_gauges(self, stop: asyncio.Event) -> None:
+        while not stop.is_set():
+            try:
+                await self.sample_gauges()
+            except Exception as exc:  # noqa: BLE001 - a failed sample must not stop the next one
+                log.warning("dispatch_gauges_failed", error=repr(exc))
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(GAUGE_INTERVAL_S):
+                    await stop.wait()
 
     async def _publish(self, delivery: m.DeliveryRow, request_id: str) -> None:
         body = {

@@ -108,6 +108,10 @@ class DeliveryRow(Base):
         UniqueConstraint("notification_id", "channel"),
         # The relay's scan: committed, due, not yet published.
         Index("ix_deliveries_unpublished_due", "due_at", postgresql_where=(status == QUEUED) & published_at.is_(None)),
+        # Dead letters, newest first (ListDeadLetters), and their count (the dead-letter gauge).
+        Index("ix_deliveries_failed_updated", "updated_at", "id", postgresql_where=status == FAILED),
+        # GetDeliveryStats' window.
+        Index("ix_deliveries_created", "created_at"),
     )
 
 

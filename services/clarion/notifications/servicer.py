@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import re
 import uuid
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -16,13 +17,21 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from clarion.core.db import snapshot
 from clarion.core.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument
 from clarion.core.logging import get_logger
+from clarion.core.metrics import NOTIFICATIONS_ACCEPTED, NOTIFICATIONS_REPLAYED
 from clarion.core.pagination import decode_keyset, encode_page_token, page_size
 from clarion.core.server import ServiceRegistration, service_registration
 from clarion.core.validation import Violations, is_valid_id, normalize_language_tag
 from clarion.notifications import models as m
 from clarion.notifications.clients import ServiceClients
-from clarion.notifications.convert import CHANNEL_NAMES, STATUS_NAMES, dead_letter_to_proto, notification_to_proto
+from clarion.notifications.convert import (
+    CHANNEL_NAMES,
+    STATUS_NAMES,
+    dead_letter_to_proto,
+    notification_to_proto,
+    stats_to_proto,
+)
 from clarion.notifications.repository import NotificationRepository, notification_not_found
+from clarion.notifications.stats import delivery_stats
 from clarion.templates.content import check_key
 from clarion.templates.rendering import normalize_data
 from clarion.v1 import common_pb2, notifications_pb2, notifications_pb2_grpc
@@ -33,6 +42,11 @@ Context = ServicerContext[Any, Any]
 MAX_DATA_BYTES = 64 * 1024
 MAX_SCHEDULE_AHEAD = timedelta(days=366)
 IDEMPOTENCY_HEADER = "x-idempotency-key"
+# Label values for the accepted counter: "normal", "high", "critical".
+PRIORITY_NAMES: dict[int, str] = {
+    value: notifications_pb2.Priority.Name(value).removeprefix("PRIORITY_").lower()
+    for value in notifications_pb2.Priority.values()
+}
 _PRIORITIES = {
     notifications_pb2.PRIORITY_UNSPECIFIED: notifications_pb2.PRIORITY_NORMAL,
     notifications_pb2.PRIORITY_NORMAL: notifications_pb2.PRIORITY_NORMAL,
@@ -176,6 +190,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
                 if winner is None:  # it expired in between: vanishingly rare, and safe to ask again
                     raise Aborted("the idempotency key changed hands; retry", reason="IDEMPOTENCY_KEY_RACE") from None
                 return await self._replay(session, key, winner.fingerprint, winner.notification_id, fingerprint)
+        NOTIFICATIONS_ACCEPTED.labels(priority=PRIORITY_NAMES[priority]).inc()
         log.info("notification_accepted", notification_id=str(row.id), status=row.status, template_key=row.template_key)
         return response
 
@@ -189,6 +204,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
                 metadata={"idempotency_key": key, "notification_id": str(notification_id)},
             )
         view = await NotificationRepository(session).get(notification_id)
+        NOTIFICATIONS_REPLAYED.inc()
         log.info("notification_replayed", notification_id=str(notification_id))
         return notifications_pb2.SendNotificationResponse(notification=notification_to_proto(view), replayed=True)
 
@@ -301,8 +317,43 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             delivery_ids=sorted(done), not_replayed_ids=[i for i in request.delivery_ids if i not in done]
         )
 
+    async def GetDeliveryStats(
+        self, request: notifications_pb2.GetDeliveryStatsRequest, context: Context
+    ) -> notifications_pb2.DeliveryStats:
+        """Counts by status, success rate and time to send of the deliveries created in a window."""
+        violations = Violations()
+        channel = CHANNEL_NAMES.get(request.channel, "")
+        violations.check(request.channel == common_pb2.CHANNEL_UNSPECIFIED or bool(channel), "channel", "unknown")
+        if request.provider:
+            violations.check(
+                bool(_PROVIDER.match(request.provider)), "provider", "must be a provider name such as sendgrid"
+            )
+        end = _timestamp(request, "end_time", violations) or datetime.now(UTC)
+        start = _timestamp(request, "start_time", violations) or end - DEFAULT_STATS_WINDOW
+        violations.check(start < end, "end_time", "must be after start_time")
+        violations.check(end - start <= MAX_STATS_WINDOW, "start_time", "the window must be at most 366 days")
+        violations.raise_if_any()
+        async with self._sessions() as session:
+            stats = await delivery_stats(session, start=start, end=end, channel=channel, provider=request.provider)
+        return stats_to_proto(stats)
+
 
 MAX_REPLAY = 1000
+DEFAULT_STATS_WINDOW = timedelta(hours=24)
+MAX_STATS_WINDOW = timedelta(days=366)
+_PROVIDER = re.compile(r"^[a-z0-9_-]{1,32}$")
+
+
+def _timestamp(message: Any, name: str, violations: Violations) -> datetime | None:
+    """A Timestamp field as an aware datetime; None when unset or not a valid time (a violation is added)."""
+    if not message.HasField(name):
+        return None
+    try:
+        value: datetime = getattr(message, name).ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):
+        violations.add(name, "is not a valid time")
+        return None
+    return value
 
 
 def _filter_fields(channel: int, user_id: str) -> tuple[str, str]:

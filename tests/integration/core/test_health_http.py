@@ -9,6 +9,8 @@ from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY, Counter
+from prometheus_client.parser import text_string_to_metric_families
 
 from clarion.core.health_http import serve_health
 from clarion.core.server import PortInUseError
@@ -99,11 +101,28 @@ async def test_the_query_string_is_ignored_and_head_has_no_body() -> None:
 
 async def test_an_unknown_path_is_404_and_another_method_405() -> None:
     async with health_server(Flag()) as port:
-        unknown = await request(port, get("/metrics"))
+        unknown = await request(port, get("/varz"))
         post = await request(port, get("/healthz", method="POST"))
 
     assert unknown[0] == 404
     assert (post[0], post[1]["allow"]) == (405, "GET, HEAD")
+
+
+async def test_metrics_are_the_prometheus_registry_in_text_format() -> None:
+    counter = Counter("clarion_test_health_scrapes_total", "A counter only this test moves.")
+    counter.inc(3)
+    try:
+        async with health_server(Flag()) as port:
+            status, headers, body = await request(port, get("/metrics"))
+            post = await request(port, get("/metrics", method="POST"))
+    finally:
+        REGISTRY.unregister(counter)
+
+    assert status == 200
+    assert headers["content-type"].startswith("text/plain; version=")
+    samples = {s.name: s.value for family in text_string_to_metric_families(body.decode()) for s in family.samples}
+    assert samples["clarion_test_health_scrapes_total"] == 3.0
+    assert post[0] == 405
 
 
 async def test_garbage_gets_400() -> None:

@@ -1,4 +1,5 @@
-"""NotificationService when UserService is down: fail fast with UNAVAILABLE and RetryInfo, recover when it is back."""
+"""NotificationService when UserService is down: fail fast with UNAVAILABLE and RetryInfo, recover when it is back;
+the breaker's state shows in clarion_circuit_breaker_state."""
 
 from __future__ import annotations
 
@@ -10,9 +11,11 @@ from typing import Any
 import grpc
 import pytest
 from google.rpc import error_details_pb2
+from prometheus_client import REGISTRY
 
 from clarion import app
 from clarion.core.config import load_settings
+from clarion.core.metrics import BREAKER_CLOSED, BREAKER_OPEN
 from clarion.core.server import GrpcServer
 from clarion.v1 import templates_pb2, users_pb2
 from tests.conftest import free_port
@@ -23,6 +26,10 @@ from tests.integration.templates.test_template_service import SEED_TEMPLATE
 from tests.integration.users.test_user_service import SEED_USER, rpc_error
 
 pytestmark = pytest.mark.integration
+
+
+def breaker_state() -> float | None:
+    return REGISTRY.get_sample_value("clarion_circuit_breaker_state", {"breaker": "client:UserService"})
 
 
 async def test_the_breaker_opens_while_users_is_down_and_closes_after(start_clarion: Callable[..., Any]) -> None:
@@ -47,6 +54,7 @@ async def test_the_breaker_opens_while_users_is_down_and_closes_after(start_clar
     assert status_detail(status, error_details_pb2.ErrorInfo).reason == "DEPENDENCY_UNAVAILABLE"
     assert status_detail(status, error_details_pb2.RetryInfo).retry_delay.ToMilliseconds() <= 1000
     assert time.monotonic() - started < 0.5, "an open breaker answers at once, without calling UserService"
+    assert breaker_state() == BREAKER_OPEN
 
     # UserService comes back on its port (same database): after the reset time the breaker lets calls through.
     users = GrpcServer(
@@ -66,5 +74,6 @@ async def test_the_breaker_opens_while_users_is_down_and_closes_after(start_clar
                     raise
                 await asyncio.sleep(0.2)
         assert response.notification.notification_id
+        assert breaker_state() == BREAKER_CLOSED
     finally:
         await users.server.stop(0)

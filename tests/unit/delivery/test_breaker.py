@@ -1,3 +1,6 @@
+from prometheus_client import REGISTRY
+
+from clarion.core.metrics import BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN
 from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.consumer import backoff_s
 
@@ -44,3 +47,20 @@ def test_backoff_grows_is_jittered_capped_and_honours_retry_after() -> None:
         assert 2 ** (attempt - 1) <= delay <= 2**attempt
     assert backoff_s(30, None) <= 3600
     assert backoff_s(1, 42.0) == 42.0
+
+
+def test_its_state_is_exported_as_a_gauge_read_at_scrape_time() -> None:
+    clock = Clock()
+    breaker = ProviderBreaker(threshold=2, reset_s=10, name="unit-test-provider", clock=clock)
+
+    def exported() -> float | None:
+        return REGISTRY.get_sample_value("clarion_circuit_breaker_state", {"breaker": "provider:unit-test-provider"})
+
+    assert exported() == BREAKER_CLOSED
+    breaker.record_failure()
+    breaker.record_failure()
+    assert exported() == BREAKER_OPEN
+    clock.now += 10
+    assert exported() == BREAKER_HALF_OPEN, "no call needed: the open time is over"
+    breaker.record_success()
+    assert exported() == BREAKER_CLOSED

@@ -759,3 +759,169 @@ class ReplayDeadLettersResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___ReplayDeadLettersResponse: _TypeAlias = ReplayDeadLettersResponse  # noqa: Y015
+
+@_typing.final
+class GetDeliveryStatsRequest(_message.Message):
+    """Request for NotificationService.GetDeliveryStats. The window holds the deliveries created (dispatched) in it."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    channel: _common_pb2.Channel.ValueType
+    """Only this channel. Unspecified means every channel."""
+    provider: _builtins.str
+    """Only this provider, e.g. `sendgrid`, `smtp`, `fcm`. Empty means every provider (and deliveries no provider has
+    handled yet, such as skipped ones).
+    """
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The window's start, inclusive. Unset means 24 hours before `end_time`."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """The window's end, exclusive. Unset means now. At most 366 days after `start_time`."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        channel: _common_pb2.Channel.ValueType = ...,
+        provider: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "end_time", b"end_time", "provider", b"provider", "start_time", b"start_time"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___GetDeliveryStatsRequest: _TypeAlias = GetDeliveryStatsRequest  # noqa: Y015
+
+@_typing.final
+class DeliveryStatsGroup(_message.Message):
+    """The deliveries of one slice of a window, by status, with their success rate and time to send."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    CHANNEL_FIELD_NUMBER: _builtins.int
+    PROVIDER_FIELD_NUMBER: _builtins.int
+    TOTAL_FIELD_NUMBER: _builtins.int
+    QUEUED_FIELD_NUMBER: _builtins.int
+    SENDING_FIELD_NUMBER: _builtins.int
+    RETRYING_FIELD_NUMBER: _builtins.int
+    SENT_FIELD_NUMBER: _builtins.int
+    FAILED_FIELD_NUMBER: _builtins.int
+    SKIPPED_FIELD_NUMBER: _builtins.int
+    CANCELLED_FIELD_NUMBER: _builtins.int
+    SUCCESS_RATE_FIELD_NUMBER: _builtins.int
+    TIME_TO_SEND_P50_FIELD_NUMBER: _builtins.int
+    TIME_TO_SEND_P95_FIELD_NUMBER: _builtins.int
+    channel: _common_pb2.Channel.ValueType
+    """The slice's channel; unspecified in `totals` and in provider slices."""
+    provider: _builtins.str
+    """The slice's provider; empty in `totals` and in channel slices."""
+    total: _builtins.int
+    """Deliveries in the slice, whatever their status."""
+    queued: _builtins.int
+    """Waiting for a worker: not yet published, held by quiet hours, or in a queue."""
+    sending: _builtins.int
+    """Being handed to a provider right now."""
+    retrying: _builtins.int
+    """Waiting to be retried after a transient failure."""
+    sent: _builtins.int
+    """Accepted by the provider."""
+    failed: _builtins.int
+    """Failed for good: dead letters."""
+    skipped: _builtins.int
+    """Not attempted (the user's preferences, no address, no device)."""
+    cancelled: _builtins.int
+    """Cancelled before they were sent."""
+    success_rate: _builtins.float
+    """sent / (sent + failed): the share of finished attempts that reached the provider, from 0 to 1. 0 when nothing
+    has finished (sent + failed = 0).
+    """
+    @_builtins.property
+    def time_to_send_p50(self) -> _duration_pb2.Duration:
+        """The median time from the notification's acceptance to the provider accepting the delivery, over the sent
+        deliveries; unset when there are none.
+        """
+
+    @_builtins.property
+    def time_to_send_p95(self) -> _duration_pb2.Duration:
+        """The 95th percentile of the same; unset when there are none."""
+
+    def __init__(
+        self,
+        *,
+        channel: _common_pb2.Channel.ValueType = ...,
+        provider: _builtins.str = ...,
+        total: _builtins.int = ...,
+        queued: _builtins.int = ...,
+        sending: _builtins.int = ...,
+        retrying: _builtins.int = ...,
+        sent: _builtins.int = ...,
+        failed: _builtins.int = ...,
+        skipped: _builtins.int = ...,
+        cancelled: _builtins.int = ...,
+        success_rate: _builtins.float = ...,
+        time_to_send_p50: _duration_pb2.Duration | None = ...,
+        time_to_send_p95: _duration_pb2.Duration | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["time_to_send_p50", b"time_to_send_p50", "time_to_send_p95", b"time_to_send_p95"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "channel", b"channel", "failed", b"failed", "provider", b"provider", "queued", b"queued", "retrying", b"retrying", "sending", b"sending", "sent", b"sent", "skipped", b"skipped", "success_rate", b"success_rate", "time_to_send_p50", b"time_to_send_p50", "time_to_send_p95", b"time_to_send_p95", "total", b"total"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryStatsGroup: _TypeAlias = DeliveryStatsGroup  # noqa: Y015
+
+@_typing.final
+class DeliveryStats(_message.Message):
+    """Delivery statistics over a time window."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    START_TIME_FIELD_NUMBER: _builtins.int
+    END_TIME_FIELD_NUMBER: _builtins.int
+    TOTALS_FIELD_NUMBER: _builtins.int
+    CHANNELS_FIELD_NUMBER: _builtins.int
+    PROVIDERS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def start_time(self) -> _timestamp_pb2.Timestamp:
+        """The window's start, inclusive."""
+
+    @_builtins.property
+    def end_time(self) -> _timestamp_pb2.Timestamp:
+        """The window's end, exclusive."""
+
+    @_builtins.property
+    def totals(self) -> Global___DeliveryStatsGroup:
+        """Every delivery in the window (after the request's filters)."""
+
+    @_builtins.property
+    def channels(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryStatsGroup]:
+        """One slice per channel with deliveries in the window, by channel."""
+
+    @_builtins.property
+    def providers(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryStatsGroup]:
+        """One slice per provider that handled deliveries in the window, by name."""
+
+    def __init__(
+        self,
+        *,
+        start_time: _timestamp_pb2.Timestamp | None = ...,
+        end_time: _timestamp_pb2.Timestamp | None = ...,
+        totals: Global___DeliveryStatsGroup | None = ...,
+        channels: _abc.Iterable[Global___DeliveryStatsGroup] | None = ...,
+        providers: _abc.Iterable[Global___DeliveryStatsGroup] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["end_time", b"end_time", "start_time", b"start_time", "totals", b"totals"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channels", b"channels", "end_time", b"end_time", "providers", b"providers", "start_time", b"start_time", "totals", b"totals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DeliveryStats: _TypeAlias = DeliveryStats  # noqa: Y015

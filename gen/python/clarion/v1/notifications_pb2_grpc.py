@@ -65,6 +65,11 @@ class NotificationServiceStub:
                 request_serializer=clarion_dot_v1_dot_notifications__pb2.ReplayDeadLettersRequest.SerializeToString,
                 response_deserializer=clarion_dot_v1_dot_notifications__pb2.ReplayDeadLettersResponse.FromString,
                 _registered_method=True)
+        self.GetDeliveryStats = channel.unary_unary(
+                '/clarion.v1.NotificationService/GetDeliveryStats',
+                request_serializer=clarion_dot_v1_dot_notifications__pb2.GetDeliveryStatsRequest.SerializeToString,
+                response_deserializer=clarion_dot_v1_dot_notifications__pb2.DeliveryStats.FromString,
+                _registered_method=True)
 
 
 class NotificationServiceServicer:
@@ -115,6 +120,14 @@ class NotificationServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetDeliveryStats(self, request, context):
+        """Delivery statistics over a time window (the last 24 hours unless given): counts by status in total, per channel
+        and per provider, the success rate, and the median and 95th percentile time from acceptance to the provider.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_NotificationServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -147,6 +160,11 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.ReplayDeadLetters,
                     request_deserializer=clarion_dot_v1_dot_notifications__pb2.ReplayDeadLettersRequest.FromString,
                     response_serializer=clarion_dot_v1_dot_notifications__pb2.ReplayDeadLettersResponse.SerializeToString,
+            ),
+            'GetDeliveryStats': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetDeliveryStats,
+                    request_deserializer=clarion_dot_v1_dot_notifications__pb2.GetDeliveryStatsRequest.FromString,
+                    response_serializer=clarion_dot_v1_dot_notifications__pb2.DeliveryStats.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -312,6 +330,33 @@ class NotificationService:
             '/clarion.v1.NotificationService/ReplayDeadLetters',
             clarion_dot_v1_dot_notifications__pb2.ReplayDeadLettersRequest.SerializeToString,
             clarion_dot_v1_dot_notifications__pb2.ReplayDeadLettersResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetDeliveryStats(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clarion.v1.NotificationService/GetDeliveryStats',
+            clarion_dot_v1_dot_notifications__pb2.GetDeliveryStatsRequest.SerializeToString,
+            clarion_dot_v1_dot_notifications__pb2.DeliveryStats.FromString,
             options,
             channel_credentials,
             insecure,

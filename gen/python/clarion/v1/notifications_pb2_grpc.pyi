@@ -49,6 +49,10 @@ class NotificationServiceStub:
     """Sends dead letters again, under their original delivery ids, by id or by filter. Each gets a fresh set of
     attempts; its earlier attempts stay in its history.
     """
+    GetDeliveryStats: _grpc.UnaryUnaryMultiCallable[_notifications_pb2.GetDeliveryStatsRequest, _notifications_pb2.DeliveryStats]
+    """Delivery statistics over a time window (the last 24 hours unless given): counts by status in total, per channel
+    and per provider, the success rate, and the median and 95th percentile time from acceptance to the provider.
+    """
 
 @_typing.type_check_only
 class NotificationServiceAsyncStub(NotificationServiceStub):
@@ -70,6 +74,10 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     ReplayDeadLetters: _aio.UnaryUnaryMultiCallable[_notifications_pb2.ReplayDeadLettersRequest, _notifications_pb2.ReplayDeadLettersResponse]  # type: ignore[assignment]
     """Sends dead letters again, under their original delivery ids, by id or by filter. Each gets a fresh set of
     attempts; its earlier attempts stay in its history.
+    """
+    GetDeliveryStats: _aio.UnaryUnaryMultiCallable[_notifications_pb2.GetDeliveryStatsRequest, _notifications_pb2.DeliveryStats]  # type: ignore[assignment]
+    """Delivery statistics over a time window (the last 24 hours unless given): counts by status in total, per channel
+    and per provider, the success rate, and the median and 95th percentile time from acceptance to the provider.
     """
 
 class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
@@ -125,6 +133,16 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_notifications_pb2.ReplayDeadLettersResponse, _abc.Awaitable[_notifications_pb2.ReplayDeadLettersResponse]]:
         """Sends dead letters again, under their original delivery ids, by id or by filter. Each gets a fresh set of
         attempts; its earlier attempts stay in its history.
+        """
+
+    @_abc_1.abstractmethod
+    def GetDeliveryStats(
+        self,
+        request: _notifications_pb2.GetDeliveryStatsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notifications_pb2.DeliveryStats, _abc.Awaitable[_notifications_pb2.DeliveryStats]]:
+        """Delivery statistics over a time window (the last 24 hours unless given): counts by status in total, per channel
+        and per provider, the success rate, and the median and 95th percentile time from acceptance to the provider.
         """
 
 def add_NotificationServiceServicer_to_server(servicer: NotificationServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...
