@@ -21,6 +21,7 @@ from clarion.core.db import create_engine, migrate, session_factory
 from clarion.core.errors import ClarionError
 from clarion.core.logging import configure_logging, get_logger
 from clarion.core.server import PortInUseError
+from clarion.core.tracing import configure_tracing
 from clarion.gateway import kubernetes
 from clarion.gateway.errors import GatewayError
 from clarion.keys.models import ApiKeyRow
@@ -103,6 +104,7 @@ def cmd_up(settings: Settings) -> None:
             f"  REST      http://{edge}   try: curl http://{edge}/v1/health\n"
             f"  gRPC      {address}   try: grpcurl -plaintext {address} list   (also on {edge}, through Envoy)\n"
             f"  database  {database}\n"
+            f"  metrics   http://{settings.grpc_host}:{settings.metrics_port}/metrics\n"
             f"{key_line}"
             "Press Ctrl-C to stop.\n"
         )
@@ -343,6 +345,10 @@ def main(argv: list[str] | None = None) -> int:
         fmt=settings.log_format,
         stream=sys.stderr if quiet else None,
     )
+    if args.command in ("up", "serve", "worker"):
+        # One service name per kind of process, so a trace shows which process each span ran in.
+        role = {"up": "local", "serve": getattr(args, "service", ""), "worker": getattr(args, "kind", "")}
+        configure_tracing(settings, service_name=f"clarion-{role[args.command]}")
     try:
         if args.command == "up":
             cmd_up(settings)

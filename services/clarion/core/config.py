@@ -125,6 +125,10 @@ class Settings(BaseSettings):
     api_key_burst: int = Field(default=200, ge=1)
     # --- end of API keys and rate limits ---
 
+    # OpenTelemetry: export traces over OTLP/gRPC to this collector, e.g. http://otel-collector:4317 (https:// for
+    # TLS). Unset: tracing is off and costs nothing.
+    otlp_endpoint: str | None = None
+
     # Local mode keeps its state here: embedded PostgreSQL data, the outbox, the API key.
     data_dir: Path = Path(".clarion")
 
@@ -138,6 +142,15 @@ class Settings(BaseSettings):
             return None
         if not value.startswith(("amqp://", "amqps://")):
             raise ValueError("must be an AMQP URL such as amqp://guest:guest@127.0.0.1:5672/")
+        return value
+
+    @field_validator("otlp_endpoint")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if not value:
+            return None
+        if not value.startswith(("http://", "https://")):
+            raise ValueError("must be an http:// or https:// URL such as http://otel-collector:4317")
         return value
 
     @field_validator("api_key_pepper")

@@ -1,4 +1,5 @@
-"""The one server interceptor: request id, access log, RPC metrics and the mapping of errors to gRPC statuses."""
+"""The one server interceptor: request id, trace span, access log, RPC metrics and the mapping of errors to gRPC
+statuses."""
 
 from __future__ import annotations
 
@@ -12,10 +13,12 @@ from typing import Any, cast
 import grpc
 import structlog
 from grpc_status import rpc_status
+from opentelemetry.trace import Span, SpanKind
 
 from clarion.core.errors import ClarionError, internal_status, to_status
 from clarion.core.logging import get_logger
 from clarion.core.metrics import RPC_HANDLED, RPC_SECONDS
+from clarion.core.tracing import extract, record_grpc_code, rpc_attributes, tracer
 
 log = get_logger(__name__)
 
@@ -51,7 +54,9 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         request_id = request_id_from(handler_call_details.invocation_metadata)
         # On an aio server the behaviour is a coroutine function taking an aio context, whatever the stubs say.
         behavior = cast(UnaryBehavior, handler.unary_unary)
-        wrapped = _wrap(behavior, method=method, request_id=request_id)
+        wrapped = _wrap(
+            behavior, method=method, request_id=request_id, metadata=handler_call_details.invocation_metadata
+        )
         return grpc.unary_unary_rpc_method_handler(
             wrapped,
             request_deserializer=handler.request_deserializer,
@@ -59,12 +64,35 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         )
 
 
-def _wrap(behavior: UnaryBehavior, *, method: str, request_id: str) -> UnaryBehavior:
+def _wrap(
+    behavior: UnaryBehavior,
+    *,
+    method: str,
+    request_id: str,
+    metadata: tuple[tuple[str, str | bytes], ...] | None,
+) -> UnaryBehavior:
     # "/clarion.v1.UserService/GetUser" -> ("clarion.v1.UserService", "GetUser"): bounded by the contracts.
     service, _, name = method.lstrip("/").partition("/")
     seconds = RPC_SECONDS.labels(grpc_service=service, grpc_method=name)
+    # Probes are not traced: a span every few seconds per pod would drown the traces worth reading.
+    traced = not method.startswith(_HEALTH_PREFIX)
 
     async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        if not traced:
+            return await handle(request, context, None)
+        with tracer().start_as_current_span(
+            f"{service}/{name}",
+            # The caller's traceparent (a client's, through Envoy, or another Clarion service's), if it sent one.
+            context=extract(dict(metadata or ())),
+            kind=SpanKind.SERVER,
+            attributes={**rpc_attributes(method), "clarion.request_id": request_id},
+            # The outcome is recorded below, as a gRPC code: a client's mistake is not the server's error.
+            record_exception=False,
+            set_status_on_exception=False,
+        ) as span:
+            return await handle(request, context, span)
+
+    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any], span: Span | None) -> Any:
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id, rpc=method)
         started = time.perf_counter()
@@ -96,6 +124,8 @@ def _wrap(behavior: UnaryBehavior, *, method: str, request_id: str) -> UnaryBeha
             elapsed_s = time.perf_counter() - started
             seconds.observe(elapsed_s)
             RPC_HANDLED.labels(grpc_service=service, grpc_method=name, grpc_code=code.name).inc()
+            if span is not None:
+                record_grpc_code(span, code)
             duration_ms = round(elapsed_s * 1000, 3)
             # Kubernetes probes call Health every few seconds: log them only at debug, unless they fail.
             quiet = method.startswith(_HEALTH_PREFIX) and code == grpc.StatusCode.OK

@@ -9,6 +9,7 @@ from collections.abc import MutableMapping
 from typing import Any, TextIO
 
 import structlog
+from opentelemetry import trace
 
 # Values under these keys are never logged, whatever they hold.
 _SECRET_KEYS = frozenset(
@@ -59,10 +60,20 @@ def redact_processor(_logger: Any, _method: str, event: MutableMapping[str, Any]
     return event
 
 
+def trace_processor(_logger: Any, _method: str, event: MutableMapping[str, Any]) -> MutableMapping[str, Any]:
+    """structlog processor: the current span's `trace_id` and `span_id`, so a log line leads to its trace."""
+    span_context = trace.get_current_span().get_span_context()
+    if span_context.is_valid:
+        event.setdefault("trace_id", format(span_context.trace_id, "032x"))
+        event.setdefault("span_id", format(span_context.span_id, "016x"))
+    return event
+
+
 def configure_logging(*, level: str = "info", fmt: str = "json", stream: TextIO | None = None) -> None:
     """Configure structlog and the standard library's logging (alembic, grpc) to write one JSON event per line."""
     shared: list[structlog.types.Processor] = [
         structlog.contextvars.merge_contextvars,
+        trace_processor,
         structlog.stdlib.add_log_level,
         structlog.stdlib.add_logger_name,
         structlog.processors.TimeStamper(fmt="iso", utc=True),

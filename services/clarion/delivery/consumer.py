@@ -10,11 +10,13 @@ import uuid
 from datetime import UTC, datetime
 from typing import Any
 
+from opentelemetry.trace import SpanKind, Status, StatusCode
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clarion.core.broker import Broker, Received
 from clarion.core.logging import get_logger, redact_text
 from clarion.core.metrics import ATTEMPT_SECONDS, DEAD_LETTERED, DELIVERIES, TIME_TO_SEND
+from clarion.core.tracing import extract, tracer
 from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.outcomes import Attempt, Claimed, claim, finish
 from clarion.delivery.providers.base import (
@@ -80,7 +82,21 @@ class DeliveryWorker:
         await broker.consume(queue, self.handle, prefetch=prefetch)
 
     async def handle(self, received: Received) -> None:
-        """One message: claim, send, record, settle."""
+        """One message: claim, send, record, settle — in a span continuing the dispatcher's (its traceparent)."""
+        with tracer().start_as_current_span(
+            f"deliver {self.channel}",
+            context=extract(received.message.headers),
+            kind=SpanKind.CONSUMER,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.destination.name": received.queue,
+                "messaging.message.id": received.message.message_id,
+                "clarion.delivery_count": received.delivery_count,
+            },
+        ):
+            await self._handle(received)
+
+    async def _handle(self, received: Received) -> None:
         try:
             delivery_id = uuid.UUID(json.loads(received.message.body)["delivery_id"])
         except (ValueError, KeyError, TypeError):
@@ -170,7 +186,15 @@ class DeliveryWorker:
 
     async def _call(self, provider: str, call: Any) -> tuple[Attempt, str, ProviderError | None]:
         """One provider call, counted by the breaker: only transient failures say the provider is unwell."""
-        attempt, message_id, error = await _attempt(provider, call)
+        with tracer().start_as_current_span(
+            f"{provider} send",
+            kind=SpanKind.CLIENT,
+            attributes={"clarion.provider": provider, "clarion.channel": self.channel},
+        ) as span:
+            attempt, message_id, error = await _attempt(provider, call)
+            span.set_attribute("clarion.outcome", attempt.outcome)
+            if error is not None:
+                span.set_status(Status(StatusCode.ERROR, attempt.error[:200]))
         ATTEMPT_SECONDS.labels(channel=self.channel, provider=provider).observe(attempt.duration_ms / 1000)
         if isinstance(error, TransientFailure):
             self._breaker.record_failure()

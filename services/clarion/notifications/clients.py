@@ -25,6 +25,7 @@ from clarion.core.errors import (
 )
 from clarion.core.logging import get_logger
 from clarion.core.metrics import BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN, BREAKER_STATE
+from clarion.core.tracing import TracingClientInterceptor
 from clarion.v1 import templates_pb2, templates_pb2_grpc, users_pb2, users_pb2_grpc
 
 log = get_logger(__name__)
@@ -148,10 +149,10 @@ class ServiceClients:
             ("grpc.min_reconnect_backoff_ms", 200),
             ("grpc.max_reconnect_backoff_ms", 2000),
         ]
-        self._users_channel = grpc.aio.insecure_channel(users_address, options=options, interceptors=interceptors)
-        self._templates_channel = grpc.aio.insecure_channel(
-            templates_address, options=options, interceptors=interceptors
-        )
+        # Tracing outermost: its span covers the whole call, retries and the credential included.
+        chain = [TracingClientInterceptor(), *interceptors]
+        self._users_channel = grpc.aio.insecure_channel(users_address, options=options, interceptors=chain)
+        self._templates_channel = grpc.aio.insecure_channel(templates_address, options=options, interceptors=chain)
         self._users = users_pb2_grpc.UserServiceStub(self._users_channel)
         self._templates = templates_pb2_grpc.TemplateServiceStub(self._templates_channel)
         self._timeout_s = timeout_s

@@ -16,6 +16,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import asyncpg
+from opentelemetry.trace import SpanKind
 from sqlalchemy import func, select, update
 from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
@@ -31,6 +32,7 @@ from clarion.core.metrics import (
     DISPATCHER_LAG,
     QUEUE_MESSAGES,
 )
+from clarion.core.tracing import from_traceparent, inject, tracer
 from clarion.notifications import models as m
 from clarion.notifications.clients import ServiceClients
 from clarion.notifications.repository import DISPATCH_CHANNEL, NotificationRepository
@@ -181,10 +183,15 @@ class Dispatcher:
 
             async def plan(row: m.NotificationRow) -> _Plan | None:
                 async with limit:
-                    try:
-                        return await self._plan(row, now)
-                    except _Later:
-                        return None
+                    with tracer().start_as_current_span(
+                        "dispatch notification",
+                        context=from_traceparent(row.trace_parent),
+                        attributes={"clarion.notification_id": str(row.id)},
+                    ):
+                        try:
+                            return await self._plan(row, now)
+                        except _Later:
+                            return None
 
             plans = await asyncio.gather(*(plan(row) for row in rows))
             dispatched = 0
@@ -275,17 +282,19 @@ class Dispatcher:
             deliveries = list((await session.execute(query)).scalars())
             if not deliveries:
                 return 0
-            trace = dict(
-                (
+            traces = {
+                notification_id: (request_id, traceparent)
+                for notification_id, request_id, traceparent in (
                     await session.execute(
-                        select(m.NotificationRow.id, m.NotificationRow.trace_request_id).where(
-                            m.NotificationRow.id.in_({d.notification_id for d in deliveries})
-                        )
+                        select(
+                            m.NotificationRow.id, m.NotificationRow.trace_request_id, m.NotificationRow.trace_parent
+                        ).where(m.NotificationRow.id.in_({d.notification_id for d in deliveries}))
                     )
                 ).all()
-            )
+            }
             results = await asyncio.gather(
-                *(self._publish(d, trace.get(d.notification_id, "")) for d in deliveries), return_exceptions=True
+                *(self._publish(d, *traces.get(d.notification_id, ("", ""))) for d in deliveries),
+                return_exceptions=True,
             )
             done = [d for d, result in zip(deliveries, results, strict=True) if result is None]
             published = [d.id for d in done]
@@ -339,7 +348,20 @@ class Dispatcher:
                 async with asyncio.timeout(GAUGE_INTERVAL_S):
                     await stop.wait()
 
-    async def _publish(self, delivery: m.DeliveryRow, request_id: str) -> None:
+    async def _publish(self, delivery: m.DeliveryRow, request_id: str, traceparent: str) -> None:
+        with tracer().start_as_current_span(
+            f"publish {delivery.channel}",
+            context=from_traceparent(traceparent),
+            kind=SpanKind.PRODUCER,
+            attributes={
+                "messaging.system": "rabbitmq",
+                "messaging.destination.name": QUEUES[delivery.channel],
+                "clarion.delivery_id": str(delivery.id),
+            },
+        ):
+            await self._publish_message(delivery, request_id)
+
+    async def _publish_message(self, delivery: m.DeliveryRow, request_id: str) -> None:
         body = {
             "delivery_id": str(delivery.id),
             "notification_id": str(delivery.notification_id),
@@ -349,10 +371,13 @@ class Dispatcher:
         message = Message(
             message_id=str(delivery.id),
             body=json.dumps(body, separators=(",", ":")).encode(),
-            headers={
-                "notification_id": str(delivery.notification_id),
-                **({"request_id": request_id} if request_id else {}),
-            },
+            # traceparent: the workers' spans continue this one.
+            headers=inject(
+                {
+                    "notification_id": str(delivery.notification_id),
+                    **({"request_id": request_id} if request_id else {}),
+                }
+            ),
         )
         await self._broker.publish(QUEUES[delivery.channel], message)
 

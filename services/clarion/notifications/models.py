@@ -53,6 +53,8 @@ class NotificationRow(Base):
     # The x-request-id of the accepting call, carried in message headers so one request's log lines can be found
     # in the dispatcher and the workers too.
     trace_request_id: Mapped[str] = mapped_column(String(128), default="", server_default="")
+    # The W3C traceparent of the accepting call's span: the dispatcher and the workers continue its trace.
+    trace_parent: Mapped[str] = mapped_column(String(64), default="", server_default="")
     status: Mapped[str] = mapped_column(String(16))
     # Why there are no deliveries (user deleted, template deleted), when that is so.
     status_reason: Mapped[str] = mapped_column(Text, default="")

@@ -20,6 +20,7 @@ from clarion.core.logging import get_logger
 from clarion.core.metrics import NOTIFICATIONS_ACCEPTED, NOTIFICATIONS_REPLAYED
 from clarion.core.pagination import decode_keyset, encode_page_token, page_size
 from clarion.core.server import ServiceRegistration, service_registration
+from clarion.core.tracing import current_traceparent
 from clarion.core.validation import Violations, is_valid_id, normalize_language_tag
 from clarion.notifications import models as m
 from clarion.notifications.clients import ServiceClients
@@ -171,6 +172,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             locale=request.locale,
             request_id=key or None,
             trace_request_id=str(structlog.contextvars.get_contextvars().get("request_id", "")),
+            trace_parent=current_traceparent(),
             status=m.SCHEDULED if due > now else m.ACCEPTED,
             send_at=due,
             created_at=now,

@@ -1,0 +1,144 @@
+"""OpenTelemetry tracing: one trace per notification, from the first gRPC call to the provider call.
+
+The context crosses every hop as a W3C `traceparent`: gRPC metadata between services (the server interceptor and
+`TracingClientInterceptor`), the notification row between the accepting call and the dispatcher (the dispatcher runs
+later, in another process), and message headers between the dispatcher and the channel workers. A caller's own
+`traceparent` (through Envoy too, which passes every header on as metadata) makes Clarion's spans part of its trace.
+
+Spans are exported over OTLP/gRPC when CLARION_OTLP_ENDPOINT is set; otherwise the API's no-op tracer makes every
+span free. The SDK's own OTEL_* variables (OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES...) apply as usual.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Mapping, MutableMapping
+from typing import Any, TypeVar
+
+import grpc
+from opentelemetry import context as otel_context
+from opentelemetry import propagate, trace
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from clarion.core.config import Settings
+from clarion.core.logging import get_logger
+
+log = get_logger(__name__)
+
+TRACER_NAME = "clarion"
+TRACEPARENT = "traceparent"
+
+Req = TypeVar("Req")
+Resp = TypeVar("Resp")
+
+
+def tracer() -> trace.Tracer:
+    """Clarion's tracer, from whichever provider is installed (the no-op one until `configure_tracing`)."""
+    return trace.get_tracer(TRACER_NAME)
+
+
+def configure_tracing(settings: Settings, *, service_name: str) -> bool:
+    """Export spans over OTLP to CLARION_OTLP_ENDPOINT, naming this process `service_name`; False (tracing off)
+    when the endpoint is unset. Spans are batched off the request path; the SDK flushes them at exit."""
+    if not settings.otlp_endpoint:
+        return False
+    # Imported here: a process without an endpoint never loads the SDK and the exporter.
+    from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
+    from opentelemetry.sdk.resources import SERVICE_NAME, Resource
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import BatchSpanProcessor
+
+    endpoint = settings.otlp_endpoint
+    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
+    exporter = OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
+    provider.add_span_processor(BatchSpanProcessor(exporter))
+    trace.set_tracer_provider(provider)
+    log.info("tracing_enabled", endpoint=endpoint, service_name=service_name)
+    return True
+
+
+def inject(carrier: MutableMapping[str, str] | None = None) -> dict[str, str]:
+    """The current span's context as headers (`traceparent`, `tracestate` when there is one)."""
+    headers: dict[str, str] = dict(carrier or {})
+    propagate.inject(headers)
+    return headers
+
+
+def current_traceparent() -> str:
+    """The current span's `traceparent`, or "" outside a recorded span: what a notification row keeps."""
+    return inject().get(TRACEPARENT, "")
+
+
+def extract(carrier: Mapping[str, Any]) -> otel_context.Context:
+    """The context a caller sent (gRPC metadata, message headers, a stored traceparent); empty when none."""
+    return propagate.extract({k: v for k, v in carrier.items() if isinstance(v, str)})
+
+
+def from_traceparent(traceparent: str) -> otel_context.Context:
+    """The context of a stored `traceparent` ("" gives a new trace)."""
+    return extract({TRACEPARENT: traceparent} if traceparent else {})
+
+
+def rpc_attributes(method: str) -> dict[str, str]:
+    """OpenTelemetry's RPC attributes for a full gRPC method name (`/clarion.v1.UserService/GetUser`)."""
+    service, _, name = method.lstrip("/").partition("/")
+    return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
+
+
+def record_grpc_code(span: trace.Span, code: grpc.StatusCode) -> None:
+    """The call's status code on its span; a server fault (not a client's mistake) marks the span as an error."""
+    span.set_attribute("rpc.grpc.status_code", code.value[0])
+    if code in _SERVER_FAULTS:
+        span.set_status(Status(StatusCode.ERROR, code.name))
+
+
+# Codes that say the server failed, as OpenTelemetry's semantic conventions count them for a server span.
+_SERVER_FAULTS = frozenset(
+    {
+        grpc.StatusCode.UNKNOWN,
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        grpc.StatusCode.UNIMPLEMENTED,
+        grpc.StatusCode.INTERNAL,
+        grpc.StatusCode.UNAVAILABLE,
+        grpc.StatusCode.DATA_LOSS,
+    }
+)
+
+
+class TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
+    """A CLIENT span around each unary call, its context sent as `traceparent` metadata.
+
+    Written here rather than taken from opentelemetry-instrumentation-grpc: Clarion's one server interceptor already
+    owns the request id, logs, metrics and errors, and its span must agree with them on the outcome; the client side
+    is then these few lines on the public propagation API.
+    """
+
+    async def intercept_unary_unary(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Req], Awaitable[grpc.aio.UnaryUnaryCall[Req, Resp]]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Req,
+    ) -> grpc.aio.UnaryUnaryCall[Req, Resp]:
+        # bytes at run time on grpc.aio, whatever the stubs say.
+        raw: str | bytes = client_call_details.method
+        method = raw.decode() if isinstance(raw, bytes) else raw
+        attributes = rpc_attributes(method)
+        name = f"{attributes['rpc.service']}/{attributes['rpc.method']}"
+        with tracer().start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes) as span:
+            pairs = [(k, v) for k, v in (client_call_details.metadata or ()) if k != TRACEPARENT]
+            pairs += list(inject().items())
+            details = grpc.aio.ClientCallDetails(
+                method=client_call_details.method,
+                timeout=client_call_details.timeout,
+                metadata=grpc.aio.Metadata(*pairs),
+                credentials=client_call_details.credentials,
+                wait_for_ready=client_call_details.wait_for_ready,
+            )
+            call = await continuation(details, request)
+            # Awaited here so the span lasts as long as the call; the caller's await returns the same outcome.
+            try:
+                await call
+            except grpc.aio.AioRpcError as exc:
+                record_grpc_code(span, exc.code())
+            else:
+                record_grpc_code(span, grpc.StatusCode.OK)
+            return call
