@@ -14,7 +14,12 @@ from tests.deploy.conftest import OVERLAYS, require_tool
 # 1.30: the oldest with the preStop `sleep` action on by default (the gRPC services and Envoy use it).
 OLDEST_KUBERNETES = "1.30.0"
 # Custom resources have no schema in the tool; it warns about them, and these are the only ones expected.
-CUSTOM_KINDS = ("ScaledObject", "TriggerAuthentication")
+CUSTOM_KINDS = {
+    "ScaledObject": "keda.sh/",
+    "TriggerAuthentication": "keda.sh/",
+    "PodMonitor": "monitoring.coreos.com/",
+    "PrometheusRule": "monitoring.coreos.com/",
+}
 
 
 @pytest.fixture(scope="session")
@@ -48,4 +53,4 @@ def test_the_overlay_passes_strict_validation(
     errors = [line for line in lines if not line.startswith("WARN")]
     assert (result.returncode, errors) == (0, []), result.stdout + result.stderr
     for warning in lines:
-        assert any(f"kind {kind} with api version keda.sh/" in warning for kind in CUSTOM_KINDS), warning
+        assert any(f"kind {kind} with api version {group}" in warning for kind, group in CUSTOM_KINDS.items()), warning
