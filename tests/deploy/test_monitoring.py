@@ -102,6 +102,12 @@ def promtool() -> str:
     return require_tool("promtool", "apt-get install prometheus (Debian), or put promtool on PATH")
 
 
+def run_promtool(promtool: str, *args: str, cwd: Path) -> None:
+    """Run promtool in `cwd`; fail the test with its output unless it succeeds."""
+    result = subprocess.run([promtool, *args], cwd=cwd, capture_output=True, text=True, timeout=60, check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+
+
 def test_promtool_finds_every_query_valid(
     rules: dict[str, Any], dashboard: dict[str, Any], promtool: str, tmp_path: Path
 ) -> None:
@@ -113,16 +119,7 @@ def test_promtool_finds_every_query_valid(
     (tmp_path / "rules.yaml").write_text(yaml.safe_dump(rules))
     (tmp_path / "dashboard.yaml").write_text(yaml.safe_dump({"groups": [{"name": "dashboard", "rules": recorded}]}))
 
-    result = subprocess.run(
-        [promtool, "check", "rules", "rules.yaml", "dashboard.yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_promtool(promtool, "check", "rules", "rules.yaml", "dashboard.yaml", cwd=tmp_path)
 
 
 def test_each_alert_fires_on_its_series_and_not_on_healthy_ones(
@@ -133,16 +130,7 @@ def test_each_alert_fires_on_its_series_and_not_on_healthy_ones(
     tested = yaml.safe_load((HERE / "alerts-test.yaml").read_text())
     firing = {case["alertname"] for test in tested["tests"] for case in test["alert_rule_test"] if case["exp_alerts"]}
 
-    result = subprocess.run(
-        [promtool, "test", "rules", "alerts-test.yaml"],
-        cwd=tmp_path,
-        capture_output=True,
-        text=True,
-        timeout=60,
-        check=False,
-    )
-
-    assert result.returncode == 0, result.stdout + result.stderr
+    run_promtool(promtool, "test", "rules", "alerts-test.yaml", cwd=tmp_path)
     assert firing == {rule["alert"] for rule in alert_rules(rules)}, "every alert has a test that makes it fire"
 
 

@@ -30,6 +30,7 @@ from clarion.core.apikeys import (
     parse_key,
     require_pepper,
 )
+from clarion.core.call_details import with_metadata
 from clarion.core.config import Settings
 from clarion.core.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from clarion.core.interceptors import UnaryBehavior
@@ -338,11 +339,4 @@ class BearerAuth(grpc.aio.UnaryUnaryClientInterceptor):
         pairs = list(client_call_details.metadata or ())
         if not any(key == "authorization" for key, _ in pairs):
             pairs.append(self._header)
-        details = grpc.aio.ClientCallDetails(
-            method=client_call_details.method,
-            timeout=client_call_details.timeout,
-            metadata=grpc.aio.Metadata(*pairs),
-            credentials=client_call_details.credentials,
-            wait_for_ready=client_call_details.wait_for_ready,
-        )
-        return await continuation(details, request)
+        return await continuation(with_metadata(client_call_details, pairs), request)

@@ -134,17 +134,33 @@ def _pack(message: object) -> any_pb2.Any:
     return packed
 
 
+# A status travels in the response trailers, which gRPC clients cap (8 KiB by default): errors that echo the caller's
+# input (an id, a key, a field name from its data) must stay well under that, or the client gets RESOURCE_EXHAUSTED
+# about the trailers instead of the error.
+MAX_MESSAGE_CHARS = 500
+MAX_VALUE_CHARS = 120
+MAX_VIOLATIONS = 10
+
+
+def _bounded(text: str, limit: int) -> str:
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
 def to_status(error: ClarionError, *, request_id: str) -> status_pb2.Status:
     """The `google.rpc.Status` a client receives for a domain error: ErrorInfo always, plus BadRequest for
-    field violations and RetryInfo when the client should come back later, and the request id to quote."""
+    field violations and RetryInfo when the client should come back later, and the request id to quote. Echoed
+    values are shortened so the status always fits in the trailers."""
+    metadata = {key: _bounded(value, MAX_VALUE_CHARS) for key, value in error.metadata.items()}
     details = [
-        _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=error.metadata)),
+        _pack(error_details_pb2.ErrorInfo(reason=error.reason, domain=ERROR_DOMAIN, metadata=metadata)),
     ]
     if isinstance(error, InvalidArgument) and error.violations:
         bad_request = error_details_pb2.BadRequest(
             field_violations=[
-                error_details_pb2.BadRequest.FieldViolation(field=v.field, description=v.description)
-                for v in error.violations
+                error_details_pb2.BadRequest.FieldViolation(
+                    field=_bounded(v.field, MAX_VALUE_CHARS), description=_bounded(v.description, MAX_VALUE_CHARS)
+                )
+                for v in error.violations[:MAX_VIOLATIONS]
             ]
         )
         details.append(_pack(bad_request))
@@ -153,7 +169,8 @@ def to_status(error: ClarionError, *, request_id: str) -> status_pb2.Status:
         delay.FromNanoseconds(int(error.retry_after_s * 1e9))
         details.append(_pack(error_details_pb2.RetryInfo(retry_delay=delay)))
     details.append(_pack(error_details_pb2.RequestInfo(request_id=request_id)))
-    return status_pb2.Status(code=error.code.value[0], message=error.message, details=details)
+    message = _bounded(error.message, MAX_MESSAGE_CHARS)
+    return status_pb2.Status(code=error.code.value[0], message=message, details=details)
 
 
 def internal_status(*, request_id: str) -> status_pb2.Status:

@@ -146,7 +146,9 @@ async def serve_health(
     except OSError as exc:
         if exc.errno != errno.EADDRINUSE:
             raise
-        raise PortInUseError(f"cannot listen on {host}:{port} for health checks: is another server using it?") from exc
+        raise PortInUseError(
+            f"cannot listen on {host}:{port} for health checks and metrics: is another server using it?"
+        ) from exc
     bound_port: int = server.sockets[0].getsockname()[1]
     log.info("health_server_started", address=f"{host}:{bound_port}", paths=sorted([*HEALTH_PATHS, METRICS_PATH]))
     try:

@@ -33,6 +33,9 @@ _PHONE = re.compile(r"\+[1-9]\d{6,14}\b")
 _API_KEY = re.compile(r"\bclr_[A-Za-z0-9]+_[A-Za-z0-9_-]+")
 _BEARER = re.compile(r"(?i)bearer\s+\S+")
 REDACTED = "[redacted]"
+_DICT_TRACEBACKS = structlog.processors.ExceptionRenderer(
+    structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
+)
 
 
 def redact_text(text: str) -> str:
@@ -95,7 +98,8 @@ def configure_logging(*, level: str = "info", fmt: str = "json", stream: TextIO 
         foreign_pre_chain=shared,
         processors=[
             structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.dict_tracebacks if fmt == "json" else structlog.processors.format_exc_info,
+            # Without locals: a frame's variables hold requests (emails, tokens) that redaction never sees.
+            _DICT_TRACEBACKS if fmt == "json" else structlog.processors.format_exc_info,
             renderer,
         ],
     )

@@ -19,6 +19,7 @@ from opentelemetry import context as otel_context
 from opentelemetry import propagate, trace
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from clarion.core.call_details import with_metadata
 from clarion.core.config import Settings
 from clarion.core.logging import get_logger
 
@@ -126,14 +127,7 @@ class TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
         with tracer().start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes) as span:
             pairs = [(k, v) for k, v in (client_call_details.metadata or ()) if k != TRACEPARENT]
             pairs += list(inject().items())
-            details = grpc.aio.ClientCallDetails(
-                method=client_call_details.method,
-                timeout=client_call_details.timeout,
-                metadata=grpc.aio.Metadata(*pairs),
-                credentials=client_call_details.credentials,
-                wait_for_ready=client_call_details.wait_for_ready,
-            )
-            call = await continuation(details, request)
+            call = await continuation(with_metadata(client_call_details, pairs), request)
             # Awaited here so the span lasts as long as the call; the caller's await returns the same outcome.
             try:
                 await call

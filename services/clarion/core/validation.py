@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import re
+from datetime import UTC, datetime
+from typing import Any
 
 import langcodes
 
@@ -64,3 +66,25 @@ def normalize_language_tag(value: str, field: str, violations: Violations) -> st
         violations.add(field, "must be a BCP-47 language tag such as en, pt or pt-BR")
         return ""
     return str(langcodes.standardize_tag(value))
+
+
+# The times a request may name: wide enough for any real schedule or report, narrow enough that arithmetic on them
+# (a window's default start, a year ahead) never leaves what datetime can hold.
+EARLIEST_TIME = datetime(1970, 1, 1, tzinfo=UTC)
+LATEST_TIME = datetime(9000, 1, 1, tzinfo=UTC)
+
+
+def parse_timestamp(message: Any, name: str, violations: Violations) -> datetime | None:
+    """A Timestamp field of `message` as an aware datetime; None when unset, or when it is not a valid time in
+    [1970, 9000) (a violation naming `name` is added)."""
+    if not message.HasField(name):
+        return None
+    value: datetime | None
+    try:
+        value = getattr(message, name).ToDatetime(tzinfo=UTC)
+    except (ValueError, OverflowError):  # nanos out of range, seconds past year 9999...
+        value = None
+    if value is None or not EARLIEST_TIME <= value < LATEST_TIME:
+        violations.add(name, "must be a valid time between 1970-01-01 and 9000-01-01")
+        return None
+    return value

@@ -21,7 +21,7 @@ from clarion.core.metrics import NOTIFICATIONS_ACCEPTED, NOTIFICATIONS_REPLAYED
 from clarion.core.pagination import decode_keyset, encode_page_token, page_size
 from clarion.core.server import ServiceRegistration, service_registration
 from clarion.core.tracing import current_traceparent
-from clarion.core.validation import Violations, is_valid_id, normalize_language_tag
+from clarion.core.validation import Violations, is_valid_id, normalize_language_tag, parse_timestamp
 from clarion.notifications import models as m
 from clarion.notifications.clients import ServiceClients
 from clarion.notifications.convert import (
@@ -298,6 +298,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         if not request.delivery_ids and not has_filter:
             violations.add("delivery_ids", "give delivery_ids, or a filter (channel, user_id, failed_after) or all")
         violations.check(len(request.delivery_ids) <= MAX_REPLAY, "delivery_ids", f"at most {MAX_REPLAY} per call")
+        failed_after = parse_timestamp(request, "failed_after", violations)
         ids: list[uuid.UUID] = []
         for index, value in enumerate(request.delivery_ids):
             try:
@@ -310,7 +311,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
                 ids=ids,
                 channel=channel,
                 user_id=user_id,
-                failed_after=request.failed_after.ToDatetime(tzinfo=UTC) if request.HasField("failed_after") else None,
+                failed_after=failed_after,
                 limit=MAX_REPLAY,
             )
         log.info("dead_letters_replayed", count=len(replayed))
@@ -330,8 +331,8 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             violations.check(
                 bool(_PROVIDER.match(request.provider)), "provider", "must be a provider name such as sendgrid"
             )
-        end = _timestamp(request, "end_time", violations) or datetime.now(UTC)
-        start = _timestamp(request, "start_time", violations) or end - DEFAULT_STATS_WINDOW
+        end = parse_timestamp(request, "end_time", violations) or datetime.now(UTC)
+        start = parse_timestamp(request, "start_time", violations) or end - DEFAULT_STATS_WINDOW
         violations.check(start < end, "end_time", "must be after start_time")
         violations.check(end - start <= MAX_STATS_WINDOW, "start_time", "the window must be at most 366 days")
         violations.raise_if_any()
@@ -344,18 +345,6 @@ MAX_REPLAY = 1000
 DEFAULT_STATS_WINDOW = timedelta(hours=24)
 MAX_STATS_WINDOW = timedelta(days=366)
 _PROVIDER = re.compile(r"^[a-z0-9_-]{1,32}$")
-
-
-def _timestamp(message: Any, name: str, violations: Violations) -> datetime | None:
-    """A Timestamp field as an aware datetime; None when unset or not a valid time (a violation is added)."""
-    if not message.HasField(name):
-        return None
-    try:
-        value: datetime = getattr(message, name).ToDatetime(tzinfo=UTC)
-    except (ValueError, OverflowError):
-        violations.add(name, "is not a valid time")
-        return None
-    return value
 
 
 def _filter_fields(channel: int, user_id: str) -> tuple[str, str]:

@@ -15,7 +15,7 @@ from clarion.core.errors import InvalidArgument
 from clarion.core.logging import get_logger
 from clarion.core.pagination import decode_keyset, encode_page_token, page_size
 from clarion.core.server import ServiceRegistration, service_registration
-from clarion.core.validation import Violations, is_valid_id, normalize_language_tag, require_id
+from clarion.core.validation import Violations, check_single_line, is_valid_id, normalize_language_tag, require_id
 from clarion.users import validation
 from clarion.users.models import DeviceRow, UserRow
 from clarion.users.repository import UserRepository
@@ -178,6 +178,9 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):
         """Users in creation order, optionally by email address, a page at a time."""
         limit = page_size(request.page_size)
         email = request.email_address.strip()
+        violations = Violations()
+        check_single_line(violations, "email_address", email, max_length=validation.MAX_EMAIL_LENGTH)
+        violations.raise_if_any()
         filters = {"email_address": email.lower()}
         after = decode_keyset(
             request.page_token, filters, lambda position: (datetime.fromisoformat(position[0]), str(position[1]))

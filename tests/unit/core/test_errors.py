@@ -1,7 +1,7 @@
 import grpc
 from google.rpc import code_pb2, error_details_pb2
 
-from clarion.core.errors import InvalidArgument, NotFound, ResourceExhausted, internal_status, to_status
+from clarion.core.errors import FieldViolation, InvalidArgument, NotFound, ResourceExhausted, internal_status, to_status
 from tests.helpers import status_detail
 
 
@@ -35,3 +35,19 @@ def test_internal_status_hides_everything_but_the_request_id() -> None:
     assert status.code == code_pb2.INTERNAL
     assert "r-9" in status.message
     assert status_detail(status, error_details_pb2.ErrorInfo).reason == "INTERNAL"
+
+
+def test_a_status_echoing_huge_input_stays_small_enough_for_the_trailers() -> None:
+    huge = "x" * 50_000
+    error = InvalidArgument(
+        f"notification {huge!r} not found",
+        violations=[FieldViolation(f"message_data.{huge}", huge) for _ in range(500)],
+        metadata={"notification_id": huge},
+    )
+
+    status = to_status(error, request_id="r")
+
+    assert len(status.SerializeToString()) < 8 * 1024 // 2, "base64 in grpc-status-details-bin must fit in 8 KiB"
+    assert status.message.startswith("notification 'xxx")
+    assert status.message.endswith("…")
+    assert len(status_detail(status, error_details_pb2.BadRequest).field_violations) == 10

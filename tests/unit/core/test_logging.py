@@ -46,3 +46,17 @@ def test_standard_library_logs_are_json_too(json_logs: Callable[[], list[dict[st
     [line] = json_logs()
     assert line["logger"] == "alembic.runtime"
     assert "bob@example.com" not in line["event"]
+
+
+def test_a_logged_stack_trace_shows_no_local_variables(json_logs: Callable[[], list[dict[str, Any]]]) -> None:
+    def handler(request: str) -> None:
+        raise ValueError("boom")
+
+    try:
+        handler("email_address: ada@example.com")
+    except ValueError:
+        get_logger("test").exception("rpc_unhandled_error")
+    [line] = json_logs()
+    assert line["exception"][0]["exc_type"] == "ValueError"
+    assert [frame["name"] for frame in line["exception"][0]["frames"]][-1] == "handler"
+    assert "ada@example.com" not in json.dumps(line), "a frame's locals would carry the request into the log"
