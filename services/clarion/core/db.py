@@ -7,10 +7,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
 
+import asyncpg
 from alembic import command
 from alembic.config import Config
 from sqlalchemy import MetaData
-from sqlalchemy.exc import IntegrityError
+from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
@@ -32,6 +33,32 @@ class Base(DeclarativeBase):
     """The declarative base of every table."""
 
     metadata = MetaData(naming_convention=NAMING_CONVENTION)
+
+
+# What a lost or refused database connection raises, as opposed to a failed statement: PostgreSQL is down,
+# restarting (57P01 admin shutdown, 57P03 cannot connect now) or unreachable.
+_CONNECTION_ERRORS = (
+    OSError,
+    TimeoutError,
+    asyncpg.PostgresConnectionError,
+    asyncpg.exceptions.OperatorInterventionError,
+    asyncpg.exceptions.ConnectionDoesNotExistError,
+    asyncpg.exceptions.InternalClientError,
+)
+
+
+def is_database_unavailable(error: BaseException) -> bool:
+    """Whether `error` (or what it wraps) says PostgreSQL cannot be reached right now — worth a retry, not a bug."""
+    seen: set[int] = set()
+    current: BaseException | None = error
+    while current is not None and id(current) not in seen:
+        seen.add(id(current))
+        if isinstance(current, DBAPIError) and current.connection_invalidated:
+            return True
+        if isinstance(current, _CONNECTION_ERRORS):
+            return True
+        current = getattr(current, "orig", None) or current.__cause__ or current.__context__
+    return False
 
 
 def utcnow() -> datetime:

@@ -15,7 +15,8 @@ import structlog
 from grpc_status import rpc_status
 from opentelemetry.trace import Span, SpanKind
 
-from clarion.core.errors import ClarionError, internal_status, to_status
+from clarion.core.db import is_database_unavailable
+from clarion.core.errors import ClarionError, Unavailable, internal_status, to_status
 from clarion.core.logging import get_logger
 from clarion.core.metrics import RPC_HANDLED, RPC_SECONDS
 from clarion.core.tracing import extract, record_grpc_code, rpc_attributes, tracer
@@ -25,6 +26,11 @@ log = get_logger(__name__)
 REQUEST_ID_HEADER = "x-request-id"
 _HEALTH_PREFIX = "/grpc.health.v1.Health/"
 _REQUEST_ID = re.compile(r"^[\x21-\x7e]{1,128}$")
+
+# Nothing was committed by the failed call (or its commit is what failed, and an idempotent retry finds it).
+DATABASE_UNAVAILABLE = Unavailable(
+    "the database is unavailable; retry shortly", retry_after_s=1.0, reason="DATABASE_UNAVAILABLE"
+)
 
 UnaryBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], Awaitable[Any]]
 
@@ -116,10 +122,16 @@ def _wrap(
             # The handler aborted on its own: the status is already decided.
             code = context.code()
             raise
-        except Exception:
-            code = grpc.StatusCode.INTERNAL
-            log.exception("rpc_unhandled_error")
-            await _abort(context, internal_status(request_id=request_id), trailer, reason="INTERNAL")
+        except Exception as exc:
+            if is_database_unavailable(exc):
+                # PostgreSQL is down or restarting: the request was fine, and a retry after a moment will do.
+                code = grpc.StatusCode.UNAVAILABLE
+                log.warning("rpc_database_unavailable", error=type(exc).__name__)
+                await _abort(context, to_status(DATABASE_UNAVAILABLE, request_id=request_id), trailer, reason="DB")
+            else:
+                code = grpc.StatusCode.INTERNAL
+                log.exception("rpc_unhandled_error")
+                await _abort(context, internal_status(request_id=request_id), trailer, reason="INTERNAL")
         finally:
             elapsed_s = time.perf_counter() - started
             seconds.observe(elapsed_s)
