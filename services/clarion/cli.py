@@ -337,8 +337,8 @@ def main(argv: list[str] | None = None) -> int:
     except SettingsError as exc:
         sys.stderr.write(f"clarion: {exc}\n")
         return 2
-    # `keys` and `deliveries` print a key or a table on stdout: their logs go to stderr, so they never mix, and only from warnings up
-    # unless debug is asked for (starting the embedded database and migrating are not news there).
+    # `keys` and `deliveries` print a key or a table on stdout: their logs go to stderr, so they never mix, and only
+    # from warnings up unless debug is asked for (starting the embedded database and migrating are not news there).
     quiet = args.command in ("keys", "deliveries")
     configure_logging(
         level="warning" if quiet and settings.log_level == "info" else settings.log_level,
