@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 NODE_CLIENT := tests/clients/node
 NODE_STAMP := $(NODE_CLIENT)/node_modules/.installed
 
-.PHONY: help install gen gen-check googleapis node-client lint typecheck breaking test up clean
+.PHONY: help install gen gen-check googleapis node-client lint typecheck breaking test bench up clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -62,6 +62,11 @@ breaking: googleapis  ## buf breaking against the contracts on $(BREAKING_AGAINS
 test: $(STAMP) node-client  ## run the test suite (needs PostgreSQL on 127.0.0.1:5432)
 	@mkdir -p build
 	$(BIN)/python -m pytest --junitxml=build/test-results.xml $(PYTEST_ARGS)
+
+# `make bench BENCH_ARGS="--duration 10 --rate 500"` for a shorter run.
+BENCH_ARGS ?=
+bench: $(STAMP)  ## the 60 s load benchmark on real PostgreSQL and RabbitMQ, with the machine's ceilings (bench/)
+	$(BIN)/python -m bench.run $(BENCH_ARGS)
 
 up: $(STAMP)  ## run the whole system locally
 	$(BIN)/clarion up

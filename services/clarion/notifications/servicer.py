@@ -31,7 +31,7 @@ from clarion.notifications.convert import (
     notification_to_proto,
     stats_to_proto,
 )
-from clarion.notifications.repository import NotificationRepository, notification_not_found
+from clarion.notifications.repository import NotificationRepository, NotificationView, notification_not_found
 from clarion.notifications.stats import delivery_stats
 from clarion.templates.content import check_key
 from clarion.templates.rendering import normalize_data
@@ -184,7 +184,8 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
                 await repository.add(row)
                 if key and not await repository.claim_key(key, fingerprint, row.id, now + self._idempotency_ttl):
                     raise _KeyTaken  # rolls our notification back: the request that holds the key answers
-                view = await repository.get(row.id)
+                # Just inserted: no deliveries yet, so the row is the whole view (no read-back queries).
+                view = NotificationView(row, [], {})
                 response = notifications_pb2.SendNotificationResponse(notification=notification_to_proto(view))
         except _KeyTaken:
             async with self._sessions() as session:

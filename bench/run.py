@@ -1,0 +1,456 @@
+"""Clarion's load benchmark: the whole system as real processes on real PostgreSQL and RabbitMQ, driven over gRPC (and
+over REST through the real Envoy), with the machine's ceilings measured in the same run.
+
+    python -m bench.run --duration 60 --rate 2000        # what `make bench` runs
+    python -m bench.run --duration 10 --rate 500 --rest-rate 0
+
+Push notifications go through the `simulated` provider, a sink that records each one as SENT: the figures are
+Clarion's own cost, not a provider's. Prints a table: accepted/s, delivered/s end to end, accept latency over gRPC
+and REST, accept→provider latency, CPU and memory per process, and the ratios to the ceilings.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import os
+import platform
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit, urlunsplit
+
+import asyncpg
+import grpc
+
+from bench import ceilings
+from clarion.core.config import load_settings
+from clarion.core.db import asyncpg_dsn, upgrade_database
+from clarion.gateway.local import local_gateway
+from clarion.v1 import (
+    notifications_pb2,
+    notifications_pb2_grpc,
+    templates_pb2,
+    templates_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
+)
+
+BIN = Path(sys.executable).parent
+POSTGRES_URL = os.environ.get("CLARION_BENCH_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+RABBITMQ_URL = os.environ.get("CLARION_BENCH_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+        return port
+
+
+def percentile(values: list[float], fraction: float) -> float:
+    if not values:
+        return float("nan")
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(fraction * len(ordered)))]
+
+
+def cpu_s(pid: int) -> float:
+    """User + system CPU seconds a process has used (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS
+
+
+# The infrastructure on the same machine, by process name: its CPU is part of each notification's cost.
+INFRASTRUCTURE = {"postgres": "PostgreSQL", "beam.smp": "RabbitMQ", "envoy": "Envoy"}
+
+
+def infrastructure_cpu_s() -> dict[str, float]:
+    """CPU seconds used so far by every PostgreSQL, RabbitMQ and Envoy process, by name."""
+    used = dict.fromkeys(INFRASTRUCTURE.values(), 0.0)
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            command = (entry / "comm").read_text().strip()
+            if command in INFRASTRUCTURE:
+                used[INFRASTRUCTURE[command]] += cpu_s(int(entry.name))
+        except (FileNotFoundError, ProcessLookupError, PermissionError):
+            continue  # it ended while we looked
+    return used
+
+
+def rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+@dataclass
+class Processes:
+    """Clarion's processes for the run, by role."""
+
+    env: dict[str, str]
+    folder: Path
+    running: dict[str, subprocess.Popen[bytes]] = field(default_factory=dict)
+
+    def start(self, name: str, *args: str) -> None:
+        log = (self.folder / f"{name}.log").open("ab")
+        self.running[name] = subprocess.Popen(
+            [str(BIN / "clarion"), *args], env=self.env, stdout=log, stderr=subprocess.STDOUT
+        )
+
+    def cpu(self) -> dict[str, float]:
+        return {name: cpu_s(p.pid) for name, p in self.running.items()}
+
+    def rss(self) -> dict[str, float]:
+        return {name: rss_mib(p.pid) for name, p in self.running.items()}
+
+    def stop(self) -> None:
+        for process in self.running.values():
+            process.send_signal(signal.SIGTERM)
+        for process in self.running.values():
+            try:
+                process.wait(timeout=40)
+            except subprocess.TimeoutExpired:
+                process.kill()
+
+
+async def wait_serving(address: str, timeout_s: float = 60) -> None:
+    from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+    deadline = time.monotonic() + timeout_s
+    async with grpc.aio.insecure_channel(address) as channel:
+        while True:
+            try:
+                stub: Any = health_pb2_grpc.HealthStub(channel)  # the stubs type it sync; on an aio channel it awaits
+                reply = await stub.Check(health_pb2.HealthCheckRequest(), timeout=2)
+                if reply.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+            except grpc.aio.AioRpcError:
+                pass
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"{address} did not start")
+            await asyncio.sleep(0.2)
+
+
+async def seed(address: str, users: int) -> list[str]:
+    async with grpc.aio.insecure_channel(address) as channel:
+        await templates_pb2_grpc.TemplateServiceStub(channel).CreateTemplate(
+            templates_pb2.CreateTemplateRequest(
+                template=templates_pb2.Template(template_key="bench", push_title="Hi {n}", push_body="Update {n}")
+            ),
+            timeout=10,
+        )
+        stub = users_pb2_grpc.UserServiceStub(channel)
+        ids = []
+        for n in range(users):
+            user = await stub.CreateUser(
+                users_pb2.CreateUserRequest(user=users_pb2.User(display_name=f"b{n}")), timeout=10
+            )
+            device = users_pb2.Device(token=f"t{n}", platform=users_pb2.DEVICE_PLATFORM_ANDROID)
+            await stub.AddDevice(users_pb2.AddDeviceRequest(user_id=user.user_id, device=device), timeout=10)
+            ids.append(user.user_id)
+        return ids
+
+
+async def paced(
+    rate: float, duration_s: float, in_flight: int, send: Callable[[int], Awaitable[None]]
+) -> tuple[list[float], int, float]:
+    """Open-loop load: request i is due at start + i / rate; `in_flight` senders take the next due one. Returns the
+    latencies (s), the errors and the achieved rate."""
+    latencies: list[float] = []
+    errors = 0
+    total = int(rate * duration_s)
+    counter = itertools.count()
+    start = time.perf_counter()
+
+    stop_at = start + duration_s
+
+    async def sender() -> None:
+        nonlocal errors
+        # Bounded in time as well as count: a system slower than the rate gets `duration_s` of load, not a backlog.
+        while (i := next(counter)) < total and time.perf_counter() < stop_at:
+            delay = start + i / rate - time.perf_counter()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            began = time.perf_counter()
+            try:
+                await send(i)
+            except Exception:  # noqa: BLE001 - counted and reported; a benchmark keeps going
+                errors += 1
+                continue
+            latencies.append(time.perf_counter() - began)
+
+    await asyncio.gather(*(sender() for _ in range(in_flight)))
+    return latencies, errors, len(latencies) / (time.perf_counter() - start)
+
+
+async def grpc_load(address: str, users: list[str], rate: float, duration_s: float) -> tuple[list[float], int, float]:
+    channels = [grpc.aio.insecure_channel(address) for _ in range(4)]
+    stubs = [notifications_pb2_grpc.NotificationServiceStub(c) for c in channels]
+    run = uuid.uuid4().hex[:6]
+
+    async def send(i: int) -> None:
+        request = notifications_pb2.SendNotificationRequest(
+            user_id=users[i % len(users)], template_key="bench", request_id=f"{run}-{i}"
+        )
+        request.message_data.update({"n": str(i)})
+        await stubs[i % len(stubs)].SendNotification(request, timeout=10)
+
+    try:
+        return await paced(rate, duration_s, min(512, max(16, int(rate * 0.05))), send)
+    finally:
+        for channel in channels:
+            await channel.close()
+
+
+class RawHttp:
+    """A keep-alive HTTP/1.1 client of the fewest instructions: the load generator shares the machine with the system
+    under test, so its own CPU is the system's loss (httpx costs several times more per request)."""
+
+    def __init__(self, host: str, port: int) -> None:
+        self.host, self.port = host, port
+        self._pool: asyncio.Queue[tuple[asyncio.StreamReader, asyncio.StreamWriter]] = asyncio.Queue()
+
+    async def post(self, path: str, body: bytes) -> int:
+        try:
+            reader, writer = self._pool.get_nowait()
+        except asyncio.QueueEmpty:
+            reader, writer = await asyncio.open_connection(self.host, self.port)
+        head = (
+            f"POST {path} HTTP/1.1\r\nHost: {self.host}\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(body)}\r\n\r\n"
+        ).encode()
+        writer.write(head + body)
+        status_line = await reader.readline()
+        length = 0
+        while (line := await reader.readline()) not in (b"\r\n", b""):
+            if line.lower().startswith(b"content-length:"):
+                length = int(line.split(b":", 1)[1])
+        await reader.readexactly(length)
+        self._pool.put_nowait((reader, writer))
+        status = int(status_line.split()[1])
+        if status != 200:
+            raise RuntimeError(f"HTTP {status}")
+        return status
+
+
+async def rest_load(port: int, users: list[str], rate: float, duration_s: float) -> tuple[list[float], int, float]:
+    client = RawHttp("127.0.0.1", port)
+    run = uuid.uuid4().hex[:6]
+
+    async def send(i: int) -> None:
+        body = {
+            "user_id": users[i % len(users)],
+            "template_key": "bench",
+            "request_id": f"r{run}-{i}",
+            "message_data": {"n": str(i)},
+        }
+        await client.post("/v1/notifications", json.dumps(body).encode())
+
+    return await paced(rate, duration_s, min(256, max(16, int(rate * 0.05))), send)
+
+
+async def delivered(dsn: str) -> tuple[int, int]:
+    connection = await asyncpg.connect(dsn)
+    try:
+        row = await connection.fetchrow(
+            "SELECT (SELECT count(*) FROM notifications), (SELECT count(*) FROM deliveries WHERE status = 'sent')"
+        )
+        assert row is not None
+        return int(row[0]), int(row[1])
+    finally:
+        await connection.close()
+
+
+async def accept_to_provider(dsn: str) -> tuple[float, float]:
+    connection = await asyncpg.connect(dsn)
+    try:
+        row = await connection.fetchrow(
+            "SELECT percentile_cont(0.5) WITHIN GROUP (ORDER BY extract(epoch FROM d.sent_at - n.created_at)),"
+            " percentile_cont(0.99) WITHIN GROUP (ORDER BY extract(epoch FROM d.sent_at - n.created_at))"
+            " FROM deliveries d JOIN notifications n ON n.id = d.notification_id WHERE d.status = 'sent'"
+        )
+        assert row is not None
+        return float(row[0] or "nan"), float(row[1] or "nan")
+    finally:
+        await connection.close()
+
+
+def _database(name: str) -> str:
+    parts = urlsplit(POSTGRES_URL)
+    return urlunsplit((parts.scheme, parts.netloc, "/" + name, parts.query, parts.fragment))
+
+
+async def main(args: argparse.Namespace) -> None:
+    ceiling_s = args.ceiling_duration
+    print(f"machine: {os.cpu_count()} cores, Python {platform.python_version()}, {platform.platform()}")
+    print(f"ceilings ({ceiling_s:.0f} s each)...", flush=True)
+    echo = await ceilings.grpc_echo_rps(duration_s=ceiling_s)
+    pipe = await ceilings.rabbitmq_pipe_mps(RABBITMQ_URL, duration_s=ceiling_s)
+    inserts = await ceilings.postgres_insert_rps(asyncpg_dsn(POSTGRES_URL), duration_s=ceiling_s)
+
+    name = f"clarion_bench_{uuid.uuid4().hex[:8]}"
+    admin = await asyncpg.connect(asyncpg_dsn(POSTGRES_URL))
+    await admin.execute(f'CREATE DATABASE "{name}"')
+    database_url = _database(name)
+    await asyncio.to_thread(upgrade_database, database_url)
+    dsn = asyncpg_dsn(database_url)
+    folder = Path(tempfile.mkdtemp(prefix="clarion-bench-"))
+    port = args.grpc_port or free_port()
+    http_port = args.http_port or free_port()
+    env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    env.update(
+        {
+            "CLARION_DATABASE_URL": database_url,
+            "CLARION_BROKER_URL": RABBITMQ_URL,
+            "CLARION_BROKER_NAMESPACE": f"bench-{uuid.uuid4().hex[:6]}",
+            "CLARION_GRPC_PORT": str(port),
+            "CLARION_METRICS_PORT": "0",
+            "CLARION_HEALTH_PORT": "0",
+            "CLARION_AUTH_REQUIRED": "false",
+            "CLARION_LOG_LEVEL": "warning",
+            "CLARION_DISPATCH_BATCH_SIZE": "500",
+            "CLARION_WORKER_PREFETCH": "64",
+            "CLARION_DATABASE_POOL_SIZE": "20",
+        }
+    )
+    processes = Processes(env, folder)
+    address = f"127.0.0.1:{port}"
+    try:
+        processes.start("server", "serve", "all")
+        await wait_serving(address)
+        processes.start("dispatcher", "worker", "dispatcher")
+        for n in range(args.push_workers):
+            processes.start(f"push-{n}", "worker", "push")
+        users = await seed(address, 200)
+        await asyncio.sleep(2)
+
+        print(f"gRPC load: {args.rate}/s for {args.duration} s...", flush=True)
+        cpu_before, rss_before = processes.cpu(), processes.rss()
+        infra_before = infrastructure_cpu_s()
+        me_before = cpu_s(os.getpid())
+        started = time.perf_counter()
+        latencies, errors, achieved = await grpc_load(address, users, args.rate, args.duration)
+        accepted, _ = await delivered(dsn)
+        while (await delivered(dsn))[1] < accepted and time.perf_counter() - started < args.duration + 120:  # noqa: ASYNC110 - polls the database
+            await asyncio.sleep(0.5)
+        end_to_end_s = time.perf_counter() - started
+        _, sent = await delivered(dsn)
+        cpu_after, rss_after = processes.cpu(), processes.rss()
+        infra_after = infrastructure_cpu_s()
+        me_cpu = cpu_s(os.getpid()) - me_before
+        p50_a2p, p99_a2p = await accept_to_provider(dsn)
+
+        rest = None
+        if args.rest_rate:
+            print(f"REST load through Envoy: {args.rest_rate}/s for {args.rest_duration} s...", flush=True)
+            settings = load_settings(http_port=http_port, data_dir=folder / "gateway", log_level="warning")
+            async with local_gateway(settings, grpc_port=port):
+                rest = await rest_load(http_port, users, args.rest_rate, args.rest_duration)
+        grpc_1000 = None
+        if args.rate != 1000 and args.latency_at_1000:
+            print("gRPC latency at 1000/s for 15 s...", flush=True)
+            grpc_1000 = await grpc_load(address, users, 1000, 15)
+    finally:
+        processes.stop()
+        await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        await admin.close()
+
+    wall = end_to_end_s
+    ms = 1000.0
+    rows = [
+        ("target rate (gRPC SendNotification)", f"{args.rate}/s for {args.duration} s"),
+        ("accepted/s (gRPC, achieved)", f"{achieved:,.0f}  ({errors} errors)"),
+        ("delivered/s end to end", f"{sent / wall:,.0f}  ({sent:,} of {accepted:,} in {wall:.1f} s)"),
+        (
+            "accept latency gRPC p50 / p95 / p99",
+            " / ".join(f"{percentile(latencies, q) * ms:.1f} ms" for q in (0.5, 0.95, 0.99)),
+        ),
+    ]
+    if grpc_1000 is not None:
+        rows.append(
+            (
+                "accept latency gRPC at 1000/s p50 / p99",
+                " / ".join(f"{percentile(grpc_1000[0], q) * ms:.1f} ms" for q in (0.5, 0.99)),
+            )
+        )
+    if rest is not None:
+        rows.append(
+            (
+                f"accept latency REST at {args.rest_rate}/s p50 / p95 / p99",
+                " / ".join(f"{percentile(rest[0], q) * ms:.1f} ms" for q in (0.5, 0.95, 0.99))
+                + f"  ({rest[1]} errors, {rest[2]:,.0f}/s)",
+            )
+        )
+    rows.append(("accept -> provider p50 / p99", f"{p50_a2p * ms:.0f} ms / {p99_a2p * ms:.0f} ms"))
+    for proc in cpu_after:
+        used = cpu_after[proc] - cpu_before[proc]
+        rows.append(
+            (
+                f"CPU {proc}",
+                f"{used / wall * 100:.0f} % of a core, {used / max(sent, 1) * 1e6:.0f} µs per delivery; "
+                f"RSS {rss_before[proc]:.0f} -> {rss_after[proc]:.0f} MiB",
+            )
+        )
+    for proc in infra_after:
+        if proc == "Envoy":
+            continue  # not in the gRPC phase
+        used = infra_after[proc] - infra_before[proc]
+        rows.append(
+            (f"CPU {proc}", f"{used / wall * 100:.0f} % of a core, {used / max(sent, 1) * 1e6:.0f} µs per delivery")
+        )
+    rows.append(("CPU load generator", f"{me_cpu / wall * 100:.0f} % of a core"))
+    rows += [
+        ("ceiling: bare grpc.aio echo", f"{echo:,.0f} RPC/s  (accepted/s = {achieved / echo:.0%} of it)"),
+        (
+            "ceiling: bare aio-pika confirm+ack pipe",
+            f"{pipe:,.0f} msg/s  (delivered/s = {sent / wall / pipe:.0%} of it; target 40 %)",
+        ),
+        ("ceiling: bare asyncpg inserts", f"{inserts:,.0f} rows/s  (accepted/s = {achieved / inserts:.0%} of it)"),
+    ]
+    width = max(len(label) for label, _ in rows)
+    print()
+    for label, value in rows:
+        print(f"{label:<{width}}  {value}")
+    print(f"\nlogs: {folder}")
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python -m bench.run", description=__doc__.split("\n\n")[0])
+    parser.add_argument("--rate", type=float, default=2000, help="SendNotification calls per second (2000)")
+    parser.add_argument("--duration", type=float, default=60, help="seconds of gRPC load (60)")
+    parser.add_argument(
+        "--rest-rate", type=float, default=1000, help="REST calls per second through Envoy (1000; 0: none)"
+    )
+    parser.add_argument("--rest-duration", type=float, default=15, help="seconds of REST load (15)")
+    parser.add_argument(
+        "--latency-at-1000",
+        action=argparse.BooleanOptionalAction,
+        default=True,
+        help="also measure gRPC latency at 1000/s (on)",
+    )
+    parser.add_argument("--ceiling-duration", type=float, default=5, help="seconds per ceiling (5)")
+    parser.add_argument("--push-workers", type=int, default=1, help="push worker processes (1)")
+    parser.add_argument("--grpc-port", type=int, default=0, help="the system's gRPC port (default: a free one)")
+    parser.add_argument(
+        "--http-port", type=int, default=0, help="Envoy's port for the REST phase (default: a free one)"
+    )
+    return parser.parse_args(argv)
+
+
+if __name__ == "__main__":
+    asyncio.run(main(parse_args()))
