@@ -289,7 +289,39 @@ async def check(
     )
 
 
+@dataclass
+class Run:
+    """A running system under test: its processes, the provider, the seeded users, and (once the block is over)
+    each process's exit code."""
+
+    system: Supervisor
+    provider: ChaosProvider
+    users: list[str]
+    exit_codes: dict[str, int] = field(default_factory=dict)
+
+
 @contextmanager
-def provider(misbehaviour: Misbehaviour) -> Iterator[ChaosProvider]:
+def running_clarion(
+    database_url: str,
+    namespace: str,
+    folder: Path,
+    *,
+    email_workers: int,
+    users: int = 20,
+    misbehaviour: Misbehaviour | None = None,
+    settings: dict[str, str] | None = None,
+) -> Iterator[Run]:
+    """The provider, Clarion's processes on it (with extra CLARION_* `settings`), a template and `users` users; on
+    leaving, every process is stopped with SIGTERM and its exit code kept in `exit_codes`."""
     with FakeHttpServer() as http:
-        yield ChaosProvider(http, misbehaviour)
+        chaos = ChaosProvider(http, misbehaviour or Misbehaviour())
+        system = Supervisor(
+            {**base_env(database_url, namespace, chaos.host), **(settings or {})}, folder, email_workers=email_workers
+        )
+        system.start()
+        run = Run(system, chaos, [])
+        try:
+            run.users = asyncio.run(seed(system.address, users=users))
+            yield run
+        finally:
+            run.exit_codes = system.stop()

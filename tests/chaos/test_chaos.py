@@ -15,19 +15,21 @@ import subprocess
 import threading
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 
-from clarion.core.broker import EMAIL_QUEUE, FAILED_QUEUE, Message, create_broker
+from clarion.core.broker import EMAIL_QUEUE, FAILED_QUEUE, Broker, Message, create_broker
 from clarion.core.db import upgrade_database
-from tests.chaos.harness import Misbehaviour, Outcome, Supervisor, base_env, check, provider, seed, send_load
+from tests.chaos.harness import Misbehaviour, Outcome, check, running_clarion, send_load
 from tests.conftest import unavailable
 from tests.e2e.test_workers_as_processes import _cleanup
 from tests.integration.conftest import RABBITMQ_URL
 
 pytestmark = pytest.mark.chaos
+T = TypeVar("T")
 
 # Every accepted notification must be terminal this long after the load ends.
 DEADLINE_S = 120
@@ -91,68 +93,52 @@ def test_workers_killed_every_few_seconds_and_a_rabbitmq_restart_lose_nothing(
     database: str, namespace: str, tmp_path: Path
 ) -> None:
     count = 2000
-    with provider(Misbehaviour()) as sendgrid:
-        system = Supervisor(
-            {**base_env(database, namespace, sendgrid.host), "CLARION_WORKER_PREFETCH": str(PREFETCH)},
-            tmp_path,
-            email_workers=2,
-        )
-        system.start()
+    prefetch = {"CLARION_WORKER_PREFETCH": str(PREFETCH)}
+    with running_clarion(database, namespace, tmp_path, email_workers=2, users=50, settings=prefetch) as run:
+        done, restarted = threading.Event(), threading.Event()
+
+        def havoc() -> None:
+            """Kill an email worker every 2 s, alternating; restart RabbitMQ once, a few seconds in."""
+            turn = 0
+            while not done.wait(2.0) and turn < 30:
+                run.system.kill_and_replace(f"email-{turn % 2}")
+                turn += 1
+                if turn == 2:
+                    restart_rabbitmq()
+                    restarted.set()
+
+        chaos = threading.Thread(target=havoc, name="havoc")
+        chaos.start()
         try:
-            users = asyncio.run(seed(system.address, users=50))
-            done = threading.Event()
-
-            def havoc() -> None:
-                """Kill an email worker every 2 s, alternating; restart RabbitMQ once, a few seconds in."""
-                turn = 0
-                while not done.wait(2.0) and turn < 30:
-                    system.kill_and_replace(f"email-{turn % 2}")
-                    turn += 1
-                    if turn == 2:
-                        restart_rabbitmq()
-                        restarted.set()
-
-            restarted = threading.Event()
-            chaos = threading.Thread(target=havoc, name="havoc")
-            chaos.start()
-            try:
-                accepted = asyncio.run(send_load(system.address, users, count=count))
-                # Keep killing until the provider has seen most of the work, so kills land mid-delivery.
-                deadline = time.monotonic() + 60
-                while len(sendgrid.receipts) < count * 0.9 and time.monotonic() < deadline:
-                    time.sleep(0.5)
-            finally:
-                done.set()
-                chaos.join(timeout=120)
-            assert restarted.is_set(), "RabbitMQ was restarted during the run"
-            outcome = asyncio.run(check(database, accepted, sendgrid.receipts, deadline_s=DEADLINE_S))
+            accepted = asyncio.run(send_load(run.system.address, run.users, count=count))
+            # Keep killing until the provider has seen most of the work, so kills land mid-delivery.
+            deadline = time.monotonic() + 60
+            while len(run.provider.receipts) < count * 0.9 and time.monotonic() < deadline:
+                time.sleep(0.5)
         finally:
-            codes = system.stop()
-    report(outcome, kills=system.kills)
+            done.set()
+            chaos.join(timeout=120)
+        assert restarted.is_set(), "RabbitMQ was restarted during the run"
+        outcome = asyncio.run(check(database, accepted, run.provider.receipts, deadline_s=DEADLINE_S))
+    report(outcome, kills=run.system.kills)
     assert_nothing_lost(outcome, accepted=count)
     assert outcome.statuses["sent"] == count
     # A duplicate needs a send that succeeded in a worker killed before it committed: at most its prefetch a kill.
-    assert outcome.duplicates <= system.kills * PREFETCH
-    assert set(codes.values()) == {0}, f"every process drains and exits cleanly at the end: {codes}"
+    assert outcome.duplicates <= run.system.kills * PREFETCH
+    assert set(run.exit_codes.values()) == {0}, f"every process drains and exits cleanly at the end: {run.exit_codes}"
 
 
 def test_a_postgresql_restart_under_load_loses_nothing(database: str, namespace: str, tmp_path: Path) -> None:
     count = 1000
-    with provider(Misbehaviour()) as sendgrid:
-        system = Supervisor(base_env(database, namespace, sendgrid.host), tmp_path, email_workers=1)
-        system.start()
+    retried: collections.Counter[str] = collections.Counter()
+    with running_clarion(database, namespace, tmp_path, email_workers=1) as run:
+        restarter = threading.Timer(1.5, restart_postgresql)
+        restarter.start()
         try:
-            users = asyncio.run(seed(system.address, users=20))
-            restarter = threading.Timer(1.5, restart_postgresql)
-            restarter.start()
-            retried: collections.Counter[str] = collections.Counter()
-            try:
-                accepted = asyncio.run(send_load(system.address, users, count=count, retried=retried))
-            finally:
-                restarter.join(timeout=120)
-            outcome = asyncio.run(check(database, accepted, sendgrid.receipts, deadline_s=DEADLINE_S))
+            accepted = asyncio.run(send_load(run.system.address, run.users, count=count, retried=retried))
         finally:
-            codes = system.stop()
+            restarter.join(timeout=120)
+        outcome = asyncio.run(check(database, accepted, run.provider.receipts, deadline_s=DEADLINE_S))
     report(outcome, retried=dict(retried))
     # The restart hit the load: the accepting calls it cut short answered UNAVAILABLE (never INTERNAL), and were
     # retried with their keys.
@@ -162,7 +148,7 @@ def test_a_postgresql_restart_under_load_loses_nothing(database: str, namespace:
     # No worker was killed: a send whose outcome could not be committed (the database was away) is the only way
     # to send twice, and a restart takes a moment, not the whole run.
     assert outcome.duplicates <= PREFETCH * 2
-    assert set(codes.values()) == {0}, codes
+    assert set(run.exit_codes.values()) == {0}, run.exit_codes
 
 
 def test_a_provider_with_503s_slow_answers_and_429_storms_loses_nothing(
@@ -170,79 +156,59 @@ def test_a_provider_with_503s_slow_answers_and_429_storms_loses_nothing(
 ) -> None:
     count = 1000
     misbehaviour = Misbehaviour(error_rate=0.3, slow_rate=0.03, slow_s=1.5)
-    with provider(misbehaviour) as sendgrid:
-        system = Supervisor(base_env(database, namespace, sendgrid.host), tmp_path, email_workers=2)
-        system.start()
-        try:
-            users = asyncio.run(seed(system.address, users=20))
+    with running_clarion(database, namespace, tmp_path, email_workers=2, misbehaviour=misbehaviour) as run:
 
-            def storms() -> None:
-                for _ in range(2):  # two storms of 429s with Retry-After, 3 s each
-                    time.sleep(2)
-                    misbehaviour.storm.set()
-                    time.sleep(3)
-                    misbehaviour.storm.clear()
+        def storms() -> None:
+            for _ in range(2):  # two storms of 429s with Retry-After, 3 s each
+                time.sleep(2)
+                misbehaviour.storm.set()
+                time.sleep(3)
+                misbehaviour.storm.clear()
 
-            storm = threading.Thread(target=storms, name="storms")
-            storm.start()
-            accepted = asyncio.run(send_load(system.address, users, count=count))
-            storm.join(timeout=60)
-            outcome = asyncio.run(check(database, accepted, sendgrid.receipts, deadline_s=DEADLINE_S * 2))
-        finally:
-            codes = system.stop()
-    report(outcome, slow_accepts=sendgrid.slow_accepts)
+        storm = threading.Thread(target=storms, name="storms")
+        storm.start()
+        accepted = asyncio.run(send_load(run.system.address, run.users, count=count))
+        storm.join(timeout=60)
+        outcome = asyncio.run(check(database, accepted, run.provider.receipts, deadline_s=DEADLINE_S * 2))
+    report(outcome, slow_accepts=run.provider.slow_accepts)
     assert_nothing_lost(outcome, accepted=count)
     # A delivery fails only after every attempt met a failure (0.3^5 of them, a handful of 1,000).
     assert all(attempts == 5 for attempts in outcome.failed_attempts), outcome.failed_attempts
     assert outcome.statuses["sent"] + outcome.statuses["failed"] == count
     assert outcome.statuses["failed"] <= count * 0.02
     # A slow answer is accepted after the worker gave up and retried: each one may be a duplicate, nothing else.
-    assert outcome.duplicates <= sendgrid.slow_accepts
-    assert set(codes.values()) == {0}, codes
+    assert outcome.duplicates <= run.provider.slow_accepts
+    assert set(run.exit_codes.values()) == {0}, run.exit_codes
+
+
+async def _on_broker(namespace: str, action: Callable[[Broker], Awaitable[T]]) -> T:
+    """`action` on a connection of our own to the run's RabbitMQ namespace."""
+    broker = create_broker(RABBITMQ_URL, namespace=namespace)
+    await broker.connect()
+    try:
+        return await action(broker)
+    finally:
+        await broker.close()
 
 
 def test_one_poison_message_among_a_thousand(database: str, namespace: str, tmp_path: Path) -> None:
     count = 1000
-    with provider(Misbehaviour()) as sendgrid:
-        system = Supervisor(base_env(database, namespace, sendgrid.host), tmp_path, email_workers=1)
-        system.start()
-        try:
-            users = asyncio.run(seed(system.address, users=20))
+    poison = Message(message_id="poison", body=b"\x00\xffnot json{", headers={})
+    with running_clarion(database, namespace, tmp_path, email_workers=1) as run:
 
-            async def poison() -> None:
-                broker = create_broker(RABBITMQ_URL, namespace=namespace)
-                await broker.connect()
-                try:
-                    await broker.publish(
-                        EMAIL_QUEUE, Message(message_id="poison", body=b"\x00\xffnot json{", headers={})
-                    )
-                finally:
-                    await broker.close()
+        async def load() -> list[str]:
+            first = await send_load(run.system.address, run.users, count=count // 2)
+            await _on_broker(namespace, lambda broker: broker.publish(EMAIL_QUEUE, poison))
+            return first + await send_load(run.system.address, run.users, count=count - count // 2)
 
-            async def load() -> list[str]:
-                first = await send_load(system.address, users, count=count // 2)
-                await poison()
-                return first + await send_load(system.address, users, count=count - count // 2)
-
-            accepted = asyncio.run(load())
-            outcome = asyncio.run(check(database, accepted, sendgrid.receipts, deadline_s=DEADLINE_S))
-
-            async def dead_letters() -> int:
-                broker = create_broker(RABBITMQ_URL, namespace=namespace)
-                await broker.connect()
-                try:
-                    return await broker.queue_depth(FAILED_QUEUE)
-                finally:
-                    await broker.close()
-
-            parked = asyncio.run(dead_letters())
-            alive = system.alive()
-        finally:
-            codes = system.stop()
+        accepted = asyncio.run(load())
+        outcome = asyncio.run(check(database, accepted, run.provider.receipts, deadline_s=DEADLINE_S))
+        parked = asyncio.run(_on_broker(namespace, lambda broker: broker.queue_depth(FAILED_QUEUE)))
+        alive = run.system.alive()
     report(outcome, dead_lettered=parked)
     assert_nothing_lost(outcome, accepted=count)
     assert outcome.statuses["sent"] == count
     assert outcome.duplicates == 0
     assert parked == 1, "the poison message is set aside in failed.queue, once"
     assert all(code is None for code in alive.values()), f"no process died of it: {alive}"
-    assert set(codes.values()) == {0}, codes
+    assert set(run.exit_codes.values()) == {0}, run.exit_codes

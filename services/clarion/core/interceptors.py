@@ -19,7 +19,7 @@ from clarion.core.db import is_database_unavailable
 from clarion.core.errors import ClarionError, Unavailable, internal_status, to_status
 from clarion.core.logging import get_logger
 from clarion.core.metrics import RPC_HANDLED, RPC_SECONDS
-from clarion.core.tracing import extract, record_grpc_code, rpc_attributes, tracer
+from clarion.core.tracing import extract, record_grpc_code, rpc_attributes, split_method, tracer
 
 log = get_logger(__name__)
 
@@ -77,8 +77,8 @@ def _wrap(
     request_id: str,
     metadata: tuple[tuple[str, str | bytes], ...] | None,
 ) -> UnaryBehavior:
-    # "/clarion.v1.UserService/GetUser" -> ("clarion.v1.UserService", "GetUser"): bounded by the contracts.
-    service, _, name = method.lstrip("/").partition("/")
+    # Label values bounded by the contracts: only methods that have a handler get here.
+    service, name = split_method(method)
     seconds = RPC_SECONDS.labels(grpc_service=service, grpc_method=name)
     # Probes are not traced: a span every few seconds per pod would drown the traces worth reading.
     traced = not method.startswith(_HEALTH_PREFIX)
@@ -91,7 +91,7 @@ def _wrap(
             # The caller's traceparent (a client's, through Envoy, or another Clarion service's), if it sent one.
             context=extract(dict(metadata or ())),
             kind=SpanKind.SERVER,
-            attributes={**rpc_attributes(method), "clarion.request_id": request_id},
+            attributes={**rpc_attributes(service, name), "clarion.request_id": request_id},
             # The outcome is recorded below, as a gRPC code: a client's mistake is not the server's error.
             record_exception=False,
             set_status_on_exception=False,

@@ -79,9 +79,14 @@ def from_traceparent(traceparent: str) -> otel_context.Context:
     return extract({TRACEPARENT: traceparent} if traceparent else {})
 
 
-def rpc_attributes(method: str) -> dict[str, str]:
-    """OpenTelemetry's RPC attributes for a full gRPC method name (`/clarion.v1.UserService/GetUser`)."""
+def split_method(method: str) -> tuple[str, str]:
+    """`/clarion.v1.UserService/GetUser` → (`clarion.v1.UserService`, `GetUser`)."""
     service, _, name = method.lstrip("/").partition("/")
+    return service, name
+
+
+def rpc_attributes(service: str, name: str) -> dict[str, str]:
+    """OpenTelemetry's RPC attributes of a call to `service`'s method `name`."""
     return {"rpc.system": "grpc", "rpc.service": service, "rpc.method": name}
 
 
@@ -121,10 +126,10 @@ class TracingClientInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
     ) -> grpc.aio.UnaryUnaryCall[Req, Resp]:
         # bytes at run time on grpc.aio, whatever the stubs say.
         raw: str | bytes = client_call_details.method
-        method = raw.decode() if isinstance(raw, bytes) else raw
-        attributes = rpc_attributes(method)
-        name = f"{attributes['rpc.service']}/{attributes['rpc.method']}"
-        with tracer().start_as_current_span(name, kind=SpanKind.CLIENT, attributes=attributes) as span:
+        service, name = split_method(raw.decode() if isinstance(raw, bytes) else raw)
+        with tracer().start_as_current_span(
+            f"{service}/{name}", kind=SpanKind.CLIENT, attributes=rpc_attributes(service, name)
+        ) as span:
             pairs = [(k, v) for k, v in (client_call_details.metadata or ()) if k != TRACEPARENT]
             pairs += list(inject().items())
             call = await continuation(with_metadata(client_call_details, pairs), request)

@@ -111,15 +111,11 @@ def _stats_group_to_proto(group: StatsGroup) -> notifications_pb2.DeliveryStatsG
         channel=CHANNELS.get(group.channel, common_pb2.CHANNEL_UNSPECIFIED),
         provider=group.provider,
         total=group.total,
-        queued=group.counts[m.QUEUED],
-        sending=group.counts[m.SENDING],
-        retrying=group.counts[m.RETRYING],
-        sent=group.counts[m.SENT],
-        failed=group.counts[m.FAILED],
-        skipped=group.counts[m.SKIPPED],
-        cancelled=group.counts[m.DELIVERY_CANCELLED],
         success_rate=group.success_rate,
     )
+    # One count field per delivery status, named as the status is stored (`queued`, `sent`, `cancelled`...).
+    for status, count in group.counts.items():
+        setattr(proto, status, count)
     if group.time_to_send_p50_s is not None:
         proto.time_to_send_p50.FromTimedelta(timedelta(seconds=group.time_to_send_p50_s))
     if group.time_to_send_p95_s is not None:
