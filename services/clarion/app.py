@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
+from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
@@ -14,7 +15,7 @@ from clarion.core.auth import Authenticator, BearerAuth
 from clarion.core.broker import Broker, BrokerUnavailable, create_broker
 from clarion.core.cache import Cache, create_cache
 from clarion.core.config import Settings
-from clarion.core.db import create_engine, session_factory
+from clarion.core.db import FastPath, create_engine, session_factory
 from clarion.core.health_http import start_health_server
 from clarion.core.logging import get_logger
 from clarion.core.server import GrpcServer, ServiceRegistration, install_stop_signals
@@ -24,7 +25,7 @@ from clarion.delivery.providers.factory import create_email_provider, create_pus
 from clarion.delivery.sweeper import run_sweeper
 from clarion.keys.repository import SqlKeyStore
 from clarion.notifications import servicer as notifications
-from clarion.notifications.clients import ServiceClients
+from clarion.notifications.clients import ServiceClients, TemplateRendering, UserLookup
 from clarion.notifications.dispatcher import QUEUES, Dispatcher
 from clarion.templates import servicer as templates
 from clarion.users import servicer as users
@@ -55,6 +56,8 @@ class Resources:
     cache: Cache
     clients: ServiceClients
     authenticator: Authenticator | None
+    # The plain asyncpg pool of the hot path (core.db.FastPath), on the same database as `engine`.
+    fast: FastPath
 
     @classmethod
     def open(cls, settings: Settings, database_url: str, *, own_address: str | None = None) -> Resources:
@@ -68,13 +71,15 @@ class Resources:
         authenticator = Authenticator.from_settings(SqlKeyStore(sessions), settings) if authenticate else None
         clients = service_clients(settings, own_address=own_address or f"127.0.0.1:{settings.grpc_port}")
         cache = create_cache(settings.redis_url, ttl_s=settings.cache_ttl_s)
-        return cls(settings, engine, sessions, cache, clients, authenticator)
+        fast = FastPath(database_url, max_size=settings.database_pool_size)
+        return cls(settings, engine, sessions, cache, clients, authenticator, fast)
 
     async def close(self) -> None:
         await self.clients.close()
         await self.cache.close()
         if self.authenticator is not None:
             await self.authenticator.close()
+        await self.fast.close()
         await self.engine.dispose()
 
 
@@ -84,9 +89,21 @@ SERVICES: dict[str, Callable[[Resources], ServiceRegistration]] = {
     "users": lambda r: users.registration(sessions=r.sessions, cache=r.cache),
     "templates": lambda r: templates.registration(sessions=r.sessions, cache=r.cache),
     "notifications": lambda r: notifications.registration(
-        sessions=r.sessions, clients=r.clients, idempotency_ttl_s=r.settings.idempotency_ttl_s
+        sessions=r.sessions, fast=r.fast, clients=r.clients, idempotency_ttl_s=r.settings.idempotency_ttl_s
     ),
 }
+
+
+def wire_in_process(
+    settings: Settings, clients: ServiceClients, registrations: dict[str, ServiceRegistration]
+) -> None:
+    """Services this process serves itself are called in process, unless their address is set explicitly."""
+    users_ = registrations.get("users") if settings.users_address is None else None
+    templates_ = registrations.get("templates") if settings.templates_address is None else None
+    clients.call_in_process(
+        users=cast(UserLookup, users_.servicer) if users_ else None,
+        templates=cast(TemplateRendering, templates_.servicer) if templates_ else None,
+    )
 
 
 WORKER_KINDS = ("dispatcher", "email", "push", "sweeper")
@@ -188,9 +205,9 @@ async def serve(
     install_stop_signals(stop)
     background: list[asyncio.Task[None]] = []
     try:
-        server = GrpcServer(
-            settings, [SERVICES[name](resources) for name in names], authenticator=resources.authenticator
-        )
+        registrations = {name: SERVICES[name](resources) for name in names}
+        wire_in_process(settings, resources.clients, registrations)
+        server = GrpcServer(settings, list(registrations.values()), authenticator=resources.authenticator)
         port = await server.start()
         metrics, _ = await start_health_server(
             host=settings.grpc_host, port=settings.metrics_port, check=lambda: not stop.is_set(), stop=stop

@@ -21,7 +21,7 @@ from clarion.core.auth import Authenticator, BearerAuth, Scope
 from clarion.core.broker import Broker, create_broker
 from clarion.core.cache import Cache, MemoryCache, RedisCache
 from clarion.core.config import load_settings
-from clarion.core.db import create_engine, session_factory, upgrade_database
+from clarion.core.db import FastPath, create_engine, session_factory, upgrade_database
 from clarion.core.server import GrpcServer
 from clarion.keys.manage import create_key
 from clarion.keys.repository import SqlKeyStore
@@ -78,10 +78,11 @@ class RunningClarion:
 @pytest.fixture
 async def start_clarion(migrated_database: str) -> AsyncIterator[Callable[..., Any]]:
     """Factory: `await start_clarion(cache=..., **settings)` runs every service on a new port, all on one database;
-    NotificationService calls this instance's users and templates unless the settings say otherwise."""
+    NotificationService calls this instance's users and templates over gRPC unless the settings say otherwise, or
+    in process with `in_process=True`."""
     stack = contextlib.AsyncExitStack()
 
-    async def start(cache: Cache | None = None, **overrides: Any) -> RunningClarion:
+    async def start(cache: Cache | None = None, *, in_process: bool = False, **overrides: Any) -> RunningClarion:
         port = free_port()
         settings = load_settings(
             **{"grpc_port": port, "shutdown_grace_s": 0, "api_key_pepper": TEST_PEPPER, **overrides}
@@ -90,13 +91,13 @@ async def start_clarion(migrated_database: str) -> AsyncIterator[Callable[..., A
         sessions = session_factory(engine)
         authenticator = Authenticator.from_settings(SqlKeyStore(sessions), settings) if settings.auth_required else None
         clients = app.service_clients(settings, own_address=f"127.0.0.1:{port}")
-        resources = app.Resources(settings, engine, sessions, cache or MemoryCache(), clients, authenticator)
+        fast = FastPath(migrated_database, max_size=settings.database_pool_size)
+        resources = app.Resources(settings, engine, sessions, cache or MemoryCache(), clients, authenticator, fast)
         stack.push_async_callback(resources.close)
-        server = GrpcServer(
-            settings,
-            [registration(resources) for registration in app.SERVICES.values()],
-            authenticator=resources.authenticator,
-        )
+        registrations = {name: registration(resources) for name, registration in app.SERVICES.items()}
+        if in_process:  # as `clarion serve all` does: NotificationService calls the other two without gRPC
+            app.wire_in_process(settings, clients, registrations)
+        server = GrpcServer(settings, list(registrations.values()), authenticator=resources.authenticator)
         await server.start()
         stack.push_async_callback(server.server.stop, 0)
         pepper = settings.api_key_pepper or TEST_PEPPER_SECRET

@@ -28,6 +28,8 @@ class ServiceRegistration:
 
     name: str
     add_to_server: Callable[[grpc.aio.Server], None]
+    # The servicer itself, for callers in the same process (notifications.clients calls it without a transport).
+    servicer: object = None
 
 
 S = TypeVar("S")
@@ -37,7 +39,7 @@ def service_registration(
     servicer: S, add: Callable[[S, grpc.aio.Server], Any], descriptor: ServiceDescriptor
 ) -> ServiceRegistration:
     """Pair a servicer with its generated `add_XServicer_to_server` function and its proto descriptor."""
-    return ServiceRegistration(descriptor.full_name, lambda server: add(servicer, server))
+    return ServiceRegistration(descriptor.full_name, lambda server: add(servicer, server), servicer)
 
 
 class PortInUseError(RuntimeError):

@@ -7,11 +7,12 @@ import contextlib
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any, TypeVar
+from typing import Any, Protocol, TypeVar, cast
 
 import grpc
 from google.protobuf import struct_pb2
 from google.rpc import error_details_pb2, status_pb2
+from opentelemetry.trace import SpanKind
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
@@ -25,7 +26,7 @@ from clarion.core.errors import (
 )
 from clarion.core.logging import get_logger
 from clarion.core.metrics import BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN, BREAKER_STATE
-from clarion.core.tracing import TracingClientInterceptor
+from clarion.core.tracing import TracingClientInterceptor, rpc_attributes, tracer
 from clarion.v1 import templates_pb2, templates_pb2_grpc, users_pb2, users_pb2_grpc
 
 log = get_logger(__name__)
@@ -125,6 +126,28 @@ def translate(error: grpc.aio.AioRpcError, *, service: str, field_prefix: dict[s
     return DependencyFailed(service, code, message)
 
 
+class _InProcessContext:
+    """What a servicer sees of a call from its own process: no metadata, no peer. GetUser and RenderTemplate read
+    nothing from their context; the rest of ServicerContext is deliberately absent, so a servicer that starts to
+    need it fails loudly in the tests rather than quietly here."""
+
+    def invocation_metadata(self) -> tuple[()]:
+        return ()
+
+
+_IN_PROCESS = cast(grpc.aio.ServicerContext[Any, Any], _InProcessContext())
+
+
+class UserLookup(Protocol):
+    async def GetUser(self, request: users_pb2.GetUserRequest, context: Any) -> users_pb2.User: ...
+
+
+class TemplateRendering(Protocol):
+    async def RenderTemplate(
+        self, request: templates_pb2.RenderTemplateRequest, context: Any
+    ) -> templates_pb2.RenderTemplateResponse: ...
+
+
 class ServiceClients:
     """Clients of UserService and TemplateService behind one circuit breaker each. `interceptors` wrap every call
     (core.auth.BearerAuth: the credential the services present to each other)."""
@@ -162,6 +185,33 @@ class ServiceClients:
             default_threshold=breaker_failure_threshold, default_ttl=breaker_reset_s, exclude=[ClarionError]
         )
         self._breakers.add_listener(_breaker_gauge)
+        self._local_users: UserLookup | None = None
+        self._local_templates: TemplateRendering | None = None
+
+    def call_in_process(self, *, users: UserLookup | None = None, templates: TemplateRendering | None = None) -> None:
+        """Call these servicers directly instead of over the network: they run in this process (`serve all`,
+        `clarion up`). Same contract — the request and response messages, the typed errors — without a gRPC
+        client, server, interceptors and a loopback connection per call: that transport was most of an accept's
+        CPU (bench/RESULTS.md). No breaker either: there is no network to fail."""
+        self._local_users = users or self._local_users
+        self._local_templates = templates or self._local_templates
+
+    async def _in_process(
+        self, service: str, method: str, call: Callable[[], Awaitable[T]], field_prefix: dict[str, str] | None = None
+    ) -> T:
+        # One INTERNAL span where a remote call has a CLIENT and a SERVER span.
+        with tracer().start_as_current_span(
+            f"clarion.v1.{service}/{method}", kind=SpanKind.INTERNAL, attributes=rpc_attributes(service, method)
+        ):
+            try:
+                return await call()
+            except InvalidArgument as exc:
+                if not field_prefix:
+                    raise
+                violations = [FieldViolation(_rename(v.field, field_prefix), v.description) for v in exc.violations]
+                raise InvalidArgument(
+                    exc.message, violations=violations, reason=exc.reason, metadata=exc.metadata
+                ) from None
 
     async def _call(
         self, service: str, call: Callable[[], Awaitable[T]], field_prefix: dict[str, str] | None = None
@@ -192,6 +242,9 @@ class ServiceClients:
     async def get_user(self, user_id: str) -> users_pb2.User:
         """The user, or NotFound / Unavailable."""
         request = users_pb2.GetUserRequest(user_id=user_id)
+        if self._local_users is not None:
+            local = self._local_users
+            return await self._in_process("UserService", "GetUser", lambda: local.GetUser(request, _IN_PROCESS))
         user: users_pb2.User = await self._call(
             "UserService", lambda: self._users.GetUser(request, timeout=self._timeout_s), {"user_id": "user_id"}
         )
@@ -207,6 +260,14 @@ class ServiceClients:
         request = templates_pb2.RenderTemplateRequest(
             template_key=template_key, version=version, locale=locale, data=struct
         )
+        if self._local_templates is not None:
+            local = self._local_templates
+            return await self._in_process(
+                "TemplateService",
+                "RenderTemplate",
+                lambda: local.RenderTemplate(request, _IN_PROCESS),
+                {"data": "message_data"},
+            )
         response: templates_pb2.RenderTemplateResponse = await self._call(
             "TemplateService",
             lambda: self._templates.RenderTemplate(request, timeout=self._timeout_s),

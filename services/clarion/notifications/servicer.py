@@ -14,7 +14,7 @@ from google.protobuf import json_format
 from grpc.aio import ServicerContext
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from clarion.core.db import snapshot
+from clarion.core.db import FastPath, snapshot
 from clarion.core.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument
 from clarion.core.logging import get_logger
 from clarion.core.metrics import NOTIFICATIONS_ACCEPTED, NOTIFICATIONS_REPLAYED
@@ -22,6 +22,7 @@ from clarion.core.pagination import decode_keyset, encode_page_token, page_size
 from clarion.core.server import ServiceRegistration, service_registration
 from clarion.core.tracing import current_traceparent
 from clarion.core.validation import Violations, is_valid_id, normalize_language_tag, parse_timestamp
+from clarion.notifications import accepting
 from clarion.notifications import models as m
 from clarion.notifications.clients import ServiceClients
 from clarion.notifications.convert import (
@@ -119,17 +120,19 @@ def _validate(request: notifications_pb2.SendNotificationRequest, now: datetime)
     return channels, priority or notifications_pb2.PRIORITY_NORMAL, due
 
 
-class _KeyTaken(Exception):
-    """Another request committed the same idempotency key first."""
-
-
 class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
     """Accepting notifications and reporting what became of them."""
 
     def __init__(
-        self, *, sessions: async_sessionmaker[AsyncSession], clients: ServiceClients, idempotency_ttl_s: float
+        self,
+        *,
+        sessions: async_sessionmaker[AsyncSession],
+        fast: FastPath,
+        clients: ServiceClients,
+        idempotency_ttl_s: float,
     ) -> None:
         self._sessions = sessions
+        self._fast = fast
         self._clients = clients
         self._idempotency_ttl = timedelta(seconds=idempotency_ttl_s)
 
@@ -142,10 +145,10 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         key = _idempotency_key(request, context)
         fingerprint = _fingerprint(request, channels, priority)
         if key:
-            async with self._sessions() as session:
-                existing = await NotificationRepository(session).find_key(key)
-                if existing is not None:
-                    return await self._replay(session, key, existing.fingerprint, existing.notification_id, fingerprint)
+            async with self._fast.connection() as connection:
+                holder = await accepting.find_key(connection, key)
+            if holder is not None:
+                return await self._replay(key, holder, fingerprint)
 
         user = await self._clients.get_user(request.user_id)
         data = normalize_data(json_format.MessageToDict(request.message_data))
@@ -174,41 +177,42 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             trace_request_id=str(structlog.contextvars.get_contextvars().get("request_id", "")),
             trace_parent=current_traceparent(),
             status=m.SCHEDULED if due > now else m.ACCEPTED,
+            status_reason="",
             send_at=due,
             created_at=now,
             updated_at=now,
         )
-        try:
-            async with self._sessions.begin() as session:
-                repository = NotificationRepository(session)
-                await repository.add(row)
-                if key and not await repository.claim_key(key, fingerprint, row.id, now + self._idempotency_ttl):
-                    raise _KeyTaken  # rolls our notification back: the request that holds the key answers
-                # Just inserted: no deliveries yet, so the row is the whole view (no read-back queries).
-                view = NotificationView(row, [], {})
-                response = notifications_pb2.SendNotificationResponse(notification=notification_to_proto(view))
-        except _KeyTaken:
-            async with self._sessions() as session:
-                winner = await NotificationRepository(session).find_key(key)
-                if winner is None:  # it expired in between: vanishingly rare, and safe to ask again
-                    raise Aborted("the idempotency key changed hands; retry", reason="IDEMPOTENCY_KEY_RACE") from None
-                return await self._replay(session, key, winner.fingerprint, winner.notification_id, fingerprint)
+        async with self._fast.connection() as connection:
+            inserted = await accepting.insert_notification(
+                connection, row, fingerprint=fingerprint, key_expires_at=now + self._idempotency_ttl
+            )
+            winner = None if inserted else await accepting.find_key(connection, key)
+        if not inserted:
+            # Another request holds the key: it answers for both.
+            if winner is None:  # it expired in between: vanishingly rare, and safe to ask again
+                raise Aborted("the idempotency key changed hands; retry", reason="IDEMPOTENCY_KEY_RACE")
+            return await self._replay(key, winner, fingerprint)
+        # Just inserted: no deliveries yet, so the row is the whole view (no read-back queries).
+        response = notifications_pb2.SendNotificationResponse(
+            notification=notification_to_proto(NotificationView(row, [], {}))
+        )
         NOTIFICATIONS_ACCEPTED.labels(priority=PRIORITY_NAMES[priority]).inc()
         log.info("notification_accepted", notification_id=str(row.id), status=row.status, template_key=row.template_key)
         return response
 
     async def _replay(
-        self, session: AsyncSession, key: str, stored: str, notification_id: uuid.UUID, fingerprint: str
+        self, key: str, holder: accepting.KeyHolder, fingerprint: str
     ) -> notifications_pb2.SendNotificationResponse:
-        if stored != fingerprint:
+        if holder.fingerprint != fingerprint:
             raise AlreadyExists(
                 "this idempotency key was already used for a different request; use a new key for a new request",
                 reason="IDEMPOTENCY_KEY_REUSED",
-                metadata={"idempotency_key": key, "notification_id": str(notification_id)},
+                metadata={"idempotency_key": key, "notification_id": str(holder.notification_id)},
             )
-        view = await NotificationRepository(session).get(notification_id)
+        async with self._sessions() as session:
+            view = await NotificationRepository(session).get(holder.notification_id)
         NOTIFICATIONS_REPLAYED.inc()
-        log.info("notification_replayed", notification_id=str(notification_id))
+        log.info("notification_replayed", notification_id=str(holder.notification_id))
         return notifications_pb2.SendNotificationResponse(notification=notification_to_proto(view), replayed=True)
 
     async def GetNotification(
@@ -372,11 +376,11 @@ def _parse_id(value: str) -> uuid.UUID:
 
 
 def registration(
-    *, sessions: async_sessionmaker[AsyncSession], clients: ServiceClients, idempotency_ttl_s: float
+    *, sessions: async_sessionmaker[AsyncSession], fast: FastPath, clients: ServiceClients, idempotency_ttl_s: float
 ) -> ServiceRegistration:
     """How to add NotificationService to a server."""
     return service_registration(
-        NotificationServicer(sessions=sessions, clients=clients, idempotency_ttl_s=idempotency_ttl_s),
+        NotificationServicer(sessions=sessions, fast=fast, clients=clients, idempotency_ttl_s=idempotency_ttl_s),
         notifications_pb2_grpc.add_NotificationServiceServicer_to_server,
         notifications_pb2.DESCRIPTOR.services_by_name["NotificationService"],
     )

@@ -10,7 +10,7 @@ from google.rpc import error_details_pb2
 from clarion import app
 from clarion.core.cache import MemoryCache
 from clarion.core.config import load_settings
-from clarion.core.db import create_engine, session_factory
+from clarion.core.db import FastPath, create_engine, session_factory
 from clarion.core.server import GrpcServer
 from clarion.v1 import users_pb2, users_pb2_grpc
 from tests.conftest import free_port
@@ -23,9 +23,11 @@ pytestmark = pytest.mark.integration
 async def test_an_unreachable_database_is_unavailable_not_internal() -> None:
     port = free_port()
     settings = load_settings(grpc_port=port, shutdown_grace_s=0, auth_required=False)
-    engine = create_engine(f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere", settings=settings)
+    nowhere = f"postgresql://postgres@127.0.0.1:{free_port()}/nowhere"
+    engine = create_engine(nowhere, settings=settings)
     clients = app.service_clients(settings, own_address=f"127.0.0.1:{port}")
-    resources = app.Resources(settings, engine, session_factory(engine), MemoryCache(), clients, None)
+    fast = FastPath(nowhere, max_size=2)
+    resources = app.Resources(settings, engine, session_factory(engine), MemoryCache(), clients, None, fast)
     server = GrpcServer(settings, [app.SERVICES["users"](resources)], authenticator=None)
     await server.start()
     try:

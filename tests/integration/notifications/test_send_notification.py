@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import uuid
 from datetime import UTC, datetime, timedelta
+from collections.abc import Callable
 from typing import Any
 
 import grpc
@@ -22,6 +23,15 @@ from tests.integration.templates.test_template_service import SEED_TEMPLATE
 from tests.integration.users.test_user_service import SEED_USER, rpc_error, violations
 
 pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(params=["grpc", "in_process"])
+async def clarion(request: pytest.FixtureRequest, start_clarion: Callable[..., Any]) -> RunningClarion:
+    """Every test here twice: NotificationService calling UserService and TemplateService over gRPC (as in
+    Kubernetes), and in process (as `clarion serve all` does). Clients see the same answers either way."""
+    running: RunningClarion = await start_clarion(in_process=request.param == "in_process")
+    return running
+
 
 SEED_DATA = {"app_name": "MyApp", "new_updates": "10", "digest_link": "https://example.com/digest"}
 
