@@ -94,9 +94,7 @@ SERVICES: dict[str, Callable[[Resources], ServiceRegistration]] = {
 }
 
 
-def wire_in_process(
-    settings: Settings, clients: ServiceClients, registrations: dict[str, ServiceRegistration]
-) -> None:
+def wire_in_process(settings: Settings, clients: ServiceClients, registrations: dict[str, ServiceRegistration]) -> None:
     """Services this process serves itself are called in process, unless their address is set explicitly."""
     users_ = registrations.get("users") if settings.users_address is None else None
     templates_ = registrations.get("templates") if settings.templates_address is None else None
