@@ -159,7 +159,7 @@ async def run_workers(
             closers += [p.close for p in (email, push) if p is not None]
             worker = DeliveryWorker(
                 channel=kind,
-                sessions=resources.sessions,
+                fast=resources.fast,
                 email=email,
                 push=push,
                 clients=resources.clients,

@@ -85,7 +85,7 @@ async def test_a_notification_is_one_trace_from_send_to_the_provider(
         assert row.trace_parent.split("-")[1] == CALLER_TRACE_ID, "the row keeps the trace for the dispatcher"
 
     provider = create_email_provider(load_settings(email_provider="file", outbox_dir=tmp_path / "outbox"))
-    worker = DeliveryWorker(channel="email", sessions=clarion.resources.sessions, email=provider)
+    worker = DeliveryWorker(channel="email", fast=clarion.resources.fast, email=provider)
     await worker.start(broker, EMAIL_QUEUE, prefetch=4)
     try:
         await dispatcher_for(clarion, broker).run_once()

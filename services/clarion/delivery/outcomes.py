@@ -1,18 +1,21 @@
-"""Recording what happened to a delivery: claims, attempts and final states, each in its own short transaction."""
+"""Recording what happened to deliveries: claims, attempts and final states. A worker's concurrent handlers share
+each statement (core.batching.GroupCommit), on the plain asyncpg pool: a claim is one statement for a batch, an
+outcome one short transaction for a batch."""
 
 from __future__ import annotations
 
+import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
 
+import asyncpg
 from sqlalchemy import select, update
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.db import utcnow
 from clarion.notifications import models as m
-from clarion.notifications.repository import NotificationRepository
 
 
 @dataclass(frozen=True, slots=True)
@@ -40,77 +43,126 @@ class Attempt:
     duration_ms: float
 
 
-async def claim(session: AsyncSession, delivery_id: uuid.UUID, *, lease_s: float) -> Claimed | None:
-    """QUEUED/RETRYING → SENDING with attempt + 1 and a lease; None when the delivery is already handled (or being
-    handled under a live lease): that is how a duplicate message is recognised and dropped."""
-    now = utcnow()
-    row = (
-        await session.execute(
-            update(m.DeliveryRow)
-            .where(
-                m.DeliveryRow.id == delivery_id,
-                m.DeliveryRow.status.in_([m.QUEUED, m.RETRYING]),
-            )
-            .values(
-                status=m.SENDING,
-                attempt_count=m.DeliveryRow.attempt_count + 1,
-                lease_until=now + timedelta(seconds=lease_s),
-                updated_at=now,
-            )
-            .returning(m.DeliveryRow)
-        )
-    ).scalar_one_or_none()
-    if row is None:
-        return None
-    user_id, accepted_at = (
-        await session.execute(
-            select(m.NotificationRow.user_id, m.NotificationRow.created_at).where(
-                m.NotificationRow.id == row.notification_id
-            )
-        )
-    ).one()
-    return Claimed(row.id, row.notification_id, user_id, row.channel, row.attempt_count, dict(row.payload), accepted_at)
+_CLAIM = """
+WITH claimed AS (
+    UPDATE deliveries
+    SET status = 'sending', attempt_count = attempt_count + 1, lease_until = $2, updated_at = $3
+    WHERE id = ANY($1::uuid[]) AND status IN ('queued', 'retrying')
+    RETURNING id, notification_id, channel, attempt_count, payload
+)
+SELECT c.id, c.notification_id, n.user_id, c.channel, c.attempt_count, c.payload, n.created_at
+FROM claimed c JOIN notifications n ON n.id = c.notification_id
+"""
 
 
-async def finish(
-    session: AsyncSession,
-    claimed: Claimed,
-    attempts: list[Attempt],
-    *,
-    status: str,
-    reason: str = "",
-    provider: str = "",
-    provider_message_id: str = "",
-    payload: dict[str, Any] | None = None,
-) -> None:
-    """Log the attempts and move the delivery to `status` (SENT, FAILED or RETRYING), then refresh the
-    notification's status — one transaction, committed before the message is acked."""
+async def claim_many(
+    connection: asyncpg.Connection, delivery_ids: list[uuid.UUID], *, lease_s: float
+) -> list[Claimed | None]:
+    """QUEUED/RETRYING → SENDING with attempt + 1 and a lease, for a batch in one statement; None for a delivery
+    already handled (or being handled under a live lease): that is how a duplicate message is recognised and
+    dropped. An id twice in the batch is claimed once: the second gets None."""
     now = utcnow()
-    for attempt in attempts:
-        session.add(
-            m.DeliveryAttemptRow(
-                delivery_id=claimed.delivery_id,
-                attempt_number=claimed.attempt,
-                provider=attempt.provider,
-                outcome=attempt.outcome,
-                error=attempt.error,
-                started_at=attempt.started_at,
-                duration_ms=attempt.duration_ms,
-            )
+    # Sorted: rows are locked in id order, so two workers claiming overlapping batches cannot deadlock.
+    rows = await connection.fetch(_CLAIM, sorted(set(delivery_ids)), now + timedelta(seconds=lease_s), now)
+    claimed = {
+        row["id"]: Claimed(
+            row["id"],
+            row["notification_id"],
+            row["user_id"],
+            row["channel"],
+            row["attempt_count"],
+            json.loads(row["payload"]),
+            row["created_at"],
         )
-    values: dict[str, Any] = {"status": status, "status_reason": reason, "updated_at": now, "lease_until": None}
-    if provider:
-        values["provider"] = provider
-    if provider_message_id:
-        values["provider_message_id"] = provider_message_id
-    if status == m.SENT:
-        values["sent_at"] = now
-    if payload is not None:
-        values["payload"] = payload
-    await session.execute(update(m.DeliveryRow).where(m.DeliveryRow.id == claimed.delivery_id).values(**values))
-    notification = await session.get(m.NotificationRow, claimed.notification_id, with_for_update=True)
-    if notification is not None:
-        await NotificationRepository(session).refresh_status(notification)
+        for row in rows
+    }
+    return [claimed.pop(delivery_id, None) for delivery_id in delivery_ids]
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """What became of one claimed delivery: its attempts and its new status (SENT, FAILED or RETRYING)."""
+
+    claimed: Claimed
+    attempts: list[Attempt]
+    status: str
+    reason: str = ""
+    provider: str = ""
+    provider_message_id: str = ""
+    # The payload to store instead of the claimed one (a push remembers which devices are done).
+    payload: dict[str, Any] | None = None
+
+
+_LOCK_NOTIFICATIONS = "SELECT id FROM notifications WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
+
+_INSERT_ATTEMPTS = """
+INSERT INTO delivery_attempts (delivery_id, attempt_number, provider, outcome, error, started_at, duration_ms)
+SELECT * FROM unnest($1::uuid[], $2::int[], $3::varchar[], $4::varchar[], $5::text[], $6::timestamptz[],
+                     $7::float8[])
+"""
+
+_UPDATE_DELIVERIES = """
+UPDATE deliveries d
+SET status = u.status, status_reason = u.reason, updated_at = $7, lease_until = NULL,
+    provider = coalesce(nullif(u.provider, ''), d.provider),
+    provider_message_id = coalesce(nullif(u.message_id, ''), d.provider_message_id),
+    sent_at = CASE WHEN u.status = 'sent' THEN $7 ELSE d.sent_at END,
+    payload = coalesce(u.payload::jsonb, d.payload)
+FROM unnest($1::uuid[], $2::varchar[], $3::text[], $4::varchar[], $5::text[], $6::text[])
+    AS u(id, status, reason, provider, message_id, payload)
+WHERE d.id = u.id
+"""
+
+# status.derive_status in SQL, for notifications that have deliveries (the dispatcher made them).
+_REFRESH_NOTIFICATIONS = """
+UPDATE notifications n SET status = s.status, updated_at = $2
+FROM (
+    SELECT notification_id, CASE
+        WHEN bool_or(status IN ('queued', 'sending', 'retrying')) THEN 'in_progress'
+        WHEN bool_or(status = 'sent') AND bool_or(status = 'failed') THEN 'partially_sent'
+        WHEN bool_or(status = 'sent') THEN 'sent'
+        WHEN bool_or(status = 'failed') THEN 'failed'
+        WHEN bool_or(status = 'cancelled') THEN 'cancelled'
+        ELSE 'skipped'
+    END AS status
+    FROM deliveries WHERE notification_id = ANY($1::uuid[]) GROUP BY notification_id
+) s
+WHERE n.id = s.notification_id AND n.status IS DISTINCT FROM s.status
+"""
+
+
+async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -> list[None]:
+    """Log the attempts, move each delivery to its new status and refresh the notifications' statuses — one
+    transaction for the batch, committed before any of its messages is settled."""
+    now = utcnow()
+    attempts = [(o.claimed, a) for o in outcomes for a in o.attempts]
+    async with connection.transaction():
+        # Each notification locked first, in id order: two workers finishing its email and its push one after
+        # the other each see the other's committed status, and overlapping batches cannot deadlock.
+        await connection.execute(_LOCK_NOTIFICATIONS, sorted({o.claimed.notification_id for o in outcomes}))
+        if attempts:
+            await connection.execute(
+                _INSERT_ATTEMPTS,
+                [c.delivery_id for c, _ in attempts],
+                [c.attempt for c, _ in attempts],
+                [a.provider for _, a in attempts],
+                [a.outcome for _, a in attempts],
+                [a.error for _, a in attempts],
+                [a.started_at for _, a in attempts],
+                [a.duration_ms for _, a in attempts],
+            )
+        await connection.execute(
+            _UPDATE_DELIVERIES,
+            [o.claimed.delivery_id for o in outcomes],
+            [o.status for o in outcomes],
+            [o.reason for o in outcomes],
+            [o.provider for o in outcomes],
+            [o.provider_message_id for o in outcomes],
+            [json.dumps(o.payload) if o.payload is not None else None for o in outcomes],
+            now,
+        )
+        await connection.execute(_REFRESH_NOTIFICATIONS, list({o.claimed.notification_id for o in outcomes}), now)
+    return [None] * len(outcomes)
 
 
 async def release_expired_leases(session: AsyncSession, *, limit: int = 500) -> int:

@@ -87,7 +87,7 @@ async def pipeline(
         for channel in ("email", "push"):
             worker = DeliveryWorker(
                 channel=channel,
-                sessions=clarion.resources.sessions,
+                fast=clarion.resources.fast,
                 email=email_provider,
                 push=push_provider,
                 clients=clarion.resources.clients,

@@ -1,0 +1,99 @@
+"""Batched claims and outcomes on real PostgreSQL: a delivery is claimed once however often it is asked for, and
+the notification's status follows its deliveries."""
+
+from __future__ import annotations
+
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from clarion.delivery.outcomes import Attempt, Outcome, claim_many, finish_many
+from clarion.notifications import models as m
+from tests.integration.conftest import RunningClarion
+
+pytestmark = pytest.mark.integration
+
+
+async def make_notification(clarion: RunningClarion, channels: tuple[str, ...]) -> list[uuid.UUID]:
+    """A dispatched notification with one queued delivery per channel; returns the delivery ids."""
+    now = datetime.now(UTC)
+    notification = m.NotificationRow(
+        id=uuid.uuid4(),
+        user_id="ada",
+        template_key="t",
+        template_version=1,
+        message_data={},
+        channels=[],
+        priority=1,
+        locale="",
+        status=m.IN_PROGRESS,
+        send_at=now,
+        created_at=now,
+        updated_at=now,
+    )
+    deliveries = [
+        m.DeliveryRow(
+            id=uuid.uuid4(),
+            notification_id=notification.id,
+            channel=channel,
+            status=m.QUEUED,
+            payload={"to": "ada@example.com"},
+            due_at=now,
+            created_at=now,
+            updated_at=now,
+        )
+        for channel in channels
+    ]
+    async with clarion.resources.sessions.begin() as session:
+        session.add(notification)
+        await session.flush()
+        session.add_all(deliveries)
+    return [d.id for d in deliveries]
+
+
+async def notification_status(clarion: RunningClarion, delivery_id: uuid.UUID) -> str:
+    async with clarion.resources.sessions() as session:
+        delivery = await session.get(m.DeliveryRow, delivery_id)
+        assert delivery is not None
+        notification = await session.get(m.NotificationRow, delivery.notification_id)
+        assert notification is not None
+        return notification.status
+
+
+async def test_a_batch_claims_each_delivery_once(clarion: RunningClarion) -> None:
+    first, second = await make_notification(clarion, ("email", "push"))
+    unknown = uuid.uuid4()
+    async with clarion.resources.fast.connection() as connection:
+        claimed = await claim_many(connection, [first, second, first, unknown], lease_s=30)
+        again = await claim_many(connection, [first], lease_s=30)
+    assert [c.delivery_id if c else None for c in claimed] == [first, second, None, None]
+    assert claimed[0] is not None
+    assert claimed[0].attempt == 1
+    assert claimed[0].payload == {"to": "ada@example.com"}
+    assert claimed[0].user_id == "ada"
+    assert again == [None], "a delivery being sent is not claimed again"
+
+
+async def test_outcomes_set_the_deliveries_and_the_notification(clarion: RunningClarion) -> None:
+    email, push = await make_notification(clarion, ("email", "push"))
+    now = datetime.now(UTC)
+    async with clarion.resources.fast.connection() as connection:
+        claimed_email, claimed_push = await claim_many(connection, [email, push], lease_s=30)
+        assert claimed_email is not None
+        assert claimed_push is not None
+        sent = Attempt("file", "succeeded", "", now, 1.5)
+        await finish_many(
+            connection, [Outcome(claimed_email, [sent], m.SENT, provider="file", provider_message_id="x")]
+        )
+        assert await notification_status(clarion, email) == m.IN_PROGRESS, "the push is still being sent"
+        failed = Attempt("simulated", "permanent_failure", "bad token", now, 2.0)
+        await finish_many(
+            connection, [Outcome(claimed_push, [failed], m.FAILED, reason="bad token", provider="simulated")]
+        )
+    assert await notification_status(clarion, email) == m.PARTIALLY_SENT
+    async with clarion.resources.sessions() as session:
+        row = await session.get(m.DeliveryRow, email)
+        assert row is not None
+        assert (row.status, row.provider, row.provider_message_id, row.lease_until) == (m.SENT, "file", "x", None)
+        assert row.sent_at is not None
