@@ -143,6 +143,7 @@ async def run_workers(
         if kind == "dispatcher":
             dispatcher = Dispatcher(
                 sessions=resources.sessions,
+                fast=resources.fast,
                 clients=resources.clients,
                 broker=broker,
                 database_url=database_url,

@@ -69,7 +69,16 @@ SERVICE_SCOPES: Mapping[str, tuple[Scope, tuple[str, ...]]] = {
     ),
     "clarion.v1.UserService": (
         Scope.MANAGE,
-        ("CreateUser", "GetUser", "ListUsers", "UpdateUser", "DeleteUser", "AddDevice", "RemoveDevice"),
+        (
+            "CreateUser",
+            "GetUser",
+            "BatchGetUsers",
+            "ListUsers",
+            "UpdateUser",
+            "DeleteUser",
+            "AddDevice",
+            "RemoveDevice",
+        ),
     ),
     "clarion.v1.TemplateService": (
         Scope.MANAGE,
@@ -81,6 +90,7 @@ SERVICE_SCOPES: Mapping[str, tuple[Scope, tuple[str, ...]]] = {
             "DeleteTemplate",
             "ListTemplateVersions",
             "RenderTemplate",
+            "BatchRenderTemplates",
         ),
     ),
 }

@@ -141,11 +141,50 @@ _IN_PROCESS = cast(grpc.aio.ServicerContext[Any, Any], _InProcessContext())
 class UserLookup(Protocol):
     async def GetUser(self, request: users_pb2.GetUserRequest, context: Any) -> users_pb2.User: ...
 
+    async def BatchGetUsers(
+        self, request: users_pb2.BatchGetUsersRequest, context: Any
+    ) -> users_pb2.BatchGetUsersResponse: ...
+
 
 class TemplateRendering(Protocol):
     async def RenderTemplate(
         self, request: templates_pb2.RenderTemplateRequest, context: Any
     ) -> templates_pb2.RenderTemplateResponse: ...
+
+    async def BatchRenderTemplates(
+        self, request: templates_pb2.BatchRenderTemplatesRequest, context: Any
+    ) -> templates_pb2.BatchRenderTemplatesResponse: ...
+
+
+# The most items per batch call (the services' MAX_BATCH): longer lists are split.
+BATCH_LIMIT = 1000
+
+
+def error_from_status(status: status_pb2.Status) -> ClarionError:
+    """One item's error of a batch answer, as the typed error a single call would have raised."""
+    reason, metadata, violations = _details(status)
+    kind = _ERRORS_BY_CODE.get(status.code)
+    if kind is InvalidArgument:
+        return InvalidArgument(status.message, violations=violations, reason=reason or None, metadata=metadata)
+    if kind is not None:
+        return kind(status.message, reason=reason or None, metadata=metadata)
+    return ClarionError(status.message, reason=reason or None, metadata=metadata)
+
+
+_ERRORS_BY_CODE: dict[int, type[ClarionError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT.value[0]: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND.value[0]: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION.value[0]: FailedPrecondition,
+}
+
+
+def render_request(
+    *, template_key: str, version: int, locale: str, data: dict[str, Any]
+) -> templates_pb2.RenderTemplateRequest:
+    """A RenderTemplateRequest for `data` as plain Python values."""
+    struct = struct_pb2.Struct()
+    struct.update(data)
+    return templates_pb2.RenderTemplateRequest(template_key=template_key, version=version, locale=locale, data=struct)
 
 
 class ServiceClients:
@@ -255,11 +294,7 @@ class ServiceClients:
     ) -> templates_pb2.RenderTemplateResponse:
         """The template rendered with `data`, or NotFound / FailedPrecondition (deleted) / InvalidArgument naming
         the request's fields (`message_data.x`) / Unavailable."""
-        struct = struct_pb2.Struct()
-        struct.update(data)
-        request = templates_pb2.RenderTemplateRequest(
-            template_key=template_key, version=version, locale=locale, data=struct
-        )
+        request = render_request(template_key=template_key, version=version, locale=locale, data=data)
         if self._local_templates is not None:
             local = self._local_templates
             return await self._in_process(
@@ -272,6 +307,57 @@ class ServiceClients:
             "TemplateService",
             lambda: self._templates.RenderTemplate(request, timeout=self._timeout_s),
             {"data": "message_data"},
+        )
+        return response
+
+    async def get_users(self, user_ids: Sequence[str]) -> dict[str, users_pb2.User]:
+        """The users among `user_ids` that exist, by id (BatchGetUsers); Unavailable when UserService is."""
+        found: dict[str, users_pb2.User] = {}
+        unique = list(dict.fromkeys(user_ids))
+        for start in range(0, len(unique), BATCH_LIMIT):
+            response = await self._batch_get_users(
+                users_pb2.BatchGetUsersRequest(user_ids=unique[start : start + BATCH_LIMIT])
+            )
+            found.update((user.user_id, user) for user in response.users)
+        return found
+
+    async def _batch_get_users(self, request: users_pb2.BatchGetUsersRequest) -> users_pb2.BatchGetUsersResponse:
+        if self._local_users is not None:
+            local = self._local_users
+            return await self._in_process(
+                "UserService", "BatchGetUsers", lambda: local.BatchGetUsers(request, _IN_PROCESS)
+            )
+        response: users_pb2.BatchGetUsersResponse = await self._call(
+            "UserService", lambda: self._users.BatchGetUsers(request, timeout=self._timeout_s)
+        )
+        return response
+
+    async def render_many(
+        self, requests: Sequence[templates_pb2.RenderTemplateRequest]
+    ) -> list[templates_pb2.RenderTemplateResponse | ClarionError]:
+        """Each request rendered, or the typed error RenderTemplate would have raised for it (field names relative
+        to the request: `data.x`), in order (BatchRenderTemplates); Unavailable when TemplateService is."""
+        results: list[templates_pb2.RenderTemplateResponse | ClarionError] = []
+        for start in range(0, len(requests), BATCH_LIMIT):
+            response = await self._batch_render(
+                templates_pb2.BatchRenderTemplatesRequest(requests=requests[start : start + BATCH_LIMIT])
+            )
+            results += [
+                item.rendered if item.HasField("rendered") else error_from_status(item.error)
+                for item in response.results
+            ]
+        return results
+
+    async def _batch_render(
+        self, request: templates_pb2.BatchRenderTemplatesRequest
+    ) -> templates_pb2.BatchRenderTemplatesResponse:
+        if self._local_templates is not None:
+            local = self._local_templates
+            return await self._in_process(
+                "TemplateService", "BatchRenderTemplates", lambda: local.BatchRenderTemplates(request, _IN_PROCESS)
+            )
+        response: templates_pb2.BatchRenderTemplatesResponse = await self._call(
+            "TemplateService", lambda: self._templates.BatchRenderTemplates(request, timeout=self._timeout_s)
         )
         return response
 

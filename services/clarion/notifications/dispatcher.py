@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -17,13 +18,12 @@ from typing import Any
 
 import asyncpg
 from opentelemetry.trace import SpanKind
-from sqlalchemy import func, select, update
-from sqlalchemy.dialects.postgresql import insert
+from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clarion.core.broker import EMAIL_QUEUE, FAILED_QUEUE, PUSH_QUEUE, Broker, BrokerError, BrokerUnavailable, Message
-from clarion.core.db import asyncpg_dsn
-from clarion.core.errors import FailedPrecondition, InvalidArgument, NotFound, Unavailable
+from clarion.core.db import FastPath, asyncpg_dsn
+from clarion.core.errors import ClarionError, FailedPrecondition, NotFound, Unavailable
 from clarion.core.logging import get_logger
 from clarion.core.metrics import (
     DEAD_LETTERS,
@@ -34,7 +34,7 @@ from clarion.core.metrics import (
 )
 from clarion.core.tracing import from_traceparent, inject, tracer
 from clarion.notifications import models as m
-from clarion.notifications.clients import ServiceClients
+from clarion.notifications.clients import ServiceClients, render_request
 from clarion.notifications.repository import DISPATCH_CHANNEL, NotificationRepository
 from clarion.notifications.schedule import quiet_hours_end
 from clarion.notifications.status import derive_status
@@ -44,15 +44,79 @@ from clarion.v1 import notifications_pb2, templates_pb2, users_pb2
 log = get_logger(__name__)
 
 QUEUES = {"email": EMAIL_QUEUE, "push": PUSH_QUEUE}
-# How many notifications of a batch are planned (user and template looked up) at once.
-_PLAN_CONCURRENCY = 16
 # How often the dispatcher samples the gauges that need a query (lag, dead letters, queue depths): often enough for
 # alerts, rare enough to cost nothing next to a pass.
 GAUGE_INTERVAL_S = 5.0
 
 
-class _Later(Exception):
-    """A dependency is unavailable: leave the notification for a later pass."""
+_CLAIM_DUE = """
+SELECT id, user_id, template_key, template_version, message_data, channels, priority, locale, trace_parent
+FROM notifications
+WHERE status IN ('accepted', 'scheduled') AND send_at <= $1
+ORDER BY send_at
+LIMIT $2
+FOR UPDATE SKIP LOCKED
+"""
+
+# One delivery per channel however many dispatchers race for a notification (the unique constraint).
+_INSERT_DELIVERIES = """
+INSERT INTO deliveries (
+    id, notification_id, channel, status, status_reason, payload, due_at, published_at, attempt_count, lease_until,
+    provider, provider_message_id, sent_at, created_at, updated_at
+)
+SELECT id, notification_id, channel, status, reason, payload::jsonb, due_at, NULL, 0, NULL, '', '', NULL, $8, $8
+FROM unnest($1::uuid[], $2::uuid[], $3::varchar[], $4::varchar[], $5::text[], $6::text[], $7::timestamptz[])
+    AS u(id, notification_id, channel, status, reason, payload, due_at)
+ON CONFLICT (notification_id, channel) DO NOTHING
+"""
+
+_SET_DISPATCHED = """
+UPDATE notifications n SET status = u.status, status_reason = u.reason, updated_at = $4
+FROM unnest($1::uuid[], $2::varchar[], $3::text[]) AS u(id, status, reason)
+WHERE n.id = u.id
+"""
+
+_CLAIM_UNPUBLISHED = """
+SELECT d.id, d.notification_id, d.channel, d.payload, n.trace_request_id, n.trace_parent
+FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+WHERE d.status = 'queued' AND d.published_at IS NULL AND d.due_at <= $1
+ORDER BY d.due_at
+LIMIT $2
+FOR UPDATE OF d SKIP LOCKED
+"""
+
+_SET_PUBLISHED = """
+UPDATE deliveries SET published_at = $2, status_reason = '', updated_at = $2 WHERE id = ANY($1::uuid[])
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class _Due:
+    """A notification claimed for dispatch: what planning its deliveries needs."""
+
+    id: uuid.UUID
+    user_id: str
+    template_key: str
+    template_version: int
+    message_data: dict[str, Any]
+    channels: list[str]
+    priority: int
+    locale: str
+    trace_parent: str
+
+    @classmethod
+    def from_row(cls, row: asyncpg.Record) -> _Due:
+        return cls(
+            row["id"],
+            row["user_id"],
+            row["template_key"],
+            row["template_version"],
+            json.loads(row["message_data"]),
+            list(row["channels"]),
+            row["priority"],
+            row["locale"],
+            row["trace_parent"],
+        )
 
 
 @dataclass
@@ -111,6 +175,28 @@ def _channel_plan(
     return m.QUEUED, "", now, payload
 
 
+def _deliveries(
+    notification: _Due, user: users_pb2.User, rendered: templates_pb2.RenderTemplateResponse, now: datetime
+) -> _Plan:
+    """One delivery per channel asked for (or, when none was, per channel the template has)."""
+    channels = notification.channels or [c for c in ("email", "push") if rendered.HasField(c)]
+    critical = notification.priority == notifications_pb2.PRIORITY_CRITICAL
+    plan = _Plan()
+    for channel in channels:
+        status, reason, due, payload = _channel_plan(channel, user=user, rendered=rendered, critical=critical, now=now)
+        plan.deliveries.append(
+            {
+                "notification_id": notification.id,
+                "channel": channel,
+                "status": status,
+                "status_reason": reason,
+                "payload": payload,
+                "due_at": due,
+            }
+        )
+    return plan
+
+
 class Dispatcher:
     """Plans due notifications into deliveries and publishes due deliveries to the broker."""
 
@@ -118,6 +204,7 @@ class Dispatcher:
         self,
         *,
         sessions: async_sessionmaker[AsyncSession],
+        fast: FastPath,
         clients: ServiceClients,
         broker: Broker,
         database_url: str,
@@ -126,6 +213,7 @@ class Dispatcher:
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._sessions = sessions
+        self._fast = fast
         self._clients = clients
         self._broker = broker
         self._dsn = asyncpg_dsn(database_url)
@@ -168,154 +256,106 @@ class Dispatcher:
     async def dispatch_due(self) -> int:
         """Write the deliveries of up to a batch of due notifications; returns how many were dispatched."""
         now = self._clock()
-        async with self._sessions.begin() as session:
-            query = (
-                select(m.NotificationRow)
-                .where(m.NotificationRow.status.in_(m.PENDING_STATUSES), m.NotificationRow.send_at <= now)
-                .order_by(m.NotificationRow.send_at)
-                .limit(self._batch_size)
-                .with_for_update(skip_locked=True)
-            )
-            rows = list((await session.execute(query)).scalars())
-            if not rows:
+        async with self._fast.connection() as connection, connection.transaction():
+            due = [_Due.from_row(row) for row in await connection.fetch(_CLAIM_DUE, now, self._batch_size)]
+            if not due:
                 return 0
-            limit = asyncio.Semaphore(_PLAN_CONCURRENCY)
-
-            async def plan(row: m.NotificationRow) -> _Plan | None:
-                async with limit:
-                    with tracer().start_as_current_span(
-                        "dispatch notification",
-                        context=from_traceparent(row.trace_parent),
-                        attributes={"clarion.notification_id": str(row.id)},
-                    ):
-                        try:
-                            return await self._plan(row, now)
-                        except _Later:
-                            return None
-
-            plans = await asyncio.gather(*(plan(row) for row in rows))
-            dispatched = 0
-            skipped: list[tuple[str, str]] = []
-            for row, planned in zip(rows, plans, strict=True):
-                if planned is None:
-                    continue
-                if planned.deliveries:
-                    await session.execute(
-                        insert(m.DeliveryRow)
-                        .values(planned.deliveries)
-                        .on_conflict_do_nothing(index_elements=[m.DeliveryRow.notification_id, m.DeliveryRow.channel])
-                    )
-                row.status_reason = planned.reason
-                row.status = derive_status([d["status"] for d in planned.deliveries], reason=planned.reason)
-                row.updated_at = now
-                dispatched += 1
-                skipped += [(d["channel"], d["status_reason"]) for d in planned.deliveries if d["status"] == m.SKIPPED]
-                log.info(
-                    "notification_dispatched",
-                    notification_id=str(row.id),
-                    status=row.status,
-                    reason=planned.reason or None,
+            plans = await self._plan_batch(due, now)
+            planned = [(n, plan) for n, plan in zip(due, plans, strict=True) if plan is not None]
+            deliveries = [d for _, plan in planned for d in plan.deliveries]
+            if deliveries:
+                await connection.execute(
+                    _INSERT_DELIVERIES,
+                    [uuid.uuid4() for _ in deliveries],
+                    [d["notification_id"] for d in deliveries],
+                    [d["channel"] for d in deliveries],
+                    [d["status"] for d in deliveries],
+                    [d["status_reason"] for d in deliveries],
+                    [json.dumps(d["payload"], separators=(",", ":")) for d in deliveries],
+                    [d["due_at"] for d in deliveries],
+                    now,
                 )
+            if planned:
+                await connection.execute(
+                    _SET_DISPATCHED,
+                    [n.id for n, _ in planned],
+                    [derive_status([d["status"] for d in plan.deliveries], reason=plan.reason) for _, plan in planned],
+                    [plan.reason for _, plan in planned],
+                    now,
+                )
+        for notification, plan in planned:
+            log.info("notification_dispatched", notification_id=str(notification.id), reason=plan.reason or None)
         # Counted once committed. The reasons are a closed set (_channel_plan), never user data.
-        for channel, reason in skipped:
-            DELIVERIES_SKIPPED.labels(channel=channel, reason=reason).inc()
-        return dispatched
+        for delivery in deliveries:
+            if delivery["status"] == m.SKIPPED:
+                DELIVERIES_SKIPPED.labels(channel=delivery["channel"], reason=delivery["status_reason"]).inc()
+        return len(planned)
 
-    async def _plan(self, row: m.NotificationRow, now: datetime) -> _Plan:
+    async def _plan_batch(self, due: list[_Due], now: datetime) -> list[_Plan | None]:
+        """Each notification's deliveries, from one BatchGetUsers and one BatchRenderTemplates for the batch; None
+        for all of them when a service is unavailable (a later pass tries again)."""
         try:
-            user = await self._clients.get_user(row.user_id)
-        except NotFound:
-            return _Plan(reason="user_not_found")
+            users = await self._clients.get_users([n.user_id for n in due])
+            wanted = [n for n in due if n.user_id in users]
+            renders = await self._clients.render_many(
+                [
+                    render_request(
+                        template_key=n.template_key,
+                        version=n.template_version,
+                        locale=n.locale or users[n.user_id].preferred_language,
+                        data=n.message_data,
+                    )
+                    for n in wanted
+                ]
+            )
         except Unavailable as exc:
-            log.warning("dispatch_deferred", notification_id=str(row.id), why=exc.message)
-            raise _Later from None
-        try:
-            rendered = await self._clients.render(
-                template_key=row.template_key,
-                version=row.template_version,
-                locale=row.locale or user.preferred_language,
-                data=row.message_data,
-            )
-        except FailedPrecondition:
-            return _Plan(reason="template_deleted")
-        except NotFound:
-            return _Plan(reason="template_not_found")
-        except InvalidArgument as exc:
-            return _Plan(reason=f"render_failed: {exc.message}")
-        except Unavailable as exc:
-            log.warning("dispatch_deferred", notification_id=str(row.id), why=exc.message)
-            raise _Later from None
-        channels = list(row.channels) or [c for c in ("email", "push") if rendered.HasField(c)]
-        critical = row.priority == notifications_pb2.PRIORITY_CRITICAL
-        plan = _Plan()
-        for channel in channels:
-            status, reason, due, payload = _channel_plan(
-                channel, user=user, rendered=rendered, critical=critical, now=now
-            )
-            plan.deliveries.append(
-                {
-                    "notification_id": row.id,
-                    "channel": channel,
-                    "status": status,
-                    "status_reason": reason,
-                    "payload": payload,
-                    "due_at": due,
-                    "created_at": now,
-                    "updated_at": now,
-                }
-            )
-        return plan
+            log.warning("dispatch_deferred", notifications=len(due), why=exc.message)
+            return [None] * len(due)
+        rendered = dict(zip((n.id for n in wanted), renders, strict=True))
+        plans: list[_Plan | None] = []
+        for notification in due:
+            with tracer().start_as_current_span(
+                "dispatch notification",
+                context=from_traceparent(notification.trace_parent),
+                attributes={"clarion.notification_id": str(notification.id)},
+            ):
+                user = users.get(notification.user_id)
+                result = rendered.get(notification.id)
+                if user is None or result is None:
+                    plans.append(_Plan(reason="user_not_found"))
+                elif isinstance(result, FailedPrecondition):
+                    plans.append(_Plan(reason="template_deleted"))
+                elif isinstance(result, NotFound):
+                    plans.append(_Plan(reason="template_not_found"))
+                elif isinstance(result, ClarionError):
+                    plans.append(_Plan(reason=f"render_failed: {result.message}"))
+                else:
+                    plans.append(_deliveries(notification, user, result, now))
+        return plans
 
     async def publish_due(self) -> int:
         """Publish up to a batch of committed, due, unpublished deliveries; returns how many were published."""
         now = self._clock()
-        async with self._sessions.begin() as session:
-            query = (
-                select(m.DeliveryRow)
-                .where(
-                    m.DeliveryRow.status == m.QUEUED, m.DeliveryRow.published_at.is_(None), m.DeliveryRow.due_at <= now
-                )
-                .order_by(m.DeliveryRow.due_at)
-                .limit(self._batch_size)
-                .with_for_update(skip_locked=True)
-            )
-            deliveries = list((await session.execute(query)).scalars())
+        async with self._fast.connection() as connection, connection.transaction():
+            deliveries = await connection.fetch(_CLAIM_UNPUBLISHED, now, self._batch_size)
             if not deliveries:
                 return 0
-            traces = {
-                notification_id: (request_id, traceparent)
-                for notification_id, request_id, traceparent in (
-                    await session.execute(
-                        select(
-                            m.NotificationRow.id, m.NotificationRow.trace_request_id, m.NotificationRow.trace_parent
-                        ).where(m.NotificationRow.id.in_({d.notification_id for d in deliveries}))
-                    )
-                ).all()
-            }
-            results = await asyncio.gather(
-                *(self._publish(d, *traces.get(d.notification_id, ("", ""))) for d in deliveries),
-                return_exceptions=True,
-            )
+            results = await asyncio.gather(*(self._publish(d) for d in deliveries), return_exceptions=True)
             done = [d for d, result in zip(deliveries, results, strict=True) if result is None]
-            published = [d.id for d in done]
             failures = [r for r in results if isinstance(r, BaseException)]
-            if published:
-                await session.execute(
-                    update(m.DeliveryRow)
-                    .where(m.DeliveryRow.id.in_(published))
-                    .values(published_at=now, status_reason="", updated_at=now)
-                )
+            if done:
+                await connection.execute(_SET_PUBLISHED, [d["id"] for d in done], now)
             if failures:
                 # Left unpublished: the next pass tries again (a broker outage is the usual reason).
                 log.warning(
                     "publish_failed",
                     failed=len(failures),
-                    published=len(published),
+                    published=len(done),
                     error=str(failures[0]) if isinstance(failures[0], BrokerUnavailable) else repr(failures[0]),
                 )
         for delivery in done:
-            DELIVERIES_PUBLISHED.labels(channel=delivery.channel).inc()
-        return len(published)
+            DELIVERIES_PUBLISHED.labels(channel=delivery["channel"]).inc()
+        return len(done)
 
     async def sample_gauges(self) -> None:
         """Set the gauges that need a query: dispatcher lag, dead letters pending, the broker's queue depths."""
@@ -348,38 +388,32 @@ class Dispatcher:
                 async with asyncio.timeout(GAUGE_INTERVAL_S):
                     await stop.wait()
 
-    async def _publish(self, delivery: m.DeliveryRow, request_id: str, traceparent: str) -> None:
+    async def _publish(self, delivery: asyncpg.Record) -> None:
+        channel, delivery_id = delivery["channel"], str(delivery["id"])
         with tracer().start_as_current_span(
-            f"publish {delivery.channel}",
-            context=from_traceparent(traceparent),
+            f"publish {channel}",
+            context=from_traceparent(delivery["trace_parent"]),
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "rabbitmq",
-                "messaging.destination.name": QUEUES[delivery.channel],
-                "clarion.delivery_id": str(delivery.id),
+                "messaging.destination.name": QUEUES[channel],
+                "clarion.delivery_id": delivery_id,
             },
         ):
-            await self._publish_message(delivery, request_id)
-
-    async def _publish_message(self, delivery: m.DeliveryRow, request_id: str) -> None:
-        body = {
-            "delivery_id": str(delivery.id),
-            "notification_id": str(delivery.notification_id),
-            "channel": delivery.channel,
-            "payload": delivery.payload,
-        }
-        message = Message(
-            message_id=str(delivery.id),
-            body=json.dumps(body, separators=(",", ":")).encode(),
-            # traceparent: the workers' spans continue this one.
-            headers=inject(
-                {
-                    "notification_id": str(delivery.notification_id),
-                    **({"request_id": request_id} if request_id else {}),
-                }
-            ),
-        )
-        await self._broker.publish(QUEUES[delivery.channel], message)
+            notification_id, request_id = str(delivery["notification_id"]), delivery["trace_request_id"]
+            headers = {"notification_id": notification_id, **({"request_id": request_id} if request_id else {})}
+            # The payload goes in as PostgreSQL wrote it (valid JSON): no parse and dump per message.
+            body = (
+                f'{{"delivery_id":"{delivery_id}","notification_id":"{notification_id}",'
+                f'"channel":"{channel}","payload":{delivery["payload"]}}}'
+            )
+            message = Message(
+                message_id=delivery_id,
+                body=body.encode(),
+                # traceparent: the workers' spans continue this one.
+                headers=inject(headers),
+            )
+            await self._broker.publish(QUEUES[channel], message)
 
     async def prune_idempotency_keys(self) -> int:
         """Delete expired idempotency keys (a batch at a time)."""

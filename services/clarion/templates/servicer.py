@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Collection
+from dataclasses import dataclass
 from typing import Any
 
+import structlog
 from google.protobuf import empty_pb2, json_format
 from grpc.aio import ServicerContext
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clarion.core.cache import Cache
-from clarion.core.errors import FieldViolation, InvalidArgument
+from clarion.core.errors import ClarionError, FieldViolation, InvalidArgument, to_status
 from clarion.core.logging import get_logger
 from clarion.core.pagination import decode_keyset, encode_page_token, page_size
 from clarion.core.server import ServiceRegistration, service_registration
@@ -18,8 +21,10 @@ from clarion.core.validation import Violations, normalize_language_tag
 from clarion.templates import content
 from clarion.templates.models import TemplateVersionRow
 from clarion.templates.rendering import (
+    CompiledTemplate,
     CompiledTemplateCache,
     MissingVariablesError,
+    Rendered,
     TemplateRenderError,
     normalize_data,
 )
@@ -30,6 +35,8 @@ log = get_logger(__name__)
 
 Context = ServicerContext[Any, Any]
 MAX_DATA_BYTES = 64 * 1024
+# The most renders one BatchRenderTemplates may ask for.
+MAX_BATCH = 1000
 _UPDATABLE_PATHS = frozenset({"description", "default_locale", "localizations", "syntax", "push_data", *content.PARTS})
 
 
@@ -206,6 +213,42 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
         self, request: templates_pb2.RenderTemplateRequest, context: Context
     ) -> templates_pb2.RenderTemplateResponse:
         """Render with data, as a preview; nothing is sent."""
+        job = await self._prepare(request)
+        try:
+            # Off the event loop: a hostile template may use its whole render budget (1 s) before it is stopped.
+            rendered = await asyncio.to_thread(job.compiled.render, job.data)
+        except TemplateRenderError as exc:
+            raise render_error(exc, field_prefix="data.") from None
+        return job.response(rendered)
+
+    async def BatchRenderTemplates(
+        self, request: templates_pb2.BatchRenderTemplatesRequest, context: Context
+    ) -> templates_pb2.BatchRenderTemplatesResponse:
+        """Render each request as RenderTemplate would; each result is its rendering or its error."""
+        if not 0 < len(request.requests) <= MAX_BATCH:
+            raise InvalidArgument.for_field("requests", f"give 1 to {MAX_BATCH} render requests")
+        request_id = str(structlog.contextvars.get_contextvars().get("request_id", ""))
+        results: list[templates_pb2.RenderTemplateResult] = []
+        jobs: list[tuple[int, _RenderJob]] = []
+        for item in request.requests:
+            try:
+                jobs.append((len(results), await self._prepare(item)))
+            except ClarionError as exc:
+                results.append(templates_pb2.RenderTemplateResult(error=to_status(exc, request_id=request_id)))
+                continue
+            results.append(templates_pb2.RenderTemplateResult())
+        # One hop off the event loop for the whole batch; each render keeps its own time budget.
+        rendered = await asyncio.to_thread(_render_all, [job for _, job in jobs])
+        for (index, job), outcome in zip(jobs, rendered, strict=True):
+            if isinstance(outcome, TemplateRenderError):
+                error = to_status(render_error(outcome, field_prefix="data."), request_id=request_id)
+                results[index].error.CopyFrom(error)
+            else:
+                results[index].rendered.CopyFrom(job.response(outcome))
+        return templates_pb2.BatchRenderTemplatesResponse(results=results)
+
+    async def _prepare(self, request: templates_pb2.RenderTemplateRequest) -> _RenderJob:
+        """Everything a render needs but the rendering: checked request, template version, locale, compiled."""
         key = content.check_key(request.template_key)
         violations = Violations()
         if request.version < 0:
@@ -221,22 +264,41 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
         compiled = self._compiled.get_or_compile(
             (key, template.version, locale), localized, content.syntax_of(template)
         )
-        try:
-            # Off the event loop: a hostile template may use its whole render budget (1 s) before it is stopped.
-            rendered = await asyncio.to_thread(compiled.render, data)
-        except TemplateRenderError as exc:
-            raise render_error(exc, field_prefix="data.") from None
-        response = templates_pb2.RenderTemplateResponse(template_key=key, version=template.version, locale=locale)
-        channels = content.channels_of(localized)
-        if common_pb2.CHANNEL_EMAIL in channels:
+        return _RenderJob(key, template.version, locale, content.channels_of(localized), compiled, data)
+
+
+@dataclass(frozen=True, slots=True)
+class _RenderJob:
+    """A render request checked and resolved, ready to render."""
+
+    key: str
+    version: int
+    locale: str
+    channels: Collection[int]
+    compiled: CompiledTemplate
+    data: dict[str, Any]
+
+    def response(self, rendered: Rendered) -> templates_pb2.RenderTemplateResponse:
+        response = templates_pb2.RenderTemplateResponse(template_key=self.key, version=self.version, locale=self.locale)
+        if common_pb2.CHANNEL_EMAIL in self.channels:
             response.email.CopyFrom(
                 templates_pb2.RenderedEmail(subject=rendered.subject, body=rendered.body, html_body=rendered.html_body)
             )
-        if common_pb2.CHANNEL_PUSH in channels:
+        if common_pb2.CHANNEL_PUSH in self.channels:
             response.push.CopyFrom(
                 templates_pb2.RenderedPush(title=rendered.push_title, body=rendered.push_body, data=rendered.push_data)
             )
         return response
+
+
+def _render_all(jobs: list[_RenderJob]) -> list[Rendered | TemplateRenderError]:
+    outcomes: list[Rendered | TemplateRenderError] = []
+    for job in jobs:
+        try:
+            outcomes.append(job.compiled.render(job.data))
+        except TemplateRenderError as exc:
+            outcomes.append(exc)
+    return outcomes
 
 
 def registration(*, sessions: async_sessionmaker[AsyncSession], cache: Cache) -> ServiceRegistration:

@@ -57,6 +57,11 @@ class UserRepository:
             raise user_not_found(user_id)
         return row
 
+    async def get_many(self, user_ids: list[str]) -> dict[str, UserRow]:
+        """The users among `user_ids` that exist, with their devices, by id."""
+        rows = (await self._session.execute(select(UserRow).where(UserRow.id.in_(user_ids)))).scalars()
+        return {row.id: row for row in rows}
+
     async def list(self, *, email_address: str, after: tuple[datetime, str] | None, limit: int) -> list[UserRow]:
         """Up to `limit` users after the (created_at, id) position, oldest first, optionally by email."""
         query = select(UserRow).order_by(UserRow.created_at, UserRow.id).limit(limit)

@@ -23,6 +23,9 @@ from clarion.v1 import users_pb2, users_pb2_grpc
 
 log = get_logger(__name__)
 
+# The most ids one BatchGetUsers may ask for.
+MAX_BATCH = 1000
+
 Context = ServicerContext[Any, Any]
 
 # Every path UpdateUser accepts, mapped to the column it sets ("preferences" sets them all).
@@ -173,6 +176,23 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):
 
         cached = await self._cache.read_through(_cache_key(user_id), "user", load)
         return users_pb2.User.FromString(cached or b"")
+
+    async def BatchGetUsers(
+        self, request: users_pb2.BatchGetUsersRequest, context: Context
+    ) -> users_pb2.BatchGetUsersResponse:
+        """Several users with their devices, in one query (not through the cache: a batch is one round trip)."""
+        violations = Violations()
+        violations.check(0 < len(request.user_ids) <= MAX_BATCH, "user_ids", f"give 1 to {MAX_BATCH} user ids")
+        for index, user_id in enumerate(request.user_ids[:MAX_BATCH]):
+            violations.check(is_valid_id(user_id), f"user_ids[{index}]", "must be 1 to 63 letters, digits, '-' or '_'")
+        violations.raise_if_any()
+        user_ids = list(dict.fromkeys(request.user_ids))
+        async with self._sessions() as session:
+            found = await UserRepository(session).get_many(user_ids)
+        return users_pb2.BatchGetUsersResponse(
+            users=[user_to_proto(found[i]) for i in user_ids if i in found],
+            missing_user_ids=[i for i in user_ids if i not in found],
+        )
 
     async def ListUsers(self, request: users_pb2.ListUsersRequest, context: Context) -> users_pb2.ListUsersResponse:
         """Users in creation order, optionally by email address, a page at a time."""

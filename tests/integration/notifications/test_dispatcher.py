@@ -88,6 +88,7 @@ async def get(clarion: RunningClarion, notification_id: str) -> notifications_pb
 def dispatcher_for(clarion: RunningClarion, broker: Broker, clock: Callable[[], datetime] | None = None) -> Dispatcher:
     return Dispatcher(
         sessions=clarion.resources.sessions,
+        fast=clarion.resources.fast,
         clients=clarion.resources.clients,
         broker=broker,
         database_url=str(clarion.resources.engine.url.render_as_string(hide_password=False)),

@@ -29,9 +29,10 @@ from google.protobuf import empty_pb2 as google_dot_protobuf_dot_empty__pb2
 from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mask__pb2
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
+from google.rpc import status_pb2 as google_dot_rpc_dot_status__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63larion/v1/templates.proto\x12\nclarion.v1\x1a\x17\x63larion/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\x9d\x02\n\x0fTemplateContent\x12\x18\n\x07subject\x18\x01 \x01(\tR\x07subject\x12\x12\n\x04\x62ody\x18\x02 \x01(\tR\x04\x62ody\x12\x1b\n\thtml_body\x18\x03 \x01(\tR\x08htmlBody\x12\x1d\n\npush_title\x18\x04 \x01(\tR\tpushTitle\x12\x1b\n\tpush_body\x18\x05 \x01(\tR\x08pushBody\x12\x46\n\tpush_data\x18\x06 \x03(\x0b\x32).clarion.v1.TemplateContent.PushDataEntryR\x08pushData\x1a;\n\rPushDataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xda\x06\n\x08Template\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x04name\x12\'\n\x0ctemplate_key\x18\x02 \x01(\tB\x04\xe2\x41\x01\x08R\x0btemplateKey\x12\x1e\n\x07version\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03R\x07version\x12 \n\x0b\x64\x65scription\x18\x04 \x01(\tR\x0b\x64\x65scription\x12\x18\n\x07subject\x18\x05 \x01(\tR\x07subject\x12\x12\n\x04\x62ody\x18\x06 \x01(\tR\x04\x62ody\x12\x1b\n\thtml_body\x18\x07 \x01(\tR\x08htmlBody\x12\x1d\n\npush_title\x18\x08 \x01(\tR\tpushTitle\x12\x1b\n\tpush_body\x18\t \x01(\tR\x08pushBody\x12?\n\tpush_data\x18\n \x03(\x0b\x32\".clarion.v1.Template.PushDataEntryR\x08pushData\x12%\n\x0e\x64\x65\x66\x61ult_locale\x18\x0b \x01(\tR\rdefaultLocale\x12M\n\rlocalizations\x18\x0c \x03(\x0b\x32\'.clarion.v1.Template.LocalizationsEntryR\rlocalizations\x12\x32\n\x06syntax\x18\r \x01(\x0e\x32\x1a.clarion.v1.TemplateSyntaxR\x06syntax\x12\x35\n\x08\x63hannels\x18\x0e \x03(\x0e\x32\x13.clarion.v1.ChannelB\x04\xe2\x41\x01\x03R\x08\x63hannels\x12\x41\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12\x41\n\x0b\x64\x65lete_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ndeleteTime\x1a;\n\rPushDataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x1a]\n\x12LocalizationsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x31\n\x05value\x18\x02 \x01(\x0b\x32\x1b.clarion.v1.TemplateContentR\x05value:\x02\x38\x01\"O\n\x15\x43reateTemplateRequest\x12\x36\n\x08template\x18\x01 \x01(\x0b\x32\x14.clarion.v1.TemplateB\x04\xe2\x41\x01\x02R\x08template\"W\n\x12GetTemplateRequest\x12\'\n\x0ctemplate_key\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x0btemplateKey\x12\x18\n\x07version\x18\x02 \x01(\x05R\x07version\"u\n\x14ListTemplatesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12!\n\x0cshow_deleted\x18\x03 \x01(\x08R\x0bshowDeleted\"s\n\x15ListTemplatesResponse\x12\x32\n\ttemplates\x18\x01 \x03(\x0b\x32\x14.clarion.v1.TemplateR\ttemplates\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8c\x01\n\x15UpdateTemplateRequest\x12\x36\n\x08template\x18\x01 \x01(\x0b\x32\x14.clarion.v1.TemplateB\x04\xe2\x41\x01\x02R\x08template\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"@\n\x15\x44\x65leteTemplateRequest\x12\'\n\x0ctemplate_key\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x0btemplateKey\"\x82\x01\n\x1bListTemplateVersionsRequest\x12\'\n\x0ctemplate_key\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x0btemplateKey\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"z\n\x1cListTemplateVersionsResponse\x12\x32\n\ttemplates\x18\x01 \x03(\x0b\x32\x14.clarion.v1.TemplateR\ttemplates\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9f\x01\n\x15RenderTemplateRequest\x12\'\n\x0ctemplate_key\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x0btemplateKey\x12\x18\n\x07version\x18\x02 \x01(\x05R\x07version\x12\x16\n\x06locale\x18\x03 \x01(\tR\x06locale\x12+\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\x04\x64\x61ta\"Z\n\rRenderedEmail\x12\x18\n\x07subject\x18\x01 \x01(\tR\x07subject\x12\x12\n\x04\x62ody\x18\x02 \x01(\tR\x04\x62ody\x12\x1b\n\thtml_body\x18\x03 \x01(\tR\x08htmlBody\"\xa9\x01\n\x0cRenderedPush\x12\x14\n\x05title\x18\x01 \x01(\tR\x05title\x12\x12\n\x04\x62ody\x18\x02 \x01(\tR\x04\x62ody\x12\x36\n\x04\x64\x61ta\x18\x03 \x03(\x0b\x32\".clarion.v1.RenderedPush.DataEntryR\x04\x64\x61ta\x1a\x37\n\tDataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xcc\x01\n\x16RenderTemplateResponse\x12!\n\x0ctemplate_key\x18\x01 \x01(\tR\x0btemplateKey\x12\x18\n\x07version\x18\x02 \x01(\x05R\x07version\x12\x16\n\x06locale\x18\x03 \x01(\tR\x06locale\x12/\n\x05\x65mail\x18\x04 \x01(\x0b\x32\x19.clarion.v1.RenderedEmailR\x05\x65mail\x12,\n\x04push\x18\x05 \x01(\x0b\x32\x18.clarion.v1.RenderedPushR\x04push*h\n\x0eTemplateSyntax\x12\x1f\n\x1bTEMPLATE_SYNTAX_UNSPECIFIED\x10\x00\x12\x19\n\x15TEMPLATE_SYNTAX_JINJA\x10\x01\x12\x1a\n\x16TEMPLATE_SYNTAX_BRACES\x10\x02\x32\x8d\x07\n\x0fTemplateService\x12j\n\x0e\x43reateTemplate\x12!.clarion.v1.CreateTemplateRequest\x1a\x14.clarion.v1.Template\"\x1f\x82\xd3\xe4\x93\x02\x19\"\r/v1/templates:\x08template\x12i\n\x0bGetTemplate\x12\x1e.clarion.v1.GetTemplateRequest\x1a\x14.clarion.v1.Template\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/templates/{template_key}\x12k\n\rListTemplates\x12 .clarion.v1.ListTemplatesRequest\x1a!.clarion.v1.ListTemplatesResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/templates\x12\x82\x01\n\x0eUpdateTemplate\x12!.clarion.v1.UpdateTemplateRequest\x1a\x14.clarion.v1.Template\"7\x82\xd3\xe4\x93\x02\x31\x32%/v1/templates/{template.template_key}:\x08template\x12q\n\x0e\x44\x65leteTemplate\x12!.clarion.v1.DeleteTemplateRequest\x1a\x16.google.protobuf.Empty\"$\x82\xd3\xe4\x93\x02\x1e*\x1c/v1/templates/{template_key}\x12\x98\x01\n\x14ListTemplateVersions\x12\'.clarion.v1.ListTemplateVersionsRequest\x1a(.clarion.v1.ListTemplateVersionsResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/v1/templates/{template_key}/versions\x12\xa2\x01\n\x0eRenderTemplate\x12!.clarion.v1.RenderTemplateRequest\x1a\".clarion.v1.RenderTemplateResponse\"I\x82\xd3\xe4\x93\x02\x43\"#/v1/templates/{template_key}:render:\x01*Z\x19\"\x14/v1/templates/render:\x01*b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1a\x63larion/v1/templates.proto\x12\nclarion.v1\x1a\x17\x63larion/v1/common.proto\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1cgoogle/protobuf/struct.proto\x1a\x1fgoogle/protobuf/timestamp.proto\x1a\x17google/rpc/status.proto\"\x9d\x02\n\x0fTemplateContent\x12\x18\n\x07subject\x18\x01 \x01(\tR\x07subject\x12\x12\n\x04\x62ody\x18\x02 \x01(\tR\x04\x62ody\x12\x1b\n\thtml_body\x18\x03 \x01(\tR\x08htmlBody\x12\x1d\n\npush_title\x18\x04 \x01(\tR\tpushTitle\x12\x1b\n\tpush_body\x18\x05 \x01(\tR\x08pushBody\x12\x46\n\tpush_data\x18\x06 \x03(\x0b\x32).clarion.v1.TemplateContent.PushDataEntryR\x08pushData\x1a;\n\rPushDataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xda\x06\n\x08Template\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x04name\x12\'\n\x0ctemplate_key\x18\x02 \x01(\tB\x04\xe2\x41\x01\x08R\x0btemplateKey\x12\x1e\n\x07version\x18\x03 \x01(\x05\x42\x04\xe2\x41\x01\x03R\x07version\x12 \n\x0b\x64\x65scription\x18\x04 \x01(\tR\x0b\x64\x65scription\x12\x18\n\x07subject\x18\x05 \x01(\tR\x07subject\x12\x12\n\x04\x62ody\x18\x06 \x01(\tR\x04\x62ody\x12\x1b\n\thtml_body\x18\x07 \x01(\tR\x08htmlBody\x12\x1d\n\npush_title\x18\x08 \x01(\tR\tpushTitle\x12\x1b\n\tpush_body\x18\t \x01(\tR\x08pushBody\x12?\n\tpush_data\x18\n \x03(\x0b\x32\".clarion.v1.Template.PushDataEntryR\x08pushData\x12%\n\x0e\x64\x65\x66\x61ult_locale\x18\x0b \x01(\tR\rdefaultLocale\x12M\n\rlocalizations\x18\x0c \x03(\x0b\x32\'.clarion.v1.Template.LocalizationsEntryR\rlocalizations\x12\x32\n\x06syntax\x18\r \x01(\x0e\x32\x1a.clarion.v1.TemplateSyntaxR\x06syntax\x12\x35\n\x08\x63hannels\x18\x0e \x03(\x0e\x32\x13.clarion.v1.ChannelB\x04\xe2\x41\x01\x03R\x08\x63hannels\x12\x41\n\x0b\x63reate_time\x18\x0f \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12\x41\n\x0b\x64\x65lete_time\x18\x10 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ndeleteTime\x1a;\n\rPushDataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x1a]\n\x12LocalizationsEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x31\n\x05value\x18\x02 \x01(\x0b\x32\x1b.clarion.v1.TemplateContentR\x05value:\x02\x38\x01\"O\n\x15\x43reateTemplateRequest\x12\x36\n\x08template\x18\x01 \x01(\x0b\x32\x14.clarion.v1.TemplateB\x04\xe2\x41\x01\x02R\x08template\"W\n\x12GetTemplateRequest\x12\'\n\x0ctemplate_key\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x0btemplateKey\x12\x18\n\x07version\x18\x02 \x01(\x05R\x07version\"u\n\x14ListTemplatesRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12!\n\x0cshow_deleted\x18\x03 \x01(\x08R\x0bshowDeleted\"s\n\x15ListTemplatesResponse\x12\x32\n\ttemplates\x18\x01 \x03(\x0b\x32\x14.clarion.v1.TemplateR\ttemplates\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x8c\x01\n\x15UpdateTemplateRequest\x12\x36\n\x08template\x18\x01 \x01(\x0b\x32\x14.clarion.v1.TemplateB\x04\xe2\x41\x01\x02R\x08template\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"@\n\x15\x44\x65leteTemplateRequest\x12\'\n\x0ctemplate_key\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x0btemplateKey\"\x82\x01\n\x1bListTemplateVersionsRequest\x12\'\n\x0ctemplate_key\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x0btemplateKey\x12\x1b\n\tpage_size\x18\x02 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x03 \x01(\tR\tpageToken\"z\n\x1cListTemplateVersionsResponse\x12\x32\n\ttemplates\x18\x01 \x03(\x0b\x32\x14.clarion.v1.TemplateR\ttemplates\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"\x9f\x01\n\x15RenderTemplateRequest\x12\'\n\x0ctemplate_key\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x0btemplateKey\x12\x18\n\x07version\x18\x02 \x01(\x05R\x07version\x12\x16\n\x06locale\x18\x03 \x01(\tR\x06locale\x12+\n\x04\x64\x61ta\x18\x04 \x01(\x0b\x32\x17.google.protobuf.StructR\x04\x64\x61ta\"Z\n\rRenderedEmail\x12\x18\n\x07subject\x18\x01 \x01(\tR\x07subject\x12\x12\n\x04\x62ody\x18\x02 \x01(\tR\x04\x62ody\x12\x1b\n\thtml_body\x18\x03 \x01(\tR\x08htmlBody\"\xa9\x01\n\x0cRenderedPush\x12\x14\n\x05title\x18\x01 \x01(\tR\x05title\x12\x12\n\x04\x62ody\x18\x02 \x01(\tR\x04\x62ody\x12\x36\n\x04\x64\x61ta\x18\x03 \x03(\x0b\x32\".clarion.v1.RenderedPush.DataEntryR\x04\x64\x61ta\x1a\x37\n\tDataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"\xcc\x01\n\x16RenderTemplateResponse\x12!\n\x0ctemplate_key\x18\x01 \x01(\tR\x0btemplateKey\x12\x18\n\x07version\x18\x02 \x01(\x05R\x07version\x12\x16\n\x06locale\x18\x03 \x01(\tR\x06locale\x12/\n\x05\x65mail\x18\x04 \x01(\x0b\x32\x19.clarion.v1.RenderedEmailR\x05\x65mail\x12,\n\x04push\x18\x05 \x01(\x0b\x32\x18.clarion.v1.RenderedPushR\x04push\"b\n\x1b\x42\x61tchRenderTemplatesRequest\x12\x43\n\x08requests\x18\x01 \x03(\x0b\x32!.clarion.v1.RenderTemplateRequestB\x04\xe2\x41\x01\x02R\x08requests\"Z\n\x1c\x42\x61tchRenderTemplatesResponse\x12:\n\x07results\x18\x01 \x03(\x0b\x32 .clarion.v1.RenderTemplateResultR\x07results\"\x8e\x01\n\x14RenderTemplateResult\x12@\n\x08rendered\x18\x01 \x01(\x0b\x32\".clarion.v1.RenderTemplateResponseH\x00R\x08rendered\x12*\n\x05\x65rror\x18\x02 \x01(\x0b\x32\x12.google.rpc.StatusH\x00R\x05\x65rrorB\x08\n\x06result*h\n\x0eTemplateSyntax\x12\x1f\n\x1bTEMPLATE_SYNTAX_UNSPECIFIED\x10\x00\x12\x19\n\x15TEMPLATE_SYNTAX_JINJA\x10\x01\x12\x1a\n\x16TEMPLATE_SYNTAX_BRACES\x10\x02\x32\x9f\x08\n\x0fTemplateService\x12j\n\x0e\x43reateTemplate\x12!.clarion.v1.CreateTemplateRequest\x1a\x14.clarion.v1.Template\"\x1f\x82\xd3\xe4\x93\x02\x19\"\r/v1/templates:\x08template\x12i\n\x0bGetTemplate\x12\x1e.clarion.v1.GetTemplateRequest\x1a\x14.clarion.v1.Template\"$\x82\xd3\xe4\x93\x02\x1e\x12\x1c/v1/templates/{template_key}\x12k\n\rListTemplates\x12 .clarion.v1.ListTemplatesRequest\x1a!.clarion.v1.ListTemplatesResponse\"\x15\x82\xd3\xe4\x93\x02\x0f\x12\r/v1/templates\x12\x82\x01\n\x0eUpdateTemplate\x12!.clarion.v1.UpdateTemplateRequest\x1a\x14.clarion.v1.Template\"7\x82\xd3\xe4\x93\x02\x31\x32%/v1/templates/{template.template_key}:\x08template\x12q\n\x0e\x44\x65leteTemplate\x12!.clarion.v1.DeleteTemplateRequest\x1a\x16.google.protobuf.Empty\"$\x82\xd3\xe4\x93\x02\x1e*\x1c/v1/templates/{template_key}\x12\x98\x01\n\x14ListTemplateVersions\x12\'.clarion.v1.ListTemplateVersionsRequest\x1a(.clarion.v1.ListTemplateVersionsResponse\"-\x82\xd3\xe4\x93\x02\'\x12%/v1/templates/{template_key}/versions\x12\xa2\x01\n\x0eRenderTemplate\x12!.clarion.v1.RenderTemplateRequest\x1a\".clarion.v1.RenderTemplateResponse\"I\x82\xd3\xe4\x93\x02\x43\"#/v1/templates/{template_key}:render:\x01*Z\x19\"\x14/v1/templates/render:\x01*\x12\x8f\x01\n\x14\x42\x61tchRenderTemplates\x12\'.clarion.v1.BatchRenderTemplatesRequest\x1a(.clarion.v1.BatchRenderTemplatesResponse\"$\x82\xd3\xe4\x93\x02\x1e\"\x19/v1/templates:batchRender:\x01*b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -70,6 +71,8 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_RENDERTEMPLATEREQUEST'].fields_by_name['template_key']._serialized_options = b'\342A\001\002'
   _globals['_RENDEREDPUSH_DATAENTRY']._loaded_options = None
   _globals['_RENDEREDPUSH_DATAENTRY']._serialized_options = b'8\001'
+  _globals['_BATCHRENDERTEMPLATESREQUEST'].fields_by_name['requests']._loaded_options = None
+  _globals['_BATCHRENDERTEMPLATESREQUEST'].fields_by_name['requests']._serialized_options = b'\342A\001\002'
   _globals['_TEMPLATESERVICE'].methods_by_name['CreateTemplate']._loaded_options = None
   _globals['_TEMPLATESERVICE'].methods_by_name['CreateTemplate']._serialized_options = b'\202\323\344\223\002\031\"\r/v1/templates:\010template'
   _globals['_TEMPLATESERVICE'].methods_by_name['GetTemplate']._loaded_options = None
@@ -84,44 +87,52 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_TEMPLATESERVICE'].methods_by_name['ListTemplateVersions']._serialized_options = b'\202\323\344\223\002\'\022%/v1/templates/{template_key}/versions'
   _globals['_TEMPLATESERVICE'].methods_by_name['RenderTemplate']._loaded_options = None
   _globals['_TEMPLATESERVICE'].methods_by_name['RenderTemplate']._serialized_options = b'\202\323\344\223\002C\"#/v1/templates/{template_key}:render:\001*Z\031\"\024/v1/templates/render:\001*'
-  _globals['_TEMPLATESYNTAX']._serialized_start=2910
-  _globals['_TEMPLATESYNTAX']._serialized_end=3014
-  _globals['_TEMPLATECONTENT']._serialized_start=257
-  _globals['_TEMPLATECONTENT']._serialized_end=542
-  _globals['_TEMPLATECONTENT_PUSHDATAENTRY']._serialized_start=483
-  _globals['_TEMPLATECONTENT_PUSHDATAENTRY']._serialized_end=542
-  _globals['_TEMPLATE']._serialized_start=545
-  _globals['_TEMPLATE']._serialized_end=1403
-  _globals['_TEMPLATE_PUSHDATAENTRY']._serialized_start=483
-  _globals['_TEMPLATE_PUSHDATAENTRY']._serialized_end=542
-  _globals['_TEMPLATE_LOCALIZATIONSENTRY']._serialized_start=1310
-  _globals['_TEMPLATE_LOCALIZATIONSENTRY']._serialized_end=1403
-  _globals['_CREATETEMPLATEREQUEST']._serialized_start=1405
-  _globals['_CREATETEMPLATEREQUEST']._serialized_end=1484
-  _globals['_GETTEMPLATEREQUEST']._serialized_start=1486
-  _globals['_GETTEMPLATEREQUEST']._serialized_end=1573
-  _globals['_LISTTEMPLATESREQUEST']._serialized_start=1575
-  _globals['_LISTTEMPLATESREQUEST']._serialized_end=1692
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=1694
-  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1809
-  _globals['_UPDATETEMPLATEREQUEST']._serialized_start=1812
-  _globals['_UPDATETEMPLATEREQUEST']._serialized_end=1952
-  _globals['_DELETETEMPLATEREQUEST']._serialized_start=1954
-  _globals['_DELETETEMPLATEREQUEST']._serialized_end=2018
-  _globals['_LISTTEMPLATEVERSIONSREQUEST']._serialized_start=2021
-  _globals['_LISTTEMPLATEVERSIONSREQUEST']._serialized_end=2151
-  _globals['_LISTTEMPLATEVERSIONSRESPONSE']._serialized_start=2153
-  _globals['_LISTTEMPLATEVERSIONSRESPONSE']._serialized_end=2275
-  _globals['_RENDERTEMPLATEREQUEST']._serialized_start=2278
-  _globals['_RENDERTEMPLATEREQUEST']._serialized_end=2437
-  _globals['_RENDEREDEMAIL']._serialized_start=2439
-  _globals['_RENDEREDEMAIL']._serialized_end=2529
-  _globals['_RENDEREDPUSH']._serialized_start=2532
-  _globals['_RENDEREDPUSH']._serialized_end=2701
-  _globals['_RENDEREDPUSH_DATAENTRY']._serialized_start=2646
-  _globals['_RENDEREDPUSH_DATAENTRY']._serialized_end=2701
-  _globals['_RENDERTEMPLATERESPONSE']._serialized_start=2704
-  _globals['_RENDERTEMPLATERESPONSE']._serialized_end=2908
-  _globals['_TEMPLATESERVICE']._serialized_start=3017
-  _globals['_TEMPLATESERVICE']._serialized_end=3926
+  _globals['_TEMPLATESERVICE'].methods_by_name['BatchRenderTemplates']._loaded_options = None
+  _globals['_TEMPLATESERVICE'].methods_by_name['BatchRenderTemplates']._serialized_options = b'\202\323\344\223\002\036\"\031/v1/templates:batchRender:\001*'
+  _globals['_TEMPLATESYNTAX']._serialized_start=3272
+  _globals['_TEMPLATESYNTAX']._serialized_end=3376
+  _globals['_TEMPLATECONTENT']._serialized_start=282
+  _globals['_TEMPLATECONTENT']._serialized_end=567
+  _globals['_TEMPLATECONTENT_PUSHDATAENTRY']._serialized_start=508
+  _globals['_TEMPLATECONTENT_PUSHDATAENTRY']._serialized_end=567
+  _globals['_TEMPLATE']._serialized_start=570
+  _globals['_TEMPLATE']._serialized_end=1428
+  _globals['_TEMPLATE_PUSHDATAENTRY']._serialized_start=508
+  _globals['_TEMPLATE_PUSHDATAENTRY']._serialized_end=567
+  _globals['_TEMPLATE_LOCALIZATIONSENTRY']._serialized_start=1335
+  _globals['_TEMPLATE_LOCALIZATIONSENTRY']._serialized_end=1428
+  _globals['_CREATETEMPLATEREQUEST']._serialized_start=1430
+  _globals['_CREATETEMPLATEREQUEST']._serialized_end=1509
+  _globals['_GETTEMPLATEREQUEST']._serialized_start=1511
+  _globals['_GETTEMPLATEREQUEST']._serialized_end=1598
+  _globals['_LISTTEMPLATESREQUEST']._serialized_start=1600
+  _globals['_LISTTEMPLATESREQUEST']._serialized_end=1717
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_start=1719
+  _globals['_LISTTEMPLATESRESPONSE']._serialized_end=1834
+  _globals['_UPDATETEMPLATEREQUEST']._serialized_start=1837
+  _globals['_UPDATETEMPLATEREQUEST']._serialized_end=1977
+  _globals['_DELETETEMPLATEREQUEST']._serialized_start=1979
+  _globals['_DELETETEMPLATEREQUEST']._serialized_end=2043
+  _globals['_LISTTEMPLATEVERSIONSREQUEST']._serialized_start=2046
+  _globals['_LISTTEMPLATEVERSIONSREQUEST']._serialized_end=2176
+  _globals['_LISTTEMPLATEVERSIONSRESPONSE']._serialized_start=2178
+  _globals['_LISTTEMPLATEVERSIONSRESPONSE']._serialized_end=2300
+  _globals['_RENDERTEMPLATEREQUEST']._serialized_start=2303
+  _globals['_RENDERTEMPLATEREQUEST']._serialized_end=2462
+  _globals['_RENDEREDEMAIL']._serialized_start=2464
+  _globals['_RENDEREDEMAIL']._serialized_end=2554
+  _globals['_RENDEREDPUSH']._serialized_start=2557
+  _globals['_RENDEREDPUSH']._serialized_end=2726
+  _globals['_RENDEREDPUSH_DATAENTRY']._serialized_start=2671
+  _globals['_RENDEREDPUSH_DATAENTRY']._serialized_end=2726
+  _globals['_RENDERTEMPLATERESPONSE']._serialized_start=2729
+  _globals['_RENDERTEMPLATERESPONSE']._serialized_end=2933
+  _globals['_BATCHRENDERTEMPLATESREQUEST']._serialized_start=2935
+  _globals['_BATCHRENDERTEMPLATESREQUEST']._serialized_end=3033
+  _globals['_BATCHRENDERTEMPLATESRESPONSE']._serialized_start=3035
+  _globals['_BATCHRENDERTEMPLATESRESPONSE']._serialized_end=3125
+  _globals['_RENDERTEMPLATERESULT']._serialized_start=3128
+  _globals['_RENDERTEMPLATERESULT']._serialized_end=3270
+  _globals['_TEMPLATESERVICE']._serialized_start=3379
+  _globals['_TEMPLATESERVICE']._serialized_end=4434
 # @@protoc_insertion_point(module_scope)

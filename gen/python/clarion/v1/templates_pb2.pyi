@@ -12,6 +12,7 @@ from google.protobuf import struct_pb2 as _struct_pb2
 from google.protobuf import timestamp_pb2 as _timestamp_pb2
 from google.protobuf.internal import containers as _containers
 from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
+from google.rpc import status_pb2 as _status_pb2
 import builtins as _builtins
 import sys
 import typing as _typing
@@ -629,3 +630,83 @@ class RenderTemplateResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___RenderTemplateResponse: _TypeAlias = RenderTemplateResponse  # noqa: Y015
+
+@_typing.final
+class BatchRenderTemplatesRequest(_message.Message):
+    """Request for TemplateService.BatchRenderTemplates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUESTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def requests(self) -> _containers.RepeatedCompositeFieldContainer[Global___RenderTemplateRequest]:
+        """The renders to do, 1 to 1000 of them, each as for RenderTemplate."""
+
+    def __init__(
+        self,
+        *,
+        requests: _abc.Iterable[Global___RenderTemplateRequest] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["requests", b"requests"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchRenderTemplatesRequest: _TypeAlias = BatchRenderTemplatesRequest  # noqa: Y015
+
+@_typing.final
+class BatchRenderTemplatesResponse(_message.Message):
+    """Response for TemplateService.BatchRenderTemplates."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RESULTS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def results(self) -> _containers.RepeatedCompositeFieldContainer[Global___RenderTemplateResult]:
+        """One result per request, in the order of the request."""
+
+    def __init__(
+        self,
+        *,
+        results: _abc.Iterable[Global___RenderTemplateResult] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["results", b"results"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___BatchRenderTemplatesResponse: _TypeAlias = BatchRenderTemplatesResponse  # noqa: Y015
+
+@_typing.final
+class RenderTemplateResult(_message.Message):
+    """The outcome of one render of a batch."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RENDERED_FIELD_NUMBER: _builtins.int
+    ERROR_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def rendered(self) -> Global___RenderTemplateResponse:
+        """The template rendered, as RenderTemplate returns it."""
+
+    @_builtins.property
+    def error(self) -> _status_pb2.Status:
+        """The error RenderTemplate would have returned: its code, message and details (ErrorInfo, BadRequest)."""
+
+    def __init__(
+        self,
+        *,
+        rendered: Global___RenderTemplateResponse | None = ...,
+        error: _status_pb2.Status | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "rendered", b"rendered", "result", b"result"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["error", b"error", "rendered", b"rendered", "result", b"result"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType_result: _TypeAlias = _typing.Literal["rendered", "error"]  # noqa: Y015
+    _WhichOneofArgType_result: _TypeAlias = _typing.Literal["result", b"result"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType_result) -> _WhichOneofReturnType_result | None: ...
+
+Global___RenderTemplateResult: _TypeAlias = RenderTemplateResult  # noqa: Y015

@@ -71,6 +71,11 @@ class TemplateServiceStub:
                 request_serializer=clarion_dot_v1_dot_templates__pb2.RenderTemplateRequest.SerializeToString,
                 response_deserializer=clarion_dot_v1_dot_templates__pb2.RenderTemplateResponse.FromString,
                 _registered_method=True)
+        self.BatchRenderTemplates = channel.unary_unary(
+                '/clarion.v1.TemplateService/BatchRenderTemplates',
+                request_serializer=clarion_dot_v1_dot_templates__pb2.BatchRenderTemplatesRequest.SerializeToString,
+                response_deserializer=clarion_dot_v1_dot_templates__pb2.BatchRenderTemplatesResponse.FromString,
+                _registered_method=True)
 
 
 class TemplateServiceServicer:
@@ -126,6 +131,15 @@ class TemplateServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def BatchRenderTemplates(self, request, context):
+        """Renders several templates at once, each with its own data; nothing is sent. Each result is the rendering or
+        the error RenderTemplate would have given for that request (field names relative to it, e.g. `data.name`),
+        so one bad request does not fail the others. The dispatcher renders a batch of notifications this way.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TemplateServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -163,6 +177,11 @@ def add_TemplateServiceServicer_to_server(servicer, server):
                     servicer.RenderTemplate,
                     request_deserializer=clarion_dot_v1_dot_templates__pb2.RenderTemplateRequest.FromString,
                     response_serializer=clarion_dot_v1_dot_templates__pb2.RenderTemplateResponse.SerializeToString,
+            ),
+            'BatchRenderTemplates': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchRenderTemplates,
+                    request_deserializer=clarion_dot_v1_dot_templates__pb2.BatchRenderTemplatesRequest.FromString,
+                    response_serializer=clarion_dot_v1_dot_templates__pb2.BatchRenderTemplatesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -355,6 +374,33 @@ class TemplateService:
             '/clarion.v1.TemplateService/RenderTemplate',
             clarion_dot_v1_dot_templates__pb2.RenderTemplateRequest.SerializeToString,
             clarion_dot_v1_dot_templates__pb2.RenderTemplateResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchRenderTemplates(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clarion.v1.TemplateService/BatchRenderTemplates',
+            clarion_dot_v1_dot_templates__pb2.BatchRenderTemplatesRequest.SerializeToString,
+            clarion_dot_v1_dot_templates__pb2.BatchRenderTemplatesResponse.FromString,
             options,
             channel_credentials,
             insecure,

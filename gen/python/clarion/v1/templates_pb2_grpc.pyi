@@ -48,6 +48,11 @@ class TemplateServiceStub:
     """Lists every version of a template, newest first."""
     RenderTemplate: _grpc.UnaryUnaryMultiCallable[_templates_pb2.RenderTemplateRequest, _templates_pb2.RenderTemplateResponse]
     """Renders a template with data, as a preview; nothing is sent. Also the seed system's `POST /v1/templates/render`."""
+    BatchRenderTemplates: _grpc.UnaryUnaryMultiCallable[_templates_pb2.BatchRenderTemplatesRequest, _templates_pb2.BatchRenderTemplatesResponse]
+    """Renders several templates at once, each with its own data; nothing is sent. Each result is the rendering or
+    the error RenderTemplate would have given for that request (field names relative to it, e.g. `data.name`),
+    so one bad request does not fail the others. The dispatcher renders a batch of notifications this way.
+    """
 
 @_typing.type_check_only
 class TemplateServiceAsyncStub(TemplateServiceStub):
@@ -68,6 +73,11 @@ class TemplateServiceAsyncStub(TemplateServiceStub):
     """Lists every version of a template, newest first."""
     RenderTemplate: _aio.UnaryUnaryMultiCallable[_templates_pb2.RenderTemplateRequest, _templates_pb2.RenderTemplateResponse]  # type: ignore[assignment]
     """Renders a template with data, as a preview; nothing is sent. Also the seed system's `POST /v1/templates/render`."""
+    BatchRenderTemplates: _aio.UnaryUnaryMultiCallable[_templates_pb2.BatchRenderTemplatesRequest, _templates_pb2.BatchRenderTemplatesResponse]  # type: ignore[assignment]
+    """Renders several templates at once, each with its own data; nothing is sent. Each result is the rendering or
+    the error RenderTemplate would have given for that request (field names relative to it, e.g. `data.name`),
+    so one bad request does not fail the others. The dispatcher renders a batch of notifications this way.
+    """
 
 class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
     """Manages message templates: versioned, localised content for email and push, and its rendering."""
@@ -127,5 +137,16 @@ class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_templates_pb2.RenderTemplateResponse, _abc.Awaitable[_templates_pb2.RenderTemplateResponse]]:
         """Renders a template with data, as a preview; nothing is sent. Also the seed system's `POST /v1/templates/render`."""
+
+    @_abc_1.abstractmethod
+    def BatchRenderTemplates(
+        self,
+        request: _templates_pb2.BatchRenderTemplatesRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_templates_pb2.BatchRenderTemplatesResponse, _abc.Awaitable[_templates_pb2.BatchRenderTemplatesResponse]]:
+        """Renders several templates at once, each with its own data; nothing is sent. Each result is the rendering or
+        the error RenderTemplate would have given for that request (field names relative to it, e.g. `data.name`),
+        so one bad request does not fail the others. The dispatcher renders a batch of notifications this way.
+        """
 
 def add_TemplateServiceServicer_to_server(servicer: TemplateServiceServicer, server: _typing.Union[_grpc.Server, _aio.Server]) -> None: ...

@@ -46,6 +46,11 @@ class UserServiceStub:
                 request_serializer=clarion_dot_v1_dot_users__pb2.GetUserRequest.SerializeToString,
                 response_deserializer=clarion_dot_v1_dot_users__pb2.User.FromString,
                 _registered_method=True)
+        self.BatchGetUsers = channel.unary_unary(
+                '/clarion.v1.UserService/BatchGetUsers',
+                request_serializer=clarion_dot_v1_dot_users__pb2.BatchGetUsersRequest.SerializeToString,
+                response_deserializer=clarion_dot_v1_dot_users__pb2.BatchGetUsersResponse.FromString,
+                _registered_method=True)
         self.ListUsers = channel.unary_unary(
                 '/clarion.v1.UserService/ListUsers',
                 request_serializer=clarion_dot_v1_dot_users__pb2.ListUsersRequest.SerializeToString,
@@ -86,6 +91,15 @@ class UserServiceServicer:
 
     def GetUser(self, request, context):
         """Returns one user, with their devices.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchGetUsers(self, request, context):
+        """Returns several users at once, with their devices, in the order asked. Ids that name no user are listed in
+        `missing_user_ids` rather than failing the call: the dispatcher looks up a whole batch of recipients at a time,
+        and one deleted user must not hold up the others.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -138,6 +152,11 @@ def add_UserServiceServicer_to_server(servicer, server):
                     servicer.GetUser,
                     request_deserializer=clarion_dot_v1_dot_users__pb2.GetUserRequest.FromString,
                     response_serializer=clarion_dot_v1_dot_users__pb2.User.SerializeToString,
+            ),
+            'BatchGetUsers': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchGetUsers,
+                    request_deserializer=clarion_dot_v1_dot_users__pb2.BatchGetUsersRequest.FromString,
+                    response_serializer=clarion_dot_v1_dot_users__pb2.BatchGetUsersResponse.SerializeToString,
             ),
             'ListUsers': grpc.unary_unary_rpc_method_handler(
                     servicer.ListUsers,
@@ -220,6 +239,33 @@ class UserService:
             '/clarion.v1.UserService/GetUser',
             clarion_dot_v1_dot_users__pb2.GetUserRequest.SerializeToString,
             clarion_dot_v1_dot_users__pb2.User.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchGetUsers(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clarion.v1.UserService/BatchGetUsers',
+            clarion_dot_v1_dot_users__pb2.BatchGetUsersRequest.SerializeToString,
+            clarion_dot_v1_dot_users__pb2.BatchGetUsersResponse.FromString,
             options,
             channel_credentials,
             insecure,

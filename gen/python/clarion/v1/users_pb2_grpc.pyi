@@ -38,6 +38,11 @@ class UserServiceStub:
     """Creates a user. The seed system's `POST /v1/users` with the user's fields as the JSON body."""
     GetUser: _grpc.UnaryUnaryMultiCallable[_users_pb2.GetUserRequest, _users_pb2.User]
     """Returns one user, with their devices."""
+    BatchGetUsers: _grpc.UnaryUnaryMultiCallable[_users_pb2.BatchGetUsersRequest, _users_pb2.BatchGetUsersResponse]
+    """Returns several users at once, with their devices, in the order asked. Ids that name no user are listed in
+    `missing_user_ids` rather than failing the call: the dispatcher looks up a whole batch of recipients at a time,
+    and one deleted user must not hold up the others.
+    """
     ListUsers: _grpc.UnaryUnaryMultiCallable[_users_pb2.ListUsersRequest, _users_pb2.ListUsersResponse]
     """Lists users in a stable order, optionally filtered by email address."""
     UpdateUser: _grpc.UnaryUnaryMultiCallable[_users_pb2.UpdateUserRequest, _users_pb2.User]
@@ -58,6 +63,11 @@ class UserServiceAsyncStub(UserServiceStub):
     """Creates a user. The seed system's `POST /v1/users` with the user's fields as the JSON body."""
     GetUser: _aio.UnaryUnaryMultiCallable[_users_pb2.GetUserRequest, _users_pb2.User]  # type: ignore[assignment]
     """Returns one user, with their devices."""
+    BatchGetUsers: _aio.UnaryUnaryMultiCallable[_users_pb2.BatchGetUsersRequest, _users_pb2.BatchGetUsersResponse]  # type: ignore[assignment]
+    """Returns several users at once, with their devices, in the order asked. Ids that name no user are listed in
+    `missing_user_ids` rather than failing the call: the dispatcher looks up a whole batch of recipients at a time,
+    and one deleted user must not hold up the others.
+    """
     ListUsers: _aio.UnaryUnaryMultiCallable[_users_pb2.ListUsersRequest, _users_pb2.ListUsersResponse]  # type: ignore[assignment]
     """Lists users in a stable order, optionally filtered by email address."""
     UpdateUser: _aio.UnaryUnaryMultiCallable[_users_pb2.UpdateUserRequest, _users_pb2.User]  # type: ignore[assignment]
@@ -87,6 +97,17 @@ class UserServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_users_pb2.User, _abc.Awaitable[_users_pb2.User]]:
         """Returns one user, with their devices."""
+
+    @_abc_1.abstractmethod
+    def BatchGetUsers(
+        self,
+        request: _users_pb2.BatchGetUsersRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_users_pb2.BatchGetUsersResponse, _abc.Awaitable[_users_pb2.BatchGetUsersResponse]]:
+        """Returns several users at once, with their devices, in the order asked. Ids that name no user are listed in
+        `missing_user_ids` rather than failing the call: the dispatcher looks up a whole batch of recipients at a time,
+        and one deleted user must not hold up the others.
+        """
 
     @_abc_1.abstractmethod
     def ListUsers(
