@@ -34,6 +34,7 @@ import asyncpg
 import grpc
 
 from bench import ceilings
+from clarion.core.broker_rabbitmq import RabbitMQBroker
 from clarion.core.config import load_settings
 from clarion.core.db import asyncpg_dsn, upgrade_database
 from clarion.gateway.local import local_gateway
@@ -369,6 +370,8 @@ async def main(args: argparse.Namespace) -> None:
         processes.stop()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
         await admin.close()
+        # The run's queues and exchanges go with it: RabbitMQ keeps durable ones forever.
+        await RabbitMQBroker(RABBITMQ_URL, namespace=env["CLARION_BROKER_NAMESPACE"]).delete_topology()
 
     wall = end_to_end_s
     ms = 1000.0
