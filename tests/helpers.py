@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
+from datetime import UTC, datetime
 from typing import Any, TypeVar, cast
 
 import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from clarion.notifications import models as m
 
 M = TypeVar("M", bound=Message)
 
@@ -27,3 +31,23 @@ async def health_status(channel: grpc.aio.Channel, service: str = "") -> int:
     stub = cast(Any, health_pb2_grpc.HealthStub(channel))
     response = await stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=5)
     return int(response.status)
+
+
+def notification_row(**fields: Any) -> m.NotificationRow:
+    """A dispatched (in progress) notification row to insert directly; `fields` override the defaults."""
+    now = fields.pop("created_at", None) or datetime.now(UTC)
+    defaults: dict[str, Any] = {
+        "id": uuid.uuid4(),
+        "user_id": "ada",
+        "template_key": "digest",
+        "template_version": 1,
+        "message_data": {},
+        "channels": [],
+        "priority": 1,
+        "locale": "",
+        "status": m.IN_PROGRESS,
+        "send_at": now,
+        "created_at": now,
+        "updated_at": now,
+    }
+    return m.NotificationRow(**{**defaults, **fields})

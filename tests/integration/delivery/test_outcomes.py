@@ -10,6 +10,7 @@ import pytest
 
 from clarion.delivery.outcomes import Attempt, Outcome, claim_many, finish_many
 from clarion.notifications import models as m
+from tests.helpers import notification_row
 from tests.integration.conftest import RunningClarion
 
 pytestmark = pytest.mark.integration
@@ -18,20 +19,7 @@ pytestmark = pytest.mark.integration
 async def make_notification(clarion: RunningClarion, channels: tuple[str, ...]) -> list[uuid.UUID]:
     """A dispatched notification with one queued delivery per channel; returns the delivery ids."""
     now = datetime.now(UTC)
-    notification = m.NotificationRow(
-        id=uuid.uuid4(),
-        user_id="ada",
-        template_key="t",
-        template_version=1,
-        message_data={},
-        channels=[],
-        priority=1,
-        locale="",
-        status=m.IN_PROGRESS,
-        send_at=now,
-        created_at=now,
-        updated_at=now,
-    )
+    notification = notification_row()
     deliveries = [
         m.DeliveryRow(
             id=uuid.uuid4(),

@@ -21,6 +21,7 @@ from google.protobuf import timestamp_pb2
 
 from clarion.notifications import models as m
 from clarion.v1 import common_pb2, notifications_pb2
+from tests.helpers import notification_row
 from tests.integration.conftest import RunningClarion
 from tests.integration.users.test_user_service import rpc_error, violations
 
@@ -97,20 +98,7 @@ async def insert(clarion: RunningClarion, rows: list[Row]) -> None:
             accepted_at = sent_at - timedelta(seconds=row.time_to_send_s or 0) if sent_at else row.created_at
             notification_id = uuid.uuid4()
             session.add(
-                m.NotificationRow(
-                    id=notification_id,
-                    user_id="stats-user",
-                    template_key="digest",
-                    template_version=1,
-                    message_data={},
-                    channels=[],
-                    priority=1,
-                    locale="",
-                    status=m.IN_PROGRESS,
-                    send_at=accepted_at,
-                    created_at=accepted_at,
-                    updated_at=accepted_at,
-                )
+                notification_row(id=notification_id, user_id="stats-user", send_at=accepted_at, created_at=accepted_at)
             )
             await session.flush()
             session.add(
