@@ -138,7 +138,14 @@ class FastPath:
             if self._pool is None:
                 # min_size 0: no connection until one is needed, so a process starts while PostgreSQL is down.
                 self._pool = await asyncpg.create_pool(
-                    self._dsn, min_size=0, max_size=self._max_size, connection_class=_PooledConnection
+                    self._dsn,
+                    min_size=0,
+                    max_size=self._max_size,
+                    connection_class=_PooledConnection,
+                    # Planned with each execution's values: a generic plan made while a table was small (a new
+                    # deployment) is a sequential scan that PostgreSQL keeps for the connection's lifetime, and
+                    # the batch statements (`= ANY($1)`, `unnest`) then read the whole table every time.
+                    server_settings={"plan_cache_mode": "force_custom_plan"},
                 )
             return self._pool
 
