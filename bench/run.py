@@ -356,16 +356,22 @@ async def main(args: argparse.Namespace) -> None:
         me_cpu = cpu_s(os.getpid()) - me_before
         p50_a2p, p99_a2p = await accept_to_provider(dsn)
 
-        rest = None
+        # Latency without queueing: at half the rate the system sustained in the first phase.
+        unloaded_rate = max(10.0, round(achieved / 2, -1))
+        rest = rest_unloaded = None
         if args.rest_rate:
             print(f"REST load through Envoy: {args.rest_rate}/s for {args.rest_duration} s...", flush=True)
             settings = load_settings(http_port=http_port, data_dir=folder / "gateway", log_level="warning")
             async with local_gateway(settings, grpc_port=port):
                 rest = await rest_load(http_port, users, args.rest_rate, args.rest_duration)
+                print(f"REST latency at {unloaded_rate:.0f}/s (half the gRPC rate sustained) for 15 s...", flush=True)
+                rest_unloaded = await rest_load(http_port, users, unloaded_rate, 15)
         grpc_1000 = None
         if args.rate != 1000 and args.latency_at_1000:
             print("gRPC latency at 1000/s for 15 s...", flush=True)
             grpc_1000 = await grpc_load(address, users, 1000, 15)
+        print(f"gRPC latency at {unloaded_rate:.0f}/s (half the rate sustained) for 15 s...", flush=True)
+        unloaded = await grpc_load(address, users, unloaded_rate, 15)
     finally:
         processes.stop()
         await admin.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
@@ -389,6 +395,21 @@ async def main(args: argparse.Namespace) -> None:
             (
                 "accept latency gRPC at 1000/s p50 / p99",
                 " / ".join(f"{percentile(grpc_1000[0], q) * ms:.1f} ms" for q in (0.5, 0.99)),
+            )
+        )
+    rows.append(
+        (
+            f"accept latency gRPC at {unloaded_rate:.0f}/s p50 / p95 / p99",
+            " / ".join(f"{percentile(unloaded[0], q) * ms:.1f} ms" for q in (0.5, 0.95, 0.99))
+            + f"  ({unloaded[1]} errors, {unloaded[2]:,.0f}/s)",
+        )
+    )
+    if rest_unloaded is not None:
+        rows.append(
+            (
+                f"accept latency REST at {unloaded_rate:.0f}/s p50 / p95 / p99",
+                " / ".join(f"{percentile(rest_unloaded[0], q) * ms:.1f} ms" for q in (0.5, 0.95, 0.99))
+                + f"  ({rest_unloaded[1]} errors, {rest_unloaded[2]:,.0f}/s)",
             )
         )
     if rest is not None:
