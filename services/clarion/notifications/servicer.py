@@ -15,7 +15,7 @@ from grpc.aio import ServicerContext
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clarion.core.db import FastPath, snapshot
-from clarion.core.errors import Aborted, AlreadyExists, FailedPrecondition, InvalidArgument
+from clarion.core.errors import Aborted, AlreadyExists, ClarionError, FailedPrecondition, InvalidArgument
 from clarion.core.logging import get_logger
 from clarion.core.metrics import NOTIFICATIONS_ACCEPTED, NOTIFICATIONS_REPLAYED
 from clarion.core.pagination import decode_keyset, encode_page_token, page_size
@@ -68,13 +68,15 @@ def _idempotency_key(request: notifications_pb2.SendNotificationRequest, context
     return key
 
 
-def _fingerprint(request: notifications_pb2.SendNotificationRequest, channels: list[str], priority: int) -> str:
-    """What makes two requests "the same request" for idempotency."""
+def _fingerprint(
+    request: notifications_pb2.SendNotificationRequest, data: dict[str, Any], channels: list[str], priority: int
+) -> str:
+    """What makes two requests "the same request" for idempotency (`data`: message_data as sent, as a dict)."""
     canonical = {
         "user_id": request.user_id,
         "template_key": request.template_key,
         "template_version": request.template_version,
-        "message_data": json_format.MessageToDict(request.message_data),
+        "message_data": data,
         "channels": sorted(channels),
         "priority": priority,
         "send_at": request.send_at.ToJsonString() if request.HasField("send_at") else None,
@@ -143,45 +145,18 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         now = datetime.now(UTC)
         channels, priority, due = _validate(request, now)
         key = _idempotency_key(request, context)
-        fingerprint = _fingerprint(request, channels, priority)
-        if key:
-            async with self._fast.connection() as connection:
-                holder = await accepting.find_key(connection, key)
-            if holder is not None:
-                return await self._replay(key, holder, fingerprint)
-
-        user = await self._clients.get_user(request.user_id)
-        data = normalize_data(json_format.MessageToDict(request.message_data))
-        rendered = await self._clients.render(
-            template_key=request.template_key,
-            version=request.template_version,
-            locale=request.locale or user.preferred_language,
-            data=data,
-        )
-        offered = {name for name in ("email", "push") if rendered.HasField(name)}
-        if channels and not offered.intersection(channels):
-            raise InvalidArgument.for_field(
-                "channels", f"template {request.template_key!r} has no content for {', '.join(channels)}"
-            )
-
-        row = m.NotificationRow(
-            id=uuid.uuid4(),
-            user_id=request.user_id,
-            template_key=request.template_key,
-            template_version=rendered.version,
-            message_data=data,
-            channels=channels,
-            priority=priority,
-            locale=request.locale,
-            request_id=key or None,
-            trace_request_id=str(structlog.contextvars.get_contextvars().get("request_id", "")),
-            trace_parent=current_traceparent(),
-            status=m.SCHEDULED if due > now else m.ACCEPTED,
-            status_reason="",
-            send_at=due,
-            created_at=now,
-            updated_at=now,
-        )
+        raw_data = json_format.MessageToDict(request.message_data)
+        fingerprint = _fingerprint(request, raw_data, channels, priority)
+        # No lookup of the key first: the INSERT below says whether it is taken, which spares every new request a
+        # round trip. A retry therefore goes through the checks again; if they now fail (its user deleted, say),
+        # the original notification still answers for it.
+        try:
+            row = await self._checked_row(request, normalize_data(raw_data), channels, priority, key, now, due)
+        except ClarionError:
+            holder = await self._key_holder(key) if key else None
+            if holder is None:
+                raise
+            return await self._replay(key, holder, fingerprint)
         async with self._fast.connection() as connection:
             inserted = await accepting.insert_notification(
                 connection, row, fingerprint=fingerprint, key_expires_at=now + self._idempotency_ttl
@@ -199,6 +174,52 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         NOTIFICATIONS_ACCEPTED.labels(priority=PRIORITY_NAMES[priority]).inc()
         log.info("notification_accepted", notification_id=str(row.id), status=row.status, template_key=row.template_key)
         return response
+
+    async def _checked_row(
+        self,
+        request: notifications_pb2.SendNotificationRequest,
+        data: dict[str, Any],
+        channels: list[str],
+        priority: int,
+        key: str,
+        now: datetime,
+        due: datetime,
+    ) -> m.NotificationRow:
+        """The notification to record, once its user exists and its template renders with its data."""
+        user = await self._clients.get_user(request.user_id)
+        rendered = await self._clients.render(
+            template_key=request.template_key,
+            version=request.template_version,
+            locale=request.locale or user.preferred_language,
+            data=data,
+        )
+        offered = {name for name in ("email", "push") if rendered.HasField(name)}
+        if channels and not offered.intersection(channels):
+            raise InvalidArgument.for_field(
+                "channels", f"template {request.template_key!r} has no content for {', '.join(channels)}"
+            )
+        return m.NotificationRow(
+            id=uuid.uuid4(),
+            user_id=request.user_id,
+            template_key=request.template_key,
+            template_version=rendered.version,
+            message_data=data,
+            channels=channels,
+            priority=priority,
+            locale=request.locale,
+            request_id=key or None,
+            trace_request_id=str(structlog.contextvars.get_contextvars().get("request_id", "")),
+            trace_parent=current_traceparent(),
+            status=m.SCHEDULED if due > now else m.ACCEPTED,
+            status_reason="",
+            send_at=due,
+            created_at=now,
+            updated_at=now,
+        )
+
+    async def _key_holder(self, key: str) -> accepting.KeyHolder | None:
+        async with self._fast.connection() as connection:
+            return await accepting.find_key(connection, key)
 
     async def _replay(
         self, key: str, holder: accepting.KeyHolder, fingerprint: str

@@ -172,6 +172,23 @@ async def test_same_key_same_request_replays_the_original(clarion: RunningClario
     assert await count_notifications(clarion) == 1
 
 
+async def test_a_retry_is_answered_by_the_original_after_its_user_and_template_went(
+    clarion: RunningClarion,
+) -> None:
+    user_id = await seed(clarion)
+    first = await clarion.notifications.SendNotification(send_request(user_id, request_id="key-gone"), timeout=10)
+    await clarion.users.DeleteUser(users_pb2.DeleteUserRequest(user_id=user_id), timeout=10)
+    await clarion.templates.DeleteTemplate(
+        templates_pb2.DeleteTemplateRequest(template_key="WEEKLY_DIGEST"), timeout=10
+    )
+    again = await clarion.notifications.SendNotification(send_request(user_id, request_id="key-gone"), timeout=10)
+    assert again.replayed is True
+    assert again.notification.notification_id == first.notification.notification_id
+    code, _ = await rpc_error(clarion.notifications.SendNotification(send_request(user_id), timeout=10))
+    assert code == grpc.StatusCode.NOT_FOUND, "without the key, the same request now fails"
+    assert await count_notifications(clarion) == 1
+
+
 async def test_same_key_different_request_is_already_exists(clarion: RunningClarion) -> None:
     user_id = await seed(clarion)
     await clarion.notifications.SendNotification(send_request(user_id, request_id="key-2"), timeout=10)
