@@ -42,6 +42,7 @@ def service_clients(settings: Settings, *, own_address: str) -> ServiceClients:
         breaker_failure_threshold=settings.breaker_failure_threshold,
         breaker_reset_s=settings.breaker_reset_s,
         interceptors=[BearerAuth(internal_token(pepper))] if pepper is not None else [],
+        max_message_bytes=settings.grpc_max_message_bytes,
     )
 
 

@@ -9,6 +9,7 @@ once, a busy one amortises each round trip over as many calls as arrived during 
 from __future__ import annotations
 
 import asyncio
+import contextvars
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Generic, TypeVar
 
@@ -32,27 +33,18 @@ class GroupCommit(Generic[T, R]):
         future: asyncio.Future[R] = asyncio.get_running_loop().create_future()
         self._waiting.append((item, future))
         if self._draining is None:
-            # A task, not an inline run: callers woken in the same loop iteration join the first batch.
-            self._draining = asyncio.create_task(self._drain())
+            # A task, not an inline run: callers woken in the same loop iteration join the first batch. Its own
+            # empty context: the batches serve many callers, so none of their log or trace context belongs there.
+            self._draining = asyncio.create_task(self._drain(), context=contextvars.Context())
         return await future
 
     async def _drain(self) -> None:
         try:
             while self._waiting:
-                batch = self._waiting[: self._max_batch]
+                batch = [(item, future) for item, future in self._waiting[: self._max_batch] if not future.done()]
                 del self._waiting[: self._max_batch]
-                try:
-                    results = await self._run([item for item, _ in batch])
-                except BaseException as exc:
-                    for _, future in batch:
-                        if not future.done():
-                            future.set_exception(exc)
-                    if isinstance(exc, asyncio.CancelledError):
-                        raise
-                    continue
-                for (_, future), result in zip(batch, results, strict=True):
-                    if not future.done():  # its caller may have been cancelled meanwhile
-                        future.set_result(result)
+                if batch:  # callers cancelled while waiting are left out
+                    await self._run_batch(batch)
         finally:
             self._draining = None
             # Cancelled (the process is stopping): nobody will run what is still waiting.
@@ -60,3 +52,22 @@ class GroupCommit(Generic[T, R]):
                 if not future.done():
                     future.set_exception(RuntimeError("group commit stopped"))
             self._waiting.clear()
+
+    async def _run_batch(self, batch: list[tuple[T, asyncio.Future[R]]]) -> None:
+        try:
+            results = await self._run([item for item, _ in batch])
+            if len(results) != len(batch):
+                raise RuntimeError(f"a batch of {len(batch)} gave {len(results)} results")
+        except Exception as exc:  # noqa: BLE001 - handed to the callers, who decide
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(exc)
+            return
+        except BaseException:  # cancelled: the callers learn it, then the drain stops
+            for _, future in batch:
+                if not future.done():
+                    future.set_exception(RuntimeError("group commit stopped"))
+            raise
+        for (_, future), result in zip(batch, results, strict=True):
+            if not future.done():  # its caller may have been cancelled meanwhile
+                future.set_result(result)

@@ -7,6 +7,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 import langcodes
+from google.protobuf import json_format, struct_pb2
 
 from clarion.core.errors import FieldViolation, InvalidArgument
 
@@ -88,3 +89,12 @@ def parse_timestamp(message: Any, name: str, violations: Violations) -> datetime
         violations.add(name, "must be a valid time between 1970-01-01 and 9000-01-01")
         return None
     return value
+
+
+def struct_to_dict(struct: struct_pb2.Struct, field: str) -> dict[str, Any]:
+    """A Struct as plain values; INVALID_ARGUMENT naming `field` for what JSON cannot hold (NaN, Infinity)."""
+    try:
+        values: dict[str, Any] = json_format.MessageToDict(struct)
+    except ValueError:
+        raise InvalidArgument.for_field(field, "numbers must be finite (no NaN or Infinity)") from None
+    return values

@@ -14,7 +14,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from clarion.core.batching import GroupCommit
 from clarion.core.broker import Broker, Received
-from clarion.core.db import FastPath
+from clarion.core.db import FastPath, is_database_unavailable
 from clarion.core.logging import get_logger, redact_text
 from clarion.core.metrics import ATTEMPT_SECONDS, DEAD_LETTERED, DELIVERIES, TIME_TO_SEND
 from clarion.core.tracing import extract, tracer
@@ -68,7 +68,7 @@ class DeliveryWorker:
         # The handlers of the messages in flight (up to the prefetch) share their claims and their outcomes'
         # transactions: a few statements per batch instead of two transactions per message.
         self._claims: GroupCommit[uuid.UUID, Claimed | None] = GroupCommit(self._claim_batch)
-        self._outcomes: GroupCommit[Outcome, None] = GroupCommit(self._finish_batch)
+        self._outcomes: GroupCommit[Outcome, Exception | None] = GroupCommit(self._finish_batch)
         self._email = email
         self._push = push
         self._clients = clients
@@ -81,9 +81,33 @@ class DeliveryWorker:
         async with self._fast.connection() as connection:
             return await claim_many(connection, delivery_ids, lease_s=self._lease_s)
 
-    async def _finish_batch(self, outcomes: list[Outcome]) -> list[None]:
-        async with self._fast.connection() as connection:
-            return await finish_many(connection, outcomes)
+    async def _finish_batch(self, outcomes: list[Outcome]) -> list[Exception | None]:
+        """One transaction for the batch; if it fails for a reason other than the database being gone (a deadlock
+        with a replay, a value PostgreSQL refuses), each outcome is tried alone, so one bad outcome does not send
+        every message of its batch back to the queue (and their deliveries out again, as duplicates)."""
+        try:
+            async with self._fast.connection() as connection:
+                await finish_many(connection, outcomes)
+            return [None] * len(outcomes)
+        except Exception as exc:
+            if len(outcomes) == 1 or is_database_unavailable(exc):
+                raise
+            log.warning("outcome_batch_failed", outcomes=len(outcomes), error=type(exc).__name__)
+        results: list[Exception | None] = []
+        for outcome in outcomes:
+            try:
+                async with self._fast.connection() as connection:
+                    await finish_many(connection, [outcome])
+                results.append(None)
+            except Exception as exc:  # noqa: BLE001 - raised to this outcome's handler, which requeues it
+                results.append(exc)
+        return results
+
+    async def _record(self, outcome: Outcome) -> None:
+        """Commit an outcome (with the others in flight); raises if it could not be recorded."""
+        error = await self._outcomes.submit(outcome)
+        if error is not None:
+            raise error
 
     @property
     def _provider_name(self) -> str:
@@ -238,7 +262,7 @@ class DeliveryWorker:
     ) -> None:
         delivery = str(claimed.delivery_id)
         if error is None:
-            await self._outcomes.submit(
+            await self._record(
                 Outcome(claimed, attempts, m.SENT, provider=provider, provider_message_id=message_id, payload=payload)
             )
             self._count(claimed, provider, "sent")
@@ -248,7 +272,7 @@ class DeliveryWorker:
         reason = redact_text(str(error))
         if isinstance(error, TransientFailure) and claimed.attempt < self._max_attempts:
             delay_s = backoff_s(claimed.attempt, error.retry_after_s, base_s=self._backoff_base_s)
-            await self._outcomes.submit(
+            await self._record(
                 Outcome(claimed, attempts, m.RETRYING, reason=reason, provider=provider, payload=payload)
             )
             self._count(claimed, provider, "retry")
@@ -257,7 +281,7 @@ class DeliveryWorker:
             return
         final = m.SENT if partial_success else m.FAILED
         why = reason if isinstance(error, PermanentFailure) else f"attempts exhausted: {reason}"
-        await self._outcomes.submit(
+        await self._record(
             Outcome(
                 claimed, attempts, final, reason=why, provider=provider, provider_message_id=message_id, payload=payload
             )

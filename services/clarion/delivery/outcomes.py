@@ -62,7 +62,8 @@ async def claim_many(
     already handled (or being handled under a live lease): that is how a duplicate message is recognised and
     dropped. An id twice in the batch is claimed once: the second gets None."""
     now = utcnow()
-    # Sorted: rows are locked in id order, so two workers claiming overlapping batches cannot deadlock.
+    # Sorted, for the usual index scan to lock in id order. Overlapping batches (duplicate messages in two
+    # workers) could still deadlock on another plan: PostgreSQL then fails one batch, whose messages are requeued.
     rows = await connection.fetch(_CLAIM, sorted(set(delivery_ids)), now + timedelta(seconds=lease_s), now)
     claimed = {
         row["id"]: Claimed(
@@ -131,6 +132,11 @@ WHERE n.id = s.notification_id AND n.status IS DISTINCT FROM s.status
 """
 
 
+def _text(value: str) -> str:
+    """PostgreSQL text cannot hold NUL, and a provider's error message may carry one."""
+    return value.replace("\x00", "")
+
+
 async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -> list[None]:
     """Log the attempts, move each delivery to its new status and refresh the notifications' statuses — one
     transaction for the batch, committed before any of its messages is settled."""
@@ -147,7 +153,7 @@ async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -
                 [c.attempt for c, _ in attempts],
                 [a.provider for _, a in attempts],
                 [a.outcome for _, a in attempts],
-                [a.error for _, a in attempts],
+                [_text(a.error) for _, a in attempts],
                 [a.started_at for _, a in attempts],
                 [a.duration_ms for _, a in attempts],
             )
@@ -155,9 +161,9 @@ async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -
             _UPDATE_DELIVERIES,
             [o.claimed.delivery_id for o in outcomes],
             [o.status for o in outcomes],
-            [o.reason for o in outcomes],
+            [_text(o.reason) for o in outcomes],
             [o.provider for o in outcomes],
-            [o.provider_message_id for o in outcomes],
+            [_text(o.provider_message_id) for o in outcomes],
             [json.dumps(o.payload) if o.payload is not None else None for o in outcomes],
             now,
         )

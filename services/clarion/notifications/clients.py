@@ -3,6 +3,7 @@ circuit breaker, whose failures arrive as our typed domain errors."""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import json
 import time
@@ -157,18 +158,20 @@ class TemplateRendering(Protocol):
 
 
 # The most items per batch call (the services' MAX_BATCH): longer lists are split.
-BATCH_LIMIT = 1000
+USERS_PER_CALL = 1000
+RENDERS_PER_CALL = 100
 
 
 def error_from_status(status: status_pb2.Status) -> ClarionError:
-    """One item's error of a batch answer, as the typed error a single call would have raised."""
+    """One item's error of a batch answer, as the typed error a single call would have raised; a code that is not
+    about the request (the item ran out of time, the service failed) is Unavailable: ask again later."""
     reason, metadata, violations = _details(status)
     kind = _ERRORS_BY_CODE.get(status.code)
     if kind is InvalidArgument:
         return InvalidArgument(status.message, violations=violations, reason=reason or None, metadata=metadata)
     if kind is not None:
         return kind(status.message, reason=reason or None, metadata=metadata)
-    return ClarionError(status.message, reason=reason or None, metadata=metadata)
+    return Unavailable(status.message, retry_after_s=1.0, reason=reason or "DEPENDENCY_UNAVAILABLE", metadata=metadata)
 
 
 _ERRORS_BY_CODE: dict[int, type[ClarionError]] = {
@@ -200,10 +203,13 @@ class ServiceClients:
         breaker_failure_threshold: int,
         breaker_reset_s: float,
         interceptors: Sequence[grpc.aio.ClientInterceptor] = (),
+        max_message_bytes: int = 4 * 1024 * 1024,
     ) -> None:
         options = [
             ("grpc.service_config", _SERVICE_CONFIG),
             ("grpc.enable_retries", 1),
+            # A batch answer may be large: take what the services may send (CLARION_GRPC_MAX_MESSAGE_BYTES).
+            ("grpc.max_receive_message_length", max_message_bytes),
             # With headless Kubernetes Services the name resolves to every pod: spread calls over all of them.
             ("grpc.lb_policy_name", "round_robin"),
             # A restarted service is found again within seconds, not gRPC's default of up to two minutes.
@@ -218,6 +224,8 @@ class ServiceClients:
         self._users = users_pb2_grpc.UserServiceStub(self._users_channel)
         self._templates = templates_pb2_grpc.TemplateServiceStub(self._templates_channel)
         self._timeout_s = timeout_s
+        # A batch does up to a hundred times the work of one call, and its renders share a second of time.
+        self._batch_timeout_s = timeout_s * 2 + 1.0
         self._reset_s = breaker_reset_s
         # purgatory counts consecutive failures; answers that are client errors (ClarionError) don't count.
         self._breakers = AsyncCircuitBreakerFactory(
@@ -243,7 +251,16 @@ class ServiceClients:
             f"clarion.v1.{service}/{method}", kind=SpanKind.INTERNAL, attributes=rpc_attributes(service, method)
         ):
             try:
-                return await call()
+                # The same deadline as over the network.
+                async with asyncio.timeout(self._batch_timeout_s if method.startswith("Batch") else self._timeout_s):
+                    return await call()
+            except TimeoutError:
+                raise Unavailable(
+                    f"{service} did not answer in time; retry later",
+                    retry_after_s=1.0,
+                    reason="DEPENDENCY_UNAVAILABLE",
+                    metadata={"service": service},
+                ) from None
             except InvalidArgument as exc:
                 if not field_prefix:
                     raise
@@ -314,9 +331,9 @@ class ServiceClients:
         """The users among `user_ids` that exist, by id (BatchGetUsers); Unavailable when UserService is."""
         found: dict[str, users_pb2.User] = {}
         unique = list(dict.fromkeys(user_ids))
-        for start in range(0, len(unique), BATCH_LIMIT):
+        for start in range(0, len(unique), USERS_PER_CALL):
             response = await self._batch_get_users(
-                users_pb2.BatchGetUsersRequest(user_ids=unique[start : start + BATCH_LIMIT])
+                users_pb2.BatchGetUsersRequest(user_ids=unique[start : start + USERS_PER_CALL])
             )
             found.update((user.user_id, user) for user in response.users)
         return found
@@ -328,7 +345,7 @@ class ServiceClients:
                 "UserService", "BatchGetUsers", lambda: local.BatchGetUsers(request, _IN_PROCESS)
             )
         response: users_pb2.BatchGetUsersResponse = await self._call(
-            "UserService", lambda: self._users.BatchGetUsers(request, timeout=self._timeout_s)
+            "UserService", lambda: self._users.BatchGetUsers(request, timeout=self._batch_timeout_s)
         )
         return response
 
@@ -338,15 +355,43 @@ class ServiceClients:
         """Each request rendered, or the typed error RenderTemplate would have raised for it (field names relative
         to the request: `data.x`), in order (BatchRenderTemplates); Unavailable when TemplateService is."""
         results: list[templates_pb2.RenderTemplateResponse | ClarionError] = []
-        for start in range(0, len(requests), BATCH_LIMIT):
-            response = await self._batch_render(
-                templates_pb2.BatchRenderTemplatesRequest(requests=requests[start : start + BATCH_LIMIT])
-            )
+        for start in range(0, len(requests), RENDERS_PER_CALL):
+            chunk = list(requests[start : start + RENDERS_PER_CALL])
+            try:
+                response = await self._batch_render(templates_pb2.BatchRenderTemplatesRequest(requests=chunk))
+            except Unavailable:
+                if len(chunk) == 1:
+                    raise
+                # The batch as a whole failed (too large an answer, out of time): one at a time, so one
+                # notification's problem stays its own.
+                results += [await self._render_alone(request) for request in chunk]
+                continue
             results += [
                 item.rendered if item.HasField("rendered") else error_from_status(item.error)
                 for item in response.results
             ]
         return results
+
+    async def _render_alone(
+        self, request: templates_pb2.RenderTemplateRequest
+    ) -> templates_pb2.RenderTemplateResponse | ClarionError:
+        try:
+            return await self._batch_or_single_render(request)
+        except ClarionError as exc:
+            return exc
+
+    async def _batch_or_single_render(
+        self, request: templates_pb2.RenderTemplateRequest
+    ) -> templates_pb2.RenderTemplateResponse:
+        if self._local_templates is not None:
+            local = self._local_templates
+            return await self._in_process(
+                "TemplateService", "RenderTemplate", lambda: local.RenderTemplate(request, _IN_PROCESS)
+            )
+        response: templates_pb2.RenderTemplateResponse = await self._call(
+            "TemplateService", lambda: self._templates.RenderTemplate(request, timeout=self._timeout_s)
+        )
+        return response
 
     async def _batch_render(
         self, request: templates_pb2.BatchRenderTemplatesRequest
@@ -357,7 +402,7 @@ class ServiceClients:
                 "TemplateService", "BatchRenderTemplates", lambda: local.BatchRenderTemplates(request, _IN_PROCESS)
             )
         response: templates_pb2.BatchRenderTemplatesResponse = await self._call(
-            "TemplateService", lambda: self._templates.BatchRenderTemplates(request, timeout=self._timeout_s)
+            "TemplateService", lambda: self._templates.BatchRenderTemplates(request, timeout=self._batch_timeout_s)
         )
         return response
 

@@ -323,6 +323,8 @@ class Dispatcher:
                 result = rendered.get(notification.id)
                 if user is None or result is None:
                     plans.append(_Plan(reason="user_not_found"))
+                elif isinstance(result, Unavailable):
+                    plans.append(None)  # this one could not be rendered now: a later pass tries again
                 elif isinstance(result, FailedPrecondition):
                     plans.append(_Plan(reason="template_deleted"))
                 elif isinstance(result, NotFound):

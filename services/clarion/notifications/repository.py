@@ -8,7 +8,6 @@ from collections.abc import Sequence
 from datetime import datetime
 
 from sqlalchemy import delete, exists, func, select, text, tuple_, update
-from sqlalchemy.dialects.postgresql import insert
 from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.db import utcnow
@@ -48,45 +47,6 @@ class NotificationRepository:
 
     def __init__(self, session: AsyncSession) -> None:
         self._session = session
-
-    async def find_key(self, key: str) -> m.IdempotencyKeyRow | None:
-        """A live (unexpired) idempotency key."""
-        query = select(m.IdempotencyKeyRow).where(
-            m.IdempotencyKeyRow.key == key, m.IdempotencyKeyRow.expires_at > func.now()
-        )
-        return (await self._session.execute(query)).scalar_one_or_none()
-
-    async def add(self, row: m.NotificationRow) -> None:
-        """Insert a notification and wake the dispatchers when the transaction commits."""
-        self._session.add(row)
-        await self._session.flush()
-        await self._session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DISPATCH_CHANNEL})
-
-    async def claim_key(self, key: str, fingerprint: str, notification_id: uuid.UUID, expires_at: datetime) -> bool:
-        """Record the key for this notification; False when another live request holds it (it may be committing
-        concurrently: the INSERT waits for it). An expired key is taken over."""
-        statement = (
-            insert(m.IdempotencyKeyRow)
-            .values(
-                key=key,
-                fingerprint=fingerprint,
-                notification_id=notification_id,
-                created_at=utcnow(),
-                expires_at=expires_at,
-            )
-            .on_conflict_do_update(
-                index_elements=[m.IdempotencyKeyRow.key],
-                set_={
-                    "fingerprint": fingerprint,
-                    "notification_id": notification_id,
-                    "created_at": utcnow(),
-                    "expires_at": expires_at,
-                },
-                where=m.IdempotencyKeyRow.expires_at <= func.now(),
-            )
-            .returning(m.IdempotencyKeyRow.key)
-        )
-        return (await self._session.execute(statement)).scalar_one_or_none() is not None
 
     async def prune_keys(self, *, limit: int = 1000) -> int:
         """Delete up to `limit` expired idempotency keys; returns how many."""
@@ -242,10 +202,17 @@ class NotificationRepository:
             .returning(m.DeliveryRow.id, m.DeliveryRow.notification_id)
         )
         replayed = result.all()
-        for notification_id in {row.notification_id for row in replayed}:
-            notification = await self._session.get(m.NotificationRow, notification_id, with_for_update=True)
-            if notification is not None:
-                await self.refresh_status(notification)
+        # Locked in id order, as the workers lock them when they record outcomes: no deadlock between the two.
+        notifications = (
+            await self._session.execute(
+                select(m.NotificationRow)
+                .where(m.NotificationRow.id.in_({row.notification_id for row in replayed}))
+                .order_by(m.NotificationRow.id)
+                .with_for_update()
+            )
+        ).scalars()
+        for notification in notifications:
+            await self.refresh_status(notification)
         if replayed:
             await self._session.execute(text("SELECT pg_notify(:channel, '')"), {"channel": DISPATCH_CHANNEL})
         return [row.id for row in replayed]

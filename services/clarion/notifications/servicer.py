@@ -10,7 +10,6 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import structlog
-from google.protobuf import json_format
 from grpc.aio import ServicerContext
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
@@ -21,7 +20,13 @@ from clarion.core.metrics import NOTIFICATIONS_ACCEPTED, NOTIFICATIONS_REPLAYED
 from clarion.core.pagination import decode_keyset, encode_page_token, page_size
 from clarion.core.server import ServiceRegistration, service_registration
 from clarion.core.tracing import current_traceparent
-from clarion.core.validation import Violations, is_valid_id, normalize_language_tag, parse_timestamp
+from clarion.core.validation import (
+    Violations,
+    is_valid_id,
+    normalize_language_tag,
+    parse_timestamp,
+    struct_to_dict,
+)
 from clarion.notifications import accepting
 from clarion.notifications import models as m
 from clarion.notifications.clients import ServiceClients
@@ -145,7 +150,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         now = datetime.now(UTC)
         channels, priority, due = _validate(request, now)
         key = _idempotency_key(request, context)
-        raw_data = json_format.MessageToDict(request.message_data)
+        raw_data = struct_to_dict(request.message_data, "message_data")
         fingerprint = _fingerprint(request, raw_data, channels, priority)
         # No lookup of the key first: the INSERT below says whether it is taken, which spares every new request a
         # round trip. A retry therefore goes through the checks again; if they now fail (its user deleted, say),

@@ -3,21 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
 
 import structlog
-from google.protobuf import empty_pb2, json_format
+from google.protobuf import empty_pb2
 from grpc.aio import ServicerContext
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clarion.core.cache import Cache
-from clarion.core.errors import ClarionError, FieldViolation, InvalidArgument, to_status
+from clarion.core.errors import ClarionError, FieldViolation, InvalidArgument, Unavailable, to_status
 from clarion.core.logging import get_logger
 from clarion.core.pagination import decode_keyset, encode_page_token, page_size
 from clarion.core.server import ServiceRegistration, service_registration
-from clarion.core.validation import Violations, normalize_language_tag
+from clarion.core.validation import Violations, normalize_language_tag, struct_to_dict
 from clarion.templates import content
 from clarion.templates.models import TemplateVersionRow
 from clarion.templates.rendering import (
@@ -36,8 +37,11 @@ log = get_logger(__name__)
 
 Context = ServicerContext[Any, Any]
 MAX_DATA_BYTES = 64 * 1024
-# The most renders one BatchRenderTemplates may ask for.
-MAX_BATCH = 1000
+# The most renders one BatchRenderTemplates may ask for, and the rendering time they share: a template that uses its
+# whole budget (1 s each) leaves the rest of its batch unrendered, to be asked for again, instead of holding a
+# thread for minutes.
+MAX_BATCH = 100
+BATCH_RENDER_BUDGET_S = 1.0
 _UPDATABLE_PATHS = frozenset({"description", "default_locale", "localizations", "syntax", "push_data", *content.PARTS})
 
 
@@ -85,7 +89,7 @@ def _merge(
 def _data(request: templates_pb2.RenderTemplateRequest) -> dict[str, Any]:
     if request.data.ByteSize() > MAX_DATA_BYTES:
         raise InvalidArgument.for_field("data", f"must be at most {MAX_DATA_BYTES} bytes")
-    data: dict[str, Any] = normalize_data(json_format.MessageToDict(request.data))
+    data: dict[str, Any] = normalize_data(struct_to_dict(request.data, "data"))
     return data
 
 
@@ -242,14 +246,14 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
                 results.append(templates_pb2.RenderTemplateResult(error=to_status(exc, request_id=request_id)))
                 continue
             results.append(templates_pb2.RenderTemplateResult())
-        # One hop off the event loop for the whole batch; each render keeps its own time budget.
-        rendered = await asyncio.to_thread(_render_all, [job for _, job in jobs])
+        # One hop off the event loop for the whole batch; each render keeps its own time budget too.
+        rendered = await asyncio.to_thread(_render_all, [job for _, job in jobs], BATCH_RENDER_BUDGET_S)
         for (index, job), outcome in zip(jobs, rendered, strict=True):
-            if isinstance(outcome, TemplateRenderError):
-                error = to_status(render_error(outcome, field_prefix="data."), request_id=request_id)
-                results[index].error.CopyFrom(error)
-            else:
+            if isinstance(outcome, Rendered):
                 results[index].rendered.CopyFrom(job.response(outcome))
+                continue
+            error = render_error(outcome, field_prefix="data.") if isinstance(outcome, TemplateRenderError) else outcome
+            results[index].error.CopyFrom(to_status(error, request_id=request_id))
         return templates_pb2.BatchRenderTemplatesResponse(results=results)
 
     async def _prepare(self, request: templates_pb2.RenderTemplateRequest) -> _RenderJob:
@@ -296,14 +300,25 @@ class _RenderJob:
         return response
 
 
-def _render_all(jobs: list[_RenderJob]) -> list[Rendered | TemplateRenderError]:
-    outcomes: list[Rendered | TemplateRenderError] = []
+def _render_all(jobs: list[_RenderJob], budget_s: float) -> list[Rendered | TemplateRenderError | ClarionError]:
+    deadline = time.monotonic() + budget_s
+    outcomes: list[Rendered | TemplateRenderError | ClarionError] = []
     for job in jobs:
+        if time.monotonic() > deadline:
+            outcomes.append(_OUT_OF_TIME)
+            continue
         try:
             outcomes.append(job.compiled.render(job.data))
         except TemplateRenderError as exc:
             outcomes.append(exc)
     return outcomes
+
+
+_OUT_OF_TIME = Unavailable(
+    "not rendered: the batch used its rendering time; ask for this one again",
+    retry_after_s=0.0,
+    reason="BATCH_RENDER_BUDGET_EXHAUSTED",
+)
 
 
 def registration(*, sessions: async_sessionmaker[AsyncSession], cache: Cache) -> ServiceRegistration:

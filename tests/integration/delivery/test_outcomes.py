@@ -8,6 +8,7 @@ from datetime import UTC, datetime
 
 import pytest
 
+from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.outcomes import Attempt, Outcome, claim_many, finish_many
 from clarion.notifications import models as m
 from tests.helpers import notification_row
@@ -85,3 +86,29 @@ async def test_outcomes_set_the_deliveries_and_the_notification(clarion: Running
         assert row is not None
         assert (row.status, row.provider, row.provider_message_id, row.lease_until) == (m.SENT, "file", "x", None)
         assert row.sent_at is not None
+
+
+async def test_one_outcome_postgresql_refuses_does_not_fail_its_batch(clarion: RunningClarion) -> None:
+    good, bad = (await make_notification(clarion, ("email",)))[0], (await make_notification(clarion, ("email",)))[0]
+    async with clarion.resources.fast.connection() as connection:
+        claimed_good, claimed_bad = await claim_many(connection, [good, bad], lease_s=30)
+    assert claimed_good is not None
+    assert claimed_bad is not None
+    now = datetime.now(UTC)
+    worker = DeliveryWorker(channel="email", fast=clarion.resources.fast)
+    results = await worker._finish_batch(
+        [
+            Outcome(claimed_good, [Attempt("file", "succeeded", "nul \x00 stripped", now, 1.0)], m.SENT),
+            # Longer than the provider column: PostgreSQL refuses this one.
+            Outcome(claimed_bad, [Attempt("p" * 40, "succeeded", "", now, 1.0)], m.SENT, provider="p" * 40),
+        ]
+    )
+    assert results[0] is None
+    assert results[1] is not None, "the refused one is reported to its own handler"
+    async with clarion.resources.sessions() as session:
+        recorded = await session.get(m.DeliveryRow, good)
+        assert recorded is not None
+        assert recorded.status == m.SENT
+        refused = await session.get(m.DeliveryRow, bad)
+        assert refused is not None
+        assert refused.status == m.SENDING, "left to its handler (requeued) and the sweeper"

@@ -254,3 +254,22 @@ async def test_publishing_waits_out_a_broker_outage(clarion_with_template: Runni
     assert await dispatcher_for(clarion, broker).run_once() == (0, 1)
     [message] = await drain(broker, EMAIL_QUEUE, expect=1)
     assert message["notification_id"] == notification_id
+
+
+async def test_a_batch_too_large_for_one_answer_is_rendered_one_by_one(
+    start_clarion: Callable[..., Any], broker: Broker
+) -> None:
+    # Ten renders of ~40 KB each do not fit in one 256 KiB answer; each fits alone.
+    clarion: RunningClarion = await start_clarion(grpc_max_message_bytes=256 * 1024)
+    template = templates_pb2.Template(template_key="digest", subject="Hi {name}", body="{blob}")
+    await clarion.templates.CreateTemplate(templates_pb2.CreateTemplateRequest(template=template), timeout=10)
+    user_id = await make_user(clarion, email_address="big@example.com")
+    ids = []
+    for n in range(10):
+        request = notifications_pb2.SendNotificationRequest(user_id=user_id, template_key="digest")
+        request.message_data.update({"name": f"n{n}", "blob": "x" * 40_000})
+        ids.append((await clarion.notifications.SendNotification(request, timeout=10)).notification.notification_id)
+    assert await dispatcher_for(clarion, broker).dispatch_due() == 10
+    for notification_id in ids:
+        notification = await get(clarion, notification_id)
+        assert [d.status for d in notification.deliveries] == [notifications_pb2.DELIVERY_STATUS_QUEUED]

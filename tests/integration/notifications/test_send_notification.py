@@ -189,6 +189,16 @@ async def test_a_retry_is_answered_by_the_original_after_its_user_and_template_w
     assert await count_notifications(clarion) == 1
 
 
+async def test_a_number_json_cannot_hold_is_invalid_argument(clarion: RunningClarion) -> None:
+    user_id = await seed(clarion)
+    request = send_request(user_id, request_id="nan")
+    request.message_data.update({"ratio": float("nan")})
+    code, status = await rpc_error(clarion.notifications.SendNotification(request, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "message_data" in violations(status)
+    assert await count_notifications(clarion) == 0
+
+
 async def test_same_key_different_request_is_already_exists(clarion: RunningClarion) -> None:
     user_id = await seed(clarion)
     await clarion.notifications.SendNotification(send_request(user_id, request_id="key-2"), timeout=10)

@@ -56,3 +56,28 @@ async def test_an_empty_or_oversized_batch_is_invalid_argument(clarion: RunningC
         code, status = await rpc_error(clarion.templates.BatchRenderTemplates(request, timeout=10))
         assert code == grpc.StatusCode.INVALID_ARGUMENT
         assert "requests" in violations(status)
+
+
+async def test_a_bomb_uses_the_batch_time_and_what_follows_is_left_to_ask_again(clarion: RunningClarion) -> None:
+    loop = "{% for _ in range(10000) %}"
+    await create(clarion, {"template_key": "bomb", "subject": "s", "body": loop * 3 + "{% endfor %}" * 3})
+    await create(clarion, SEED_TEMPLATE)
+    requests = [item("bomb", {}), item("WEEKLY_DIGEST", SEED_DATA)]
+    response = await clarion.templates.BatchRenderTemplates(
+        templates_pb2.BatchRenderTemplatesRequest(requests=requests), timeout=30
+    )
+    bomb, after = response.results
+    assert bomb.error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0], "stopped by its own budget"
+    assert after.error.code == grpc.StatusCode.UNAVAILABLE.value[0]
+    assert status_detail(after.error, error_details_pb2.ErrorInfo).reason == "BATCH_RENDER_BUDGET_EXHAUSTED"
+
+
+async def test_numbers_json_cannot_hold_are_invalid_argument_naming_the_field(clarion: RunningClarion) -> None:
+    await create(clarion, SEED_TEMPLATE)
+    code, status = await rpc_error(render(clarion, "WEEKLY_DIGEST", {**SEED_DATA, "n": float("nan")}))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "data" in violations(status)
+    response = await clarion.templates.BatchRenderTemplates(
+        templates_pb2.BatchRenderTemplatesRequest(requests=[item("WEEKLY_DIGEST", {"n": float("inf")})]), timeout=10
+    )
+    assert response.results[0].error.code == grpc.StatusCode.INVALID_ARGUMENT.value[0]

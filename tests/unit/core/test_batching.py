@@ -84,3 +84,27 @@ async def test_a_cancelled_caller_does_not_disturb_the_others() -> None:
 def test_max_batch_must_be_positive() -> None:
     with pytest.raises(ValueError, match="max_batch"):
         GroupCommit(Recorder().run, max_batch=0)
+
+
+async def test_a_caller_cancelled_while_waiting_is_left_out_of_the_next_batch() -> None:
+    recorder = Recorder()
+    commit = GroupCommit(recorder.run)
+    recorder.release.clear()
+    first = asyncio.create_task(commit.submit(1))
+    await asyncio.sleep(0.01)
+    gone = asyncio.create_task(commit.submit(2))
+    kept = asyncio.create_task(commit.submit(3))
+    await asyncio.sleep(0.01)
+    gone.cancel()
+    await asyncio.sleep(0)
+    recorder.release.set()
+    assert (await first, await kept) == (10, 30)
+    assert recorder.batches == [[1], [3]], "the cancelled caller's item never ran"
+
+
+async def test_a_batch_giving_the_wrong_number_of_results_fails_its_callers() -> None:
+    async def short(items: list[int]) -> list[int]:
+        return items[:-1]
+
+    outcomes = await asyncio.gather(*(GroupCommit(short).submit(n) for n in (1, 2)), return_exceptions=True)
+    assert all(isinstance(o, RuntimeError) for o in outcomes), "no caller is left waiting"
