@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import signal
 import subprocess
 import time
 import urllib.error
@@ -143,8 +144,10 @@ def test_each_process_counts_what_happened(
         }
         server = clarion_process("serve", "all", env={**env, "CLARION_METRICS_PORT": str(server_metrics)})
         wait_until_serving(address, server)
-        clarion_process("worker", "dispatcher", env={**env, "CLARION_HEALTH_PORT": str(dispatcher_health)})
-        clarion_process("worker", "email", env={**env, "CLARION_HEALTH_PORT": str(email_health)})
+        workers = [
+            clarion_process("worker", "dispatcher", env={**env, "CLARION_HEALTH_PORT": str(dispatcher_health)}),
+            clarion_process("worker", "email", env={**env, "CLARION_HEALTH_PORT": str(email_health)}),
+        ]
 
         ids = asyncio.run(send_traffic(address))
         found = asyncio.run(wait_terminal(address, ids))
@@ -186,4 +189,9 @@ def test_each_process_counts_what_happened(
         assert value(gauges, "clarion_dispatcher_lag_seconds") == 0
         assert value(gauges, "clarion_queue_messages", queue="failed.queue") == 1
         assert value(gauges, "clarion_queue_messages", queue="email.queue") == 0
+        # Stopped before their queues go: a running consumer would declare its queue again.
+        for process in [*workers, server]:
+            process.send_signal(signal.SIGTERM)
+        for process in [*workers, server]:
+            process.wait(timeout=30)
     asyncio.run(_cleanup(namespace))

@@ -10,7 +10,7 @@ import signal
 import subprocess
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
@@ -178,7 +178,12 @@ async def _wait_settled(notifications: Any, notification_id: str, timeout_s: flo
         await asyncio.sleep(0.2)
 
 
-async def _cleanup(namespace: str) -> None:
+async def _cleanup(namespace: str, processes: Sequence[subprocess.Popen[str]] = ()) -> None:
+    """Stop the processes, then delete their queues: a running consumer would declare its queue again."""
+    for process in processes:
+        process.send_signal(signal.SIGTERM)
+    for process in processes:
+        await asyncio.to_thread(process.wait, 30)
     broker = create_broker(RABBITMQ_URL, namespace=namespace)
     await broker.connect()
     await broker.delete_topology()  # type: ignore[attr-defined]
@@ -215,8 +220,7 @@ async def test_sendgrid_outcomes_and_replay_through_worker_processes(
         }
         server = clarion_process("serve", "all", env=env)
         await asyncio.to_thread(wait_until_serving, address, server)
-        for kind in ("dispatcher", "email"):
-            clarion_process("worker", kind, env=env)
+        processes = [server, *(clarion_process("worker", kind, env=env) for kind in ("dispatcher", "email"))]
 
         async with grpc.aio.insecure_channel(address) as channel:
             users = users_pb2_grpc.UserServiceStub(channel)
@@ -256,7 +260,7 @@ async def test_sendgrid_outcomes_and_replay_through_worker_processes(
             )
             replayed = await _wait_settled(notifications, sent["down"])
             assert replayed.status == notifications_pb2.NOTIFICATION_STATUS_SENT
-    await _cleanup(namespace)
+    await _cleanup(namespace, processes)
 
 
 async def test_smtp_and_fcm_through_worker_processes(
@@ -281,8 +285,10 @@ async def test_smtp_and_fcm_through_worker_processes(
             }
             server = clarion_process("serve", "all", env=env)
             await asyncio.to_thread(wait_until_serving, address, server)
-            for kind in ("dispatcher", "email", "push"):
-                clarion_process("worker", kind, env=env)
+            processes = [
+                server,
+                *(clarion_process("worker", kind, env=env) for kind in ("dispatcher", "email", "push")),
+            ]
             async with grpc.aio.insecure_channel(address) as channel:
                 users = users_pb2_grpc.UserServiceStub(channel)
                 notifications = notifications_pb2_grpc.NotificationServiceStub(channel)
@@ -318,4 +324,4 @@ async def test_smtp_and_fcm_through_worker_processes(
             [push] = fcm.sends
             assert push.json()["message"]["token"] == "fcm-token-1"
             assert push.json()["message"]["notification"]["title"] == "Hi Ada"
-    await _cleanup(namespace)
+    await _cleanup(namespace, processes)
