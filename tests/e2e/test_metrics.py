@@ -183,8 +183,12 @@ def test_each_process_counts_what_happened(
 
         # The dispatcher samples its gauges every few seconds: the dead letter shows, and nothing is left waiting.
         deadline = time.monotonic() + 20
-        while value(gauges := scrape(dispatcher_health), "clarion_dead_letters_pending") != 1:
-            assert time.monotonic() < deadline, "the dead-letter gauge never showed the dead letter"
+        # The row turns FAILED before the message reaches failed.queue (its outcome commits first): wait for both.
+        while (
+            value(gauges := scrape(dispatcher_health), "clarion_dead_letters_pending") != 1
+            or value(gauges, "clarion_queue_messages", queue="failed.queue") != 1
+        ):
+            assert time.monotonic() < deadline, "the dead-letter gauges never showed the dead letter"
             time.sleep(0.5)
         assert value(gauges, "clarion_dispatcher_lag_seconds") == 0
         assert value(gauges, "clarion_queue_messages", queue="failed.queue") == 1
