@@ -114,7 +114,8 @@ FROM unnest($1::uuid[], $2::varchar[], $3::text[], $4::varchar[], $5::text[], $6
 WHERE d.id = u.id
 """
 
-# status.derive_status in SQL, for notifications that have deliveries (the dispatcher made them).
+# status.derive_status in SQL, for notifications that have deliveries (the dispatcher made them). `n.id = ANY($1)`
+# twice on purpose: without it on `n`, the planner may join by scanning all of notifications.
 _REFRESH_NOTIFICATIONS = """
 UPDATE notifications n SET status = s.status, updated_at = $2
 FROM (
@@ -128,7 +129,7 @@ FROM (
     END AS status
     FROM deliveries WHERE notification_id = ANY($1::uuid[]) GROUP BY notification_id
 ) s
-WHERE n.id = s.notification_id AND n.status IS DISTINCT FROM s.status
+WHERE n.id = ANY($1::uuid[]) AND n.id = s.notification_id AND n.status IS DISTINCT FROM s.status
 """
 
 
