@@ -312,18 +312,18 @@ class ServiceClients:
         """The template rendered with `data`, or NotFound / FailedPrecondition (deleted) / InvalidArgument naming
         the request's fields (`message_data.x`) / Unavailable."""
         request = render_request(template_key=template_key, version=version, locale=locale, data=data)
+        return await self._render_one(request, {"data": "message_data"})
+
+    async def _render_one(
+        self, request: templates_pb2.RenderTemplateRequest, field_prefix: dict[str, str] | None = None
+    ) -> templates_pb2.RenderTemplateResponse:
         if self._local_templates is not None:
             local = self._local_templates
             return await self._in_process(
-                "TemplateService",
-                "RenderTemplate",
-                lambda: local.RenderTemplate(request, _IN_PROCESS),
-                {"data": "message_data"},
+                "TemplateService", "RenderTemplate", lambda: local.RenderTemplate(request, _IN_PROCESS), field_prefix
             )
         response: templates_pb2.RenderTemplateResponse = await self._call(
-            "TemplateService",
-            lambda: self._templates.RenderTemplate(request, timeout=self._timeout_s),
-            {"data": "message_data"},
+            "TemplateService", lambda: self._templates.RenderTemplate(request, timeout=self._timeout_s), field_prefix
         )
         return response
 
@@ -376,22 +376,9 @@ class ServiceClients:
         self, request: templates_pb2.RenderTemplateRequest
     ) -> templates_pb2.RenderTemplateResponse | ClarionError:
         try:
-            return await self._batch_or_single_render(request)
+            return await self._render_one(request)
         except ClarionError as exc:
             return exc
-
-    async def _batch_or_single_render(
-        self, request: templates_pb2.RenderTemplateRequest
-    ) -> templates_pb2.RenderTemplateResponse:
-        if self._local_templates is not None:
-            local = self._local_templates
-            return await self._in_process(
-                "TemplateService", "RenderTemplate", lambda: local.RenderTemplate(request, _IN_PROCESS)
-            )
-        response: templates_pb2.RenderTemplateResponse = await self._call(
-            "TemplateService", lambda: self._templates.RenderTemplate(request, timeout=self._timeout_s)
-        )
-        return response
 
     async def _batch_render(
         self, request: templates_pb2.BatchRenderTemplatesRequest
