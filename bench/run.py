@@ -200,6 +200,21 @@ async def paced(
     return latencies, errors, len(latencies) / (time.perf_counter() - start)
 
 
+Phase = tuple[list[float], int, float]  # latencies (s), errors, achieved rate: what `paced` returns
+_QUANTILE_NAMES = {0.5: "p50", 0.95: "p95", 0.99: "p99"}
+
+
+def latency_row(
+    label: str, phase: Phase, quantiles: tuple[float, ...] = (0.5, 0.95, 0.99), *, counts: bool = True
+) -> tuple[str, str]:
+    """A table row: the phase's latency percentiles in ms, with its errors and achieved rate when `counts`."""
+    latencies, errors, rate = phase
+    value = " / ".join(f"{percentile(latencies, q) * 1000:.1f} ms" for q in quantiles)
+    if counts:
+        value += f"  ({errors} errors, {rate:,.0f}/s)"
+    return f"{label} {' / '.join(_QUANTILE_NAMES[q] for q in quantiles)}", value
+
+
 async def grpc_load(address: str, users: list[str], rate: float, duration_s: float) -> tuple[list[float], int, float]:
     channels = [grpc.aio.insecure_channel(address) for _ in range(4)]
     stubs = [notifications_pb2_grpc.NotificationServiceStub(c) for c in channels]
@@ -416,41 +431,15 @@ async def main(args: argparse.Namespace) -> None:
         ("target rate (gRPC SendNotification)", f"{args.rate}/s for {args.duration} s"),
         ("accepted/s (gRPC, achieved)", f"{achieved:,.0f}  ({errors} errors)"),
         ("delivered/s end to end", f"{sent / wall:,.0f}  ({sent:,} of {accepted:,} in {wall:.1f} s)"),
-        (
-            "accept latency gRPC p50 / p95 / p99",
-            " / ".join(f"{percentile(latencies, q) * ms:.1f} ms" for q in (0.5, 0.95, 0.99)),
-        ),
+        latency_row("accept latency gRPC", (latencies, errors, achieved), counts=False),
     ]
     if grpc_1000 is not None:
-        rows.append(
-            (
-                "accept latency gRPC at 1000/s p50 / p99",
-                " / ".join(f"{percentile(grpc_1000[0], q) * ms:.1f} ms" for q in (0.5, 0.99)),
-            )
-        )
-    rows.append(
-        (
-            f"accept latency gRPC at {unloaded_rate:.0f}/s p50 / p95 / p99",
-            " / ".join(f"{percentile(unloaded[0], q) * ms:.1f} ms" for q in (0.5, 0.95, 0.99))
-            + f"  ({unloaded[1]} errors, {unloaded[2]:,.0f}/s)",
-        )
-    )
+        rows.append(latency_row("accept latency gRPC at 1000/s", grpc_1000, (0.5, 0.99), counts=False))
+    rows.append(latency_row(f"accept latency gRPC at {unloaded_rate:.0f}/s", unloaded))
     if rest_unloaded is not None:
-        rows.append(
-            (
-                f"accept latency REST at {unloaded_rate:.0f}/s p50 / p95 / p99",
-                " / ".join(f"{percentile(rest_unloaded[0], q) * ms:.1f} ms" for q in (0.5, 0.95, 0.99))
-                + f"  ({rest_unloaded[1]} errors, {rest_unloaded[2]:,.0f}/s)",
-            )
-        )
+        rows.append(latency_row(f"accept latency REST at {unloaded_rate:.0f}/s", rest_unloaded))
     if rest is not None:
-        rows.append(
-            (
-                f"accept latency REST at {args.rest_rate}/s p50 / p95 / p99",
-                " / ".join(f"{percentile(rest[0], q) * ms:.1f} ms" for q in (0.5, 0.95, 0.99))
-                + f"  ({rest[1]} errors, {rest[2]:,.0f}/s)",
-            )
-        )
+        rows.append(latency_row(f"accept latency REST at {args.rest_rate}/s", rest))
     rows.append(("accept -> provider p50 / p99", f"{p50_a2p * ms:.0f} ms / {p99_a2p * ms:.0f} ms"))
     for proc in cpu_after:
         used = cpu_after[proc] - cpu_before[proc]

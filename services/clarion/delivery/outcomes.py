@@ -16,6 +16,7 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.db import utcnow
 from clarion.notifications import models as m
+from clarion.notifications.status import derive_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,22 +115,16 @@ FROM unnest($1::uuid[], $2::varchar[], $3::text[], $4::varchar[], $5::text[], $6
 WHERE d.id = u.id
 """
 
-# status.derive_status in SQL, for notifications that have deliveries (the dispatcher made them). `n.id = ANY($1)`
-# twice on purpose: without it on `n`, the planner may join by scanning all of notifications.
-_REFRESH_NOTIFICATIONS = """
-UPDATE notifications n SET status = s.status, updated_at = $2
-FROM (
-    SELECT notification_id, CASE
-        WHEN bool_or(status IN ('queued', 'sending', 'retrying')) THEN 'in_progress'
-        WHEN bool_or(status = 'sent') AND bool_or(status = 'failed') THEN 'partially_sent'
-        WHEN bool_or(status = 'sent') THEN 'sent'
-        WHEN bool_or(status = 'failed') THEN 'failed'
-        WHEN bool_or(status = 'cancelled') THEN 'cancelled'
-        ELSE 'skipped'
-    END AS status
-    FROM deliveries WHERE notification_id = ANY($1::uuid[]) GROUP BY notification_id
-) s
-WHERE n.id = ANY($1::uuid[]) AND n.id = s.notification_id AND n.status IS DISTINCT FROM s.status
+_DELIVERY_STATUSES = """
+SELECT notification_id, array_agg(status) AS statuses FROM deliveries
+WHERE notification_id = ANY($1::uuid[]) GROUP BY notification_id
+"""
+
+# `n.id = ANY($1)` beside the join on purpose: without it the planner may join by scanning all of notifications.
+_SET_STATUSES = """
+UPDATE notifications n SET status = u.status, updated_at = $3
+FROM unnest($1::uuid[], $2::varchar[]) AS u(id, status)
+WHERE n.id = ANY($1::uuid[]) AND n.id = u.id AND n.status IS DISTINCT FROM u.status
 """
 
 
@@ -138,7 +133,7 @@ def _text(value: str) -> str:
     return value.replace("\x00", "")
 
 
-async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -> list[None]:
+async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -> None:
     """Log the attempts, move each delivery to its new status and refresh the notifications' statuses — one
     transaction for the batch, committed before any of its messages is settled."""
     now = utcnow()
@@ -168,8 +163,14 @@ async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -
             [json.dumps(o.payload) if o.payload is not None else None for o in outcomes],
             now,
         )
-        await connection.execute(_REFRESH_NOTIFICATIONS, list({o.claimed.notification_id for o in outcomes}), now)
-    return [None] * len(outcomes)
+        # Each notification's status derived from its deliveries, as everywhere else (status.derive_status).
+        rows = await connection.fetch(_DELIVERY_STATUSES, list({o.claimed.notification_id for o in outcomes}))
+        await connection.execute(
+            _SET_STATUSES,
+            [row["notification_id"] for row in rows],
+            [derive_status(row["statuses"]) for row in rows],
+            now,
+        )
 
 
 async def release_expired_leases(session: AsyncSession, *, limit: int = 500) -> int:

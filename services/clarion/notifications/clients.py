@@ -12,6 +12,7 @@ from typing import Any, Protocol, TypeVar, cast
 
 import grpc
 from google.protobuf import struct_pb2
+from google.protobuf.message import Message
 from google.rpc import error_details_pb2, status_pb2
 from opentelemetry.trace import SpanKind
 from purgatory import AsyncCircuitBreakerFactory
@@ -109,22 +110,64 @@ def _rename(field: str, renames: dict[str, str]) -> str:
     return renames[head] + dot + rest if head in renames else field
 
 
+def _renamed(violations: list[FieldViolation], field_prefix: dict[str, str]) -> list[FieldViolation]:
+    return [FieldViolation(_rename(v.field, field_prefix), v.description) for v in violations]
+
+
+# The answers that are the caller's mistake, not the service's: they pass through as our own typed errors.
+_CLIENT_ERRORS: dict[grpc.StatusCode, type[ClarionError]] = {
+    grpc.StatusCode.INVALID_ARGUMENT: InvalidArgument,
+    grpc.StatusCode.NOT_FOUND: NotFound,
+    grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
+}
+_CODES = {code.value[0]: code for code in grpc.StatusCode}
+
+
+def _client_error(
+    code: grpc.StatusCode, message: str, status: status_pb2.Status | None, field_prefix: dict[str, str]
+) -> ClarionError | None:
+    """A client-mistake answer as our typed error, its details kept and its fields renamed to the caller's request
+    by `field_prefix`; None for any other code."""
+    kind = _CLIENT_ERRORS.get(code)
+    if kind is None:
+        return None
+    reason, metadata, violations = _details(status)
+    if kind is InvalidArgument:
+        return InvalidArgument(
+            message, violations=_renamed(violations, field_prefix), reason=reason or None, metadata=metadata
+        )
+    return kind(message, reason=reason or None, metadata=metadata)
+
+
 def translate(error: grpc.aio.AioRpcError, *, service: str, field_prefix: dict[str, str]) -> Exception:
     """A dependency's answer as our own error: client mistakes pass through with their details (fields renamed to
     the caller's request by `field_prefix`); a sick service becomes DependencyFailed."""
     code = error.code()
     if code in _FAILURES:
         return DependencyFailed(service, code, error.details() or "")
-    reason, metadata, violations = _details(_rich_status(error))
     message = error.details() or code.name
-    violations = [FieldViolation(_rename(v.field, field_prefix), v.description) for v in violations]
-    if code == grpc.StatusCode.NOT_FOUND:
-        return NotFound(message, reason=reason or None, metadata=metadata)
-    if code == grpc.StatusCode.FAILED_PRECONDITION:
-        return FailedPrecondition(message, reason=reason or None, metadata=metadata)
-    if code == grpc.StatusCode.INVALID_ARGUMENT:
-        return InvalidArgument(message, violations=violations, reason=reason or None, metadata=metadata)
-    return DependencyFailed(service, code, message)
+    return _client_error(code, message, _rich_status(error), field_prefix) or DependencyFailed(service, code, message)
+
+
+def error_from_status(status: status_pb2.Status) -> ClarionError:
+    """One item's error of a batch answer, as the typed error a single call would have raised; a code that is not
+    about the request (the item ran out of time, the service failed) is Unavailable: ask again later."""
+    code = _CODES.get(status.code, grpc.StatusCode.UNKNOWN)
+    error = _client_error(code, status.message, status, {})
+    if error is not None:
+        return error
+    reason, metadata, _ = _details(status)
+    return Unavailable(status.message, retry_after_s=1.0, reason=reason or "DEPENDENCY_UNAVAILABLE", metadata=metadata)
+
+
+def _unavailable(service: str, why: str, retry_after_s: float = 1.0) -> Unavailable:
+    """The one UNAVAILABLE a caller gets when a service it needs is not answering."""
+    return Unavailable(
+        f"{service} {why}; retry later",
+        retry_after_s=retry_after_s,
+        reason="DEPENDENCY_UNAVAILABLE",
+        metadata={"service": service},
+    )
 
 
 class _InProcessContext:
@@ -160,25 +203,6 @@ class TemplateRendering(Protocol):
 # The most items per batch call (the services' MAX_BATCH): longer lists are split.
 USERS_PER_CALL = 1000
 RENDERS_PER_CALL = 100
-
-
-def error_from_status(status: status_pb2.Status) -> ClarionError:
-    """One item's error of a batch answer, as the typed error a single call would have raised; a code that is not
-    about the request (the item ran out of time, the service failed) is Unavailable: ask again later."""
-    reason, metadata, violations = _details(status)
-    kind = _ERRORS_BY_CODE.get(status.code)
-    if kind is InvalidArgument:
-        return InvalidArgument(status.message, violations=violations, reason=reason or None, metadata=metadata)
-    if kind is not None:
-        return kind(status.message, reason=reason or None, metadata=metadata)
-    return Unavailable(status.message, retry_after_s=1.0, reason=reason or "DEPENDENCY_UNAVAILABLE", metadata=metadata)
-
-
-_ERRORS_BY_CODE: dict[int, type[ClarionError]] = {
-    grpc.StatusCode.INVALID_ARGUMENT.value[0]: InvalidArgument,
-    grpc.StatusCode.NOT_FOUND.value[0]: NotFound,
-    grpc.StatusCode.FAILED_PRECONDITION.value[0]: FailedPrecondition,
-}
 
 
 def render_request(
@@ -244,7 +268,12 @@ class ServiceClients:
         self._local_templates = templates or self._local_templates
 
     async def _in_process(
-        self, service: str, method: str, call: Callable[[], Awaitable[T]], field_prefix: dict[str, str] | None = None
+        self,
+        service: str,
+        method: str,
+        call: Callable[[], Awaitable[T]],
+        timeout_s: float,
+        field_prefix: dict[str, str] | None = None,
     ) -> T:
         # One INTERNAL span where a remote call has a CLIENT and a SERVER span.
         with tracer().start_as_current_span(
@@ -252,21 +281,18 @@ class ServiceClients:
         ):
             try:
                 # The same deadline as over the network.
-                async with asyncio.timeout(self._batch_timeout_s if method.startswith("Batch") else self._timeout_s):
+                async with asyncio.timeout(timeout_s):
                     return await call()
             except TimeoutError:
-                raise Unavailable(
-                    f"{service} did not answer in time; retry later",
-                    retry_after_s=1.0,
-                    reason="DEPENDENCY_UNAVAILABLE",
-                    metadata={"service": service},
-                ) from None
+                raise _unavailable(service, "did not answer in time") from None
             except InvalidArgument as exc:
                 if not field_prefix:
                     raise
-                violations = [FieldViolation(_rename(v.field, field_prefix), v.description) for v in exc.violations]
                 raise InvalidArgument(
-                    exc.message, violations=violations, reason=exc.reason, metadata=exc.metadata
+                    exc.message,
+                    violations=_renamed(exc.violations, field_prefix),
+                    reason=exc.reason,
+                    metadata=exc.metadata,
                 ) from None
 
     async def _call(
@@ -280,30 +306,30 @@ class ServiceClients:
                     raise translate(exc, service=service, field_prefix=field_prefix or {}) from None
         except OpenedState as opened:
             retry_after_s = max(0.0, opened.opened_at + self._reset_s - time.time())
-            raise Unavailable(
-                f"{service} is unavailable (circuit open); retry later",
-                retry_after_s=retry_after_s,
-                reason="DEPENDENCY_UNAVAILABLE",
-                metadata={"service": service},
-            ) from None
+            raise _unavailable(service, "is unavailable (circuit open)", retry_after_s) from None
         except DependencyFailed as exc:
             log.warning("dependency_failed", service=service, code=exc.code.name)
-            raise Unavailable(
-                f"{service} is unavailable ({exc.code.name}); retry later",
-                retry_after_s=1.0,
-                reason="DEPENDENCY_UNAVAILABLE",
-                metadata={"service": service},
-            ) from None
+            raise _unavailable(service, f"is unavailable ({exc.code.name})") from None
+
+    async def _invoke(
+        self, service: str, method: str, request: Message, field_prefix: dict[str, str] | None = None
+    ) -> Any:
+        """`service`'s `method` with `request`: in process when this process serves the service, else over gRPC
+        (deadline, retry policy, breaker). Batch methods get the longer deadline."""
+        timeout_s = self._batch_timeout_s if method.startswith("Batch") else self._timeout_s
+        local: object = self._local_users if service == "UserService" else self._local_templates
+        if local is not None:
+            handler = getattr(local, method)
+            return await self._in_process(
+                service, method, lambda: handler(request, _IN_PROCESS), timeout_s, field_prefix
+            )
+        stub_method = getattr(self._users if service == "UserService" else self._templates, method)
+        return await self._call(service, lambda: stub_method(request, timeout=timeout_s), field_prefix)
 
     async def get_user(self, user_id: str) -> users_pb2.User:
         """The user, or NotFound / Unavailable."""
         request = users_pb2.GetUserRequest(user_id=user_id)
-        if self._local_users is not None:
-            local = self._local_users
-            return await self._in_process("UserService", "GetUser", lambda: local.GetUser(request, _IN_PROCESS))
-        user: users_pb2.User = await self._call(
-            "UserService", lambda: self._users.GetUser(request, timeout=self._timeout_s), {"user_id": "user_id"}
-        )
+        user: users_pb2.User = await self._invoke("UserService", "GetUser", request, {"user_id": "user_id"})
         return user
 
     async def render(
@@ -312,42 +338,20 @@ class ServiceClients:
         """The template rendered with `data`, or NotFound / FailedPrecondition (deleted) / InvalidArgument naming
         the request's fields (`message_data.x`) / Unavailable."""
         request = render_request(template_key=template_key, version=version, locale=locale, data=data)
-        return await self._render_one(request, {"data": "message_data"})
-
-    async def _render_one(
-        self, request: templates_pb2.RenderTemplateRequest, field_prefix: dict[str, str] | None = None
-    ) -> templates_pb2.RenderTemplateResponse:
-        if self._local_templates is not None:
-            local = self._local_templates
-            return await self._in_process(
-                "TemplateService", "RenderTemplate", lambda: local.RenderTemplate(request, _IN_PROCESS), field_prefix
-            )
-        response: templates_pb2.RenderTemplateResponse = await self._call(
-            "TemplateService", lambda: self._templates.RenderTemplate(request, timeout=self._timeout_s), field_prefix
+        rendered: templates_pb2.RenderTemplateResponse = await self._invoke(
+            "TemplateService", "RenderTemplate", request, {"data": "message_data"}
         )
-        return response
+        return rendered
 
     async def get_users(self, user_ids: Sequence[str]) -> dict[str, users_pb2.User]:
         """The users among `user_ids` that exist, by id (BatchGetUsers); Unavailable when UserService is."""
         found: dict[str, users_pb2.User] = {}
         unique = list(dict.fromkeys(user_ids))
         for start in range(0, len(unique), USERS_PER_CALL):
-            response = await self._batch_get_users(
-                users_pb2.BatchGetUsersRequest(user_ids=unique[start : start + USERS_PER_CALL])
-            )
+            request = users_pb2.BatchGetUsersRequest(user_ids=unique[start : start + USERS_PER_CALL])
+            response: users_pb2.BatchGetUsersResponse = await self._invoke("UserService", "BatchGetUsers", request)
             found.update((user.user_id, user) for user in response.users)
         return found
-
-    async def _batch_get_users(self, request: users_pb2.BatchGetUsersRequest) -> users_pb2.BatchGetUsersResponse:
-        if self._local_users is not None:
-            local = self._local_users
-            return await self._in_process(
-                "UserService", "BatchGetUsers", lambda: local.BatchGetUsers(request, _IN_PROCESS)
-            )
-        response: users_pb2.BatchGetUsersResponse = await self._call(
-            "UserService", lambda: self._users.BatchGetUsers(request, timeout=self._batch_timeout_s)
-        )
-        return response
 
     async def render_many(
         self, requests: Sequence[templates_pb2.RenderTemplateRequest]
@@ -358,7 +362,9 @@ class ServiceClients:
         for start in range(0, len(requests), RENDERS_PER_CALL):
             chunk = list(requests[start : start + RENDERS_PER_CALL])
             try:
-                response = await self._batch_render(templates_pb2.BatchRenderTemplatesRequest(requests=chunk))
+                response: templates_pb2.BatchRenderTemplatesResponse = await self._invoke(
+                    "TemplateService", "BatchRenderTemplates", templates_pb2.BatchRenderTemplatesRequest(requests=chunk)
+                )
             except Unavailable:
                 if len(chunk) == 1:
                     raise
@@ -376,22 +382,12 @@ class ServiceClients:
         self, request: templates_pb2.RenderTemplateRequest
     ) -> templates_pb2.RenderTemplateResponse | ClarionError:
         try:
-            return await self._render_one(request)
+            rendered: templates_pb2.RenderTemplateResponse = await self._invoke(
+                "TemplateService", "RenderTemplate", request
+            )
         except ClarionError as exc:
             return exc
-
-    async def _batch_render(
-        self, request: templates_pb2.BatchRenderTemplatesRequest
-    ) -> templates_pb2.BatchRenderTemplatesResponse:
-        if self._local_templates is not None:
-            local = self._local_templates
-            return await self._in_process(
-                "TemplateService", "BatchRenderTemplates", lambda: local.BatchRenderTemplates(request, _IN_PROCESS)
-            )
-        response: templates_pb2.BatchRenderTemplatesResponse = await self._call(
-            "TemplateService", lambda: self._templates.BatchRenderTemplates(request, timeout=self._batch_timeout_s)
-        )
-        return response
+        return rendered
 
     async def remove_device(self, user_id: str, device_id: str) -> None:
         """Remove a user's device (an unregistered push token); a device already gone is fine."""

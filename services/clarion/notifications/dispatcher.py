@@ -70,10 +70,11 @@ FROM unnest($1::uuid[], $2::uuid[], $3::varchar[], $4::varchar[], $5::text[], $6
 ON CONFLICT (notification_id, channel) DO NOTHING
 """
 
+# `n.id = ANY($1)` beside the join: without it the planner may join by scanning all of notifications.
 _SET_DISPATCHED = """
 UPDATE notifications n SET status = u.status, status_reason = u.reason, updated_at = $4
 FROM unnest($1::uuid[], $2::varchar[], $3::text[]) AS u(id, status, reason)
-WHERE n.id = u.id
+WHERE n.id = ANY($1::uuid[]) AND n.id = u.id
 """
 
 _CLAIM_UNPUBLISHED = """
