@@ -22,7 +22,7 @@ from clarion.core.server import GrpcServer, ServiceRegistration, install_stop_si
 from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.providers.factory import create_email_provider, create_push_provider
-from clarion.delivery.sweeper import run_sweeper
+from clarion.delivery.sweeper import Sweeper
 from clarion.keys.repository import SqlKeyStore
 from clarion.notifications import servicer as notifications
 from clarion.notifications.clients import ServiceClients, TemplateRendering, UserLookup
@@ -153,8 +153,13 @@ async def run_workers(
             )
             tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
         elif kind == "sweeper":
-            sweeper = run_sweeper(resources.sessions, interval_s=settings.sweeper_interval_s, stop=stop)
-            tasks.append(asyncio.create_task(sweeper, name="sweeper"))
+            sweeper = Sweeper(
+                fast=resources.fast,
+                lease_s=settings.delivery_lease_s,
+                republish_after_s=settings.delivery_republish_after_s,
+                interval_s=settings.sweeper_interval_s,
+            )
+            tasks.append(asyncio.create_task(sweeper.run(stop), name="sweeper"))
         else:
             email = create_email_provider(settings) if kind == "email" else None
             push = create_push_provider(settings) if kind == "push" else None

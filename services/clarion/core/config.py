@@ -72,6 +72,9 @@ class Settings(BaseSettings):
     delivery_backoff_base_s: float = Field(default=2.0, gt=0, le=600)
     worker_prefetch: int = Field(default=16, ge=1, le=1000)
     sweeper_interval_s: float = Field(default=15.0, gt=0, le=3600)
+    # A delivery published (or due back from a retry tier) this long ago and still neither claimed nor finished has
+    # lost its message: the sweeper publishes it again. Longer than a work queue's backlog takes to drain.
+    delivery_republish_after_s: float = Field(default=600.0, ge=5, le=7 * 24 * 3600.0)
     # Per-provider circuit breaker: consecutive transient failures that open it, and how long it stays open.
     provider_breaker_threshold: int = Field(default=5, ge=1, le=1000)
     provider_breaker_reset_s: float = Field(default=30.0, gt=0, le=3600)

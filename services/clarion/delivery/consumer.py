@@ -3,17 +3,19 @@ settle the message — ack, retry through a tier, or dead-letter — only after 
 
 from __future__ import annotations
 
+import asyncio
 import json
 import random
 import time
 import uuid
-from datetime import UTC, datetime
-from typing import Any
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
 
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from clarion.core.batching import GroupCommit
-from clarion.core.broker import Broker, Received
+from clarion.core.broker import Broker, Received, retry_tier_s
 from clarion.core.db import FastPath, is_database_unavailable
 from clarion.core.logging import get_logger, redact_text
 from clarion.core.metrics import ATTEMPT_SECONDS, DEAD_LETTERED, DELIVERIES, TIME_TO_SEND
@@ -23,6 +25,7 @@ from clarion.delivery.outcomes import Attempt, Claimed, Outcome, claim_many, fin
 from clarion.delivery.providers.base import (
     EmailMessage,
     EmailProvider,
+    OutcomeUnknown,
     PermanentFailure,
     ProviderError,
     PushMessage,
@@ -34,10 +37,16 @@ from clarion.notifications import models as m
 from clarion.notifications.clients import ServiceClients
 
 log = get_logger(__name__)
+T = TypeVar("T")
 
 # Backoff between attempts: exponential, jittered, capped. Written here rather than with a retry library because
 # the waiting happens in RabbitMQ's retry tiers, across processes, not in a loop of ours.
 BACKOFF_CAP_S = 3600.0
+# While PostgreSQL is away a handler keeps its message (unacked) and asks again after a pause that doubles up to the
+# cap. A message requeued instead would spend RabbitMQ's delivery limit in under a second and be dead-lettered
+# without the database knowing; held, the prefetch bounds what the worker takes meanwhile, so it stops consuming.
+DATABASE_RETRY_FIRST_S = 0.2
+DATABASE_RETRY_CAP_S = 5.0
 
 
 def backoff_s(attempt: int, retry_after_s: float | None, *, base_s: float = 2.0) -> float:
@@ -68,7 +77,7 @@ class DeliveryWorker:
         # The handlers of the messages in flight (up to the prefetch) share their claims and their outcomes'
         # transactions: a few statements per batch instead of two transactions per message.
         self._claims: GroupCommit[uuid.UUID, Claimed | None] = GroupCommit(self._claim_batch)
-        self._outcomes: GroupCommit[Outcome, Exception | None] = GroupCommit(self._finish_batch)
+        self._outcomes: GroupCommit[Outcome, Exception | bool] = GroupCommit(self._finish_batch)
         self._email = email
         self._push = push
         self._clients = clients
@@ -76,38 +85,69 @@ class DeliveryWorker:
         self._lease_s = lease_s
         self._backoff_base_s = backoff_base_s
         self._breaker = breaker or ProviderBreaker(threshold=5, reset_s=30.0)
+        # Handlers waiting for PostgreSQL to answer; the first one to wait logs the outage, the last one its end.
+        self._waiting_for_database = 0
 
     async def _claim_batch(self, delivery_ids: list[uuid.UUID]) -> list[Claimed | None]:
         async with self._fast.connection() as connection:
             return await claim_many(connection, delivery_ids, lease_s=self._lease_s)
 
-    async def _finish_batch(self, outcomes: list[Outcome]) -> list[Exception | None]:
+    async def _finish_batch(self, outcomes: list[Outcome]) -> list[Exception | bool]:
         """One transaction for the batch; if it fails for a reason other than the database being gone (a deadlock
         with a replay, a value PostgreSQL refuses), each outcome is tried alone, so one bad outcome does not send
         every message of its batch back to the queue (and their deliveries out again, as duplicates)."""
         try:
             async with self._fast.connection() as connection:
-                await finish_many(connection, outcomes)
-            return [None] * len(outcomes)
+                settled = await finish_many(connection, outcomes)
+            return [o.claimed.delivery_id in settled for o in outcomes]
         except Exception as exc:
             if len(outcomes) == 1 or is_database_unavailable(exc):
                 raise
             log.warning("outcome_batch_failed", outcomes=len(outcomes), error=type(exc).__name__)
-        results: list[Exception | None] = []
+        results: list[Exception | bool] = []
         for outcome in outcomes:
             try:
                 async with self._fast.connection() as connection:
-                    await finish_many(connection, [outcome])
-                results.append(None)
-            except Exception as exc:  # noqa: BLE001 - raised to this outcome's handler, which requeues it
+                    results.append(bool(await finish_many(connection, [outcome])))
+            except Exception as exc:  # noqa: BLE001 - raised to this outcome's handler
                 results.append(exc)
         return results
 
-    async def _record(self, outcome: Outcome) -> None:
-        """Commit an outcome (with the others in flight); raises if it could not be recorded."""
-        error = await self._outcomes.submit(outcome)
-        if error is not None:
-            raise error
+    async def _finish(self, outcome: Outcome) -> bool:
+        """Commit an outcome (with the others in flight), waiting for PostgreSQL if it is away; raises if it was
+        refused. False when the delivery was claimed again meanwhile (the lease expired): only its attempts were
+        logged, and its message must not be retried or dead-lettered."""
+        result = await self._while_database_away(lambda: self._outcomes.submit(outcome))
+        if isinstance(result, Exception):
+            raise result
+        if result:
+            return True
+        log.warning("delivery_outcome_late", delivery_id=str(outcome.claimed.delivery_id), status=outcome.status)
+        return False
+
+    async def _while_database_away(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, again and again while it fails only because PostgreSQL cannot be reached."""
+        pause_s = DATABASE_RETRY_FIRST_S
+        waiting = False
+        try:
+            while True:
+                try:
+                    return await call()
+                except Exception as exc:
+                    if not is_database_unavailable(exc):
+                        raise
+                    if not waiting:
+                        waiting = True
+                        self._waiting_for_database += 1
+                        if self._waiting_for_database == 1:
+                            log.warning("database_unavailable_holding_messages", error=type(exc).__name__)
+                await asyncio.sleep(random.uniform(pause_s / 2, pause_s))  # noqa: S311 - jitter
+                pause_s = min(pause_s * 2, DATABASE_RETRY_CAP_S)
+        finally:
+            if waiting:
+                self._waiting_for_database -= 1
+                if self._waiting_for_database == 0:
+                    log.warning("database_available_again")
 
     @property
     def _provider_name(self) -> str:
@@ -147,7 +187,7 @@ class DeliveryWorker:
             log.info("provider_circuit_open", delivery_id=str(delivery_id), retry_in_s=round(wait_s, 1))
             await received.retry(wait_s)
             return
-        claimed = await self._claims.submit(delivery_id)
+        claimed = await self._while_database_away(lambda: self._claims.submit(delivery_id))
         if claimed is None:
             log.info("delivery_already_handled", delivery_id=str(delivery_id))
             await received.ack()
@@ -262,30 +302,36 @@ class DeliveryWorker:
     ) -> None:
         delivery = str(claimed.delivery_id)
         if error is None:
-            await self._record(
-                Outcome(claimed, attempts, m.SENT, provider=provider, provider_message_id=message_id, payload=payload)
+            outcome = Outcome(
+                claimed, attempts, m.SENT, provider=provider, provider_message_id=message_id, payload=payload
             )
-            self._count(claimed, provider, "sent")
-            log.info("delivery_sent", delivery_id=delivery, provider=provider, attempt=claimed.attempt)
+            if await self._finish(outcome):
+                self._count(claimed, provider, "sent")
+                log.info("delivery_sent", delivery_id=delivery, provider=provider, attempt=claimed.attempt)
             await received.ack()
             return
         reason = redact_text(str(error))
         if isinstance(error, TransientFailure) and claimed.attempt < self._max_attempts:
             delay_s = backoff_s(claimed.attempt, error.retry_after_s, base_s=self._backoff_base_s)
-            await self._record(
-                Outcome(claimed, attempts, m.RETRYING, reason=reason, provider=provider, payload=payload)
+            retry_at = datetime.now(UTC) + timedelta(seconds=retry_tier_s(delay_s))
+            outcome = Outcome(
+                claimed, attempts, m.RETRYING, reason=reason, provider=provider, payload=payload, retry_at=retry_at
             )
+            if not await self._finish(outcome):
+                await received.ack()  # another claim owns the delivery now
+                return
             self._count(claimed, provider, "retry")
             log.info("delivery_retrying", delivery_id=delivery, attempt=claimed.attempt, delay_s=round(delay_s, 1))
             await received.retry(delay_s)
             return
         final = m.SENT if partial_success else m.FAILED
         why = reason if isinstance(error, PermanentFailure) else f"attempts exhausted: {reason}"
-        await self._record(
-            Outcome(
-                claimed, attempts, final, reason=why, provider=provider, provider_message_id=message_id, payload=payload
-            )
+        outcome = Outcome(
+            claimed, attempts, final, reason=why, provider=provider, provider_message_id=message_id, payload=payload
         )
+        if not await self._finish(outcome):
+            await received.ack()
+            return
         self._count(claimed, provider, "sent" if final == m.SENT else "failed")
         log.warning("delivery_failed", delivery_id=delivery, attempt=claimed.attempt, reason=why)
         if final == m.FAILED:
@@ -311,11 +357,13 @@ async def _attempt(provider: str, call: Any) -> tuple[Attempt, str, ProviderErro
     error: ProviderError | None = None
     try:
         message_id = await call
-        outcome = "succeeded"
+        outcome = m.ATTEMPT_SUCCEEDED
+    except OutcomeUnknown as exc:
+        error, outcome = exc, m.ATTEMPT_UNKNOWN
     except TransientFailure as exc:
-        error, outcome = exc, "transient_failure"
+        error, outcome = exc, m.ATTEMPT_TRANSIENT
     except PermanentFailure as exc:
-        error, outcome = exc, "permanent_failure"
+        error, outcome = exc, m.ATTEMPT_PERMANENT
     duration_ms = (time.perf_counter() - started) * 1000
     text = redact_text(str(error)) if error else ""
     return Attempt(provider, outcome, text, started_at, duration_ms), message_id, error

@@ -11,11 +11,8 @@ from datetime import datetime, timedelta
 from typing import Any
 
 import asyncpg
-from sqlalchemy import select, update
-from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.db import utcnow
-from clarion.notifications import models as m
 from clarion.notifications.status import derive_status
 
 
@@ -31,6 +28,8 @@ class Claimed:
     payload: dict[str, Any]
     # When the notification was accepted: the start of its time to send.
     accepted_at: datetime
+    # Until when the claim is this worker's alone; past it, the sweeper may give the delivery to another worker.
+    lease_until: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,7 +37,7 @@ class Attempt:
     """One provider call, for the attempt log."""
 
     provider: str
-    outcome: str  # "succeeded" | "transient_failure" | "permanent_failure"
+    outcome: str  # models.ATTEMPT_*
     error: str
     started_at: datetime
     duration_ms: float
@@ -63,9 +62,10 @@ async def claim_many(
     already handled (or being handled under a live lease): that is how a duplicate message is recognised and
     dropped. An id twice in the batch is claimed once: the second gets None."""
     now = utcnow()
+    lease_until = now + timedelta(seconds=lease_s)
     # Sorted, for the usual index scan to lock in id order. Overlapping batches (duplicate messages in two
     # workers) could still deadlock on another plan: PostgreSQL then fails one batch, whose messages are requeued.
-    rows = await connection.fetch(_CLAIM, sorted(set(delivery_ids)), now + timedelta(seconds=lease_s), now)
+    rows = await connection.fetch(_CLAIM, sorted(set(delivery_ids)), lease_until, now)
     claimed = {
         row["id"]: Claimed(
             row["id"],
@@ -75,6 +75,7 @@ async def claim_many(
             row["attempt_count"],
             json.loads(row["payload"]),
             row["created_at"],
+            lease_until,
         )
         for row in rows
     }
@@ -93,6 +94,8 @@ class Outcome:
     provider_message_id: str = ""
     # The payload to store instead of the claimed one (a push remembers which devices are done).
     payload: dict[str, Any] | None = None
+    # RETRYING: when its message comes back from the retry tier (until then the sweeper does not miss it).
+    retry_at: datetime | None = None
 
 
 _LOCK_NOTIFICATIONS = "SELECT id FROM notifications WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
@@ -103,16 +106,31 @@ SELECT * FROM unnest($1::uuid[], $2::int[], $3::varchar[], $4::varchar[], $5::te
                      $7::float8[])
 """
 
+# Only the claim that made the attempt may settle the delivery: it is still SENDING under that attempt's number,
+# or the sweeper took it back after the lease expired (QUEUED again) and no other worker has claimed it yet; a
+# RETRYING outcome then leaves it queued, as its new message is already on its way. An outcome recorded after
+# another claim (a later attempt number) changes nothing but the attempt log.
 _UPDATE_DELIVERIES = """
 UPDATE deliveries d
-SET status = u.status, status_reason = u.reason, updated_at = $7, lease_until = NULL,
+SET status = u.status, status_reason = u.reason, updated_at = $9, lease_until = NULL,
     provider = coalesce(nullif(u.provider, ''), d.provider),
     provider_message_id = coalesce(nullif(u.message_id, ''), d.provider_message_id),
-    sent_at = CASE WHEN u.status = 'sent' THEN $7 ELSE d.sent_at END,
-    payload = coalesce(u.payload::jsonb, d.payload)
-FROM unnest($1::uuid[], $2::varchar[], $3::text[], $4::varchar[], $5::text[], $6::text[])
-    AS u(id, status, reason, provider, message_id, payload)
-WHERE d.id = u.id
+    sent_at = CASE WHEN u.status = 'sent' THEN $9 ELSE d.sent_at END,
+    payload = coalesce(u.payload::jsonb, d.payload),
+    due_at = coalesce(u.due_at, d.due_at)
+FROM unnest($1::uuid[], $2::int[], $3::varchar[], $4::text[], $5::varchar[], $6::text[], $7::text[],
+            $8::timestamptz[])
+    AS u(id, attempt, status, reason, provider, message_id, payload, due_at)
+WHERE d.id = u.id AND d.attempt_count = u.attempt
+    AND (d.status = 'sending' OR (d.status = 'queued' AND u.status <> 'retrying'))
+RETURNING d.id
+"""
+
+# An attempt the sweeper logged as unknown (its lease expired) gives way to the outcome its worker records late.
+_RESOLVE_UNKNOWN = """
+DELETE FROM delivery_attempts a
+USING unnest($1::uuid[], $2::int[]) AS u(delivery_id, attempt)
+WHERE a.delivery_id = u.delivery_id AND a.attempt_number = u.attempt AND a.outcome = 'unknown'
 """
 
 _DELIVERY_STATUSES = """
@@ -133,15 +151,19 @@ def _text(value: str) -> str:
     return value.replace("\x00", "")
 
 
-async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -> None:
+async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -> set[uuid.UUID]:
     """Log the attempts, move each delivery to its new status and refresh the notifications' statuses — one
-    transaction for the batch, committed before any of its messages is settled."""
+    transaction for the batch, committed before any of its messages is settled. Returns the deliveries it
+    settled; one missing was claimed again after its lease expired, and only its attempts were logged."""
     now = utcnow()
     attempts = [(o.claimed, a) for o in outcomes for a in o.attempts]
+    late = [o.claimed for o in outcomes if o.claimed.lease_until <= now]
     async with connection.transaction():
         # Each notification locked first, in id order: two workers finishing its email and its push one after
         # the other each see the other's committed status, and overlapping batches cannot deadlock.
         await connection.execute(_LOCK_NOTIFICATIONS, sorted({o.claimed.notification_id for o in outcomes}))
+        if late:
+            await connection.execute(_RESOLVE_UNKNOWN, [c.delivery_id for c in late], [c.attempt for c in late])
         if attempts:
             await connection.execute(
                 _INSERT_ATTEMPTS,
@@ -153,14 +175,16 @@ async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -
                 [a.started_at for _, a in attempts],
                 [a.duration_ms for _, a in attempts],
             )
-        await connection.execute(
+        settled = await connection.fetch(
             _UPDATE_DELIVERIES,
             [o.claimed.delivery_id for o in outcomes],
+            [o.claimed.attempt for o in outcomes],
             [o.status for o in outcomes],
             [_text(o.reason) for o in outcomes],
             [o.provider for o in outcomes],
             [_text(o.provider_message_id) for o in outcomes],
             [json.dumps(o.payload) if o.payload is not None else None for o in outcomes],
+            [o.retry_at for o in outcomes],
             now,
         )
         # Each notification's status derived from its deliveries, as everywhere else (status.derive_status).
@@ -171,23 +195,56 @@ async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -
             [derive_status(row["statuses"]) for row in rows],
             now,
         )
+    return {row["id"] for row in settled}
 
 
-async def release_expired_leases(session: AsyncSession, *, limit: int = 500) -> int:
-    """The sweeper: deliveries stuck in SENDING past their lease (a worker died mid-send) go back to the relay,
-    which publishes them again. Returns how many."""
-    stuck = (
-        select(m.DeliveryRow.id)
-        .where(m.DeliveryRow.status == m.SENDING, m.DeliveryRow.lease_until < utcnow())
-        .limit(limit)
-        .with_for_update(skip_locked=True)
-    )
-    result = await session.execute(
-        update(m.DeliveryRow)
-        .where(m.DeliveryRow.id.in_(stuck))
-        .values(
-            status=m.QUEUED, published_at=None, lease_until=None, status_reason="lease_expired", updated_at=utcnow()
-        )
-        .returning(m.DeliveryRow.id)
-    )
-    return len(result.all())
+# A lease that expired: the delivery goes back to the relay, and the attempt its worker made (or was about to
+# make) is logged as unknown, with the claim's time as its start: the provider may have taken it, so the next attempt
+# may be a duplicate, and the history says why. Locked in id order, a batch at a time.
+_RELEASE_EXPIRED = """
+WITH expired AS (
+    SELECT id, updated_at AS claimed_at FROM deliveries
+    WHERE status = 'sending' AND lease_until < $1
+    ORDER BY id LIMIT $2
+    FOR UPDATE SKIP LOCKED
+), released AS (
+    UPDATE deliveries d
+    SET status = 'queued', published_at = NULL, lease_until = NULL, status_reason = 'lease_expired', updated_at = $1
+    FROM expired e WHERE d.id = e.id
+    RETURNING d.id, d.attempt_count, d.provider, e.claimed_at
+)
+INSERT INTO delivery_attempts (delivery_id, attempt_number, provider, outcome, error, started_at, duration_ms)
+SELECT id, attempt_count, provider, 'unknown', $3, claimed_at, 0 FROM released
+RETURNING delivery_id
+"""
+LEASE_EXPIRED_ERROR = "lease expired: the worker stopped before it recorded an outcome"
+
+# Published, then neither claimed nor finished for too long: its message was lost on the way (a queue deleted, a
+# message dead-lettered by the broker itself). Published again; if the old message turns up after all, the claim
+# lets only one of the two through.
+_REPUBLISH_STALE = """
+UPDATE deliveries d
+SET status = 'queued', published_at = NULL, status_reason = 'republished', updated_at = $1
+WHERE d.id IN (
+    SELECT id FROM deliveries
+    WHERE status IN ('queued', 'retrying') AND published_at IS NOT NULL AND published_at < $2 AND due_at < $2
+    ORDER BY id LIMIT $3
+    FOR UPDATE SKIP LOCKED
+)
+RETURNING d.id
+"""
+
+
+async def release_expired_leases(connection: asyncpg.Connection, *, limit: int = 500) -> int:
+    """Deliveries stuck in SENDING past their lease (a worker died mid-send) go back to the relay, which publishes
+    them again, each with its unfinished attempt logged as unknown. Returns how many, at most `limit`."""
+    rows = await connection.fetch(_RELEASE_EXPIRED, utcnow(), limit, LEASE_EXPIRED_ERROR)
+    return len(rows)
+
+
+async def republish_stale(connection: asyncpg.Connection, *, older_than_s: float, limit: int = 500) -> int:
+    """Deliveries published (or due back from a retry tier) more than `older_than_s` ago and still neither claimed
+    nor finished go back to the relay. Returns how many, at most `limit`."""
+    now = utcnow()
+    rows = await connection.fetch(_REPUBLISH_STALE, now, now - timedelta(seconds=older_than_s), limit)
+    return len(rows)

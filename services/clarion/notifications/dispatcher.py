@@ -22,7 +22,7 @@ from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clarion.core.broker import EMAIL_QUEUE, FAILED_QUEUE, PUSH_QUEUE, Broker, BrokerError, BrokerUnavailable, Message
-from clarion.core.db import FastPath, asyncpg_dsn
+from clarion.core.db import FastPath, asyncpg_dsn, is_database_unavailable
 from clarion.core.errors import ClarionError, FailedPrecondition, NotFound, Unavailable
 from clarion.core.logging import get_logger
 from clarion.core.metrics import (
@@ -236,8 +236,11 @@ class Dispatcher:
                     passes += 1
                     if passes % 60 == 0:
                         await self.prune_idempotency_keys()
-                except Exception:
-                    log.exception("dispatch_pass_failed")
+                except Exception as exc:
+                    if is_database_unavailable(exc):  # expected while PostgreSQL is away: no stack trace per pass
+                        log.warning("dispatch_database_unavailable", error=type(exc).__name__)
+                    else:
+                        log.exception("dispatch_pass_failed")
                     dispatched = published = 0
                 if dispatched >= self._batch_size or published >= self._batch_size:
                     continue  # more is waiting

@@ -35,6 +35,13 @@ SKIPPED = "skipped"
 DELIVERY_CANCELLED = "cancelled"
 FINAL_DELIVERY_STATUSES = (SENT, FAILED, SKIPPED, DELIVERY_CANCELLED)
 
+# DeliveryAttemptRow.outcome. UNKNOWN: the request may have reached the provider but no answer was recorded (a
+# timeout, or a worker that stopped before recording); it is what accounts for a duplicate send.
+ATTEMPT_SUCCEEDED = "succeeded"
+ATTEMPT_TRANSIENT = "transient_failure"
+ATTEMPT_PERMANENT = "permanent_failure"
+ATTEMPT_UNKNOWN = "unknown"
+
 
 class NotificationRow(Base):
     """A request to notify a user, recorded durably before the caller gets its id."""
@@ -110,6 +117,12 @@ class DeliveryRow(Base):
         UniqueConstraint("notification_id", "channel"),
         # The relay's scan: committed, due, not yet published.
         Index("ix_deliveries_unpublished_due", "due_at", postgresql_where=(status == QUEUED) & published_at.is_(None)),
+        # The sweeper's scan: published, then neither claimed nor finished (delivery.sweeper).
+        Index(
+            "ix_deliveries_published_unfinished",
+            "published_at",
+            postgresql_where=status.in_((QUEUED, RETRYING)) & published_at.isnot(None),
+        ),
         # Dead letters, newest first (ListDeadLetters), and their count (the dead-letter gauge).
         Index("ix_deliveries_failed_updated", "updated_at", "id", postgresql_where=status == FAILED),
         # GetDeliveryStats' window.

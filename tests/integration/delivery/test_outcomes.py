@@ -4,12 +4,19 @@ the notification's status follows its deliveries."""
 from __future__ import annotations
 
 import uuid
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
 from clarion.delivery.consumer import DeliveryWorker
-from clarion.delivery.outcomes import Attempt, Outcome, claim_many, finish_many
+from clarion.delivery.outcomes import (
+    Attempt,
+    Outcome,
+    claim_many,
+    finish_many,
+    release_expired_leases,
+    republish_stale,
+)
 from clarion.notifications import models as m
 from tests.helpers import notification_row
 from tests.integration.conftest import RunningClarion
@@ -103,8 +110,8 @@ async def test_one_outcome_postgresql_refuses_does_not_fail_its_batch(clarion: R
             Outcome(claimed_bad, [Attempt("p" * 40, "succeeded", "", now, 1.0)], m.SENT, provider="p" * 40),
         ]
     )
-    assert results[0] is None
-    assert results[1] is not None, "the refused one is reported to its own handler"
+    assert results[0] is True
+    assert isinstance(results[1], Exception), "the refused one is reported to its own handler"
     async with clarion.resources.sessions() as session:
         recorded = await session.get(m.DeliveryRow, good)
         assert recorded is not None
@@ -112,3 +119,98 @@ async def test_one_outcome_postgresql_refuses_does_not_fail_its_batch(clarion: R
         refused = await session.get(m.DeliveryRow, bad)
         assert refused is not None
         assert refused.status == m.SENDING, "left to its handler (requeued) and the sweeper"
+
+
+async def attempts_of(clarion: RunningClarion, delivery_id: uuid.UUID) -> list[tuple[int, str]]:
+    async with clarion.resources.fast.connection() as connection:
+        rows = await connection.fetch(
+            "SELECT attempt_number, outcome FROM delivery_attempts WHERE delivery_id = $1 ORDER BY id", delivery_id
+        )
+    return [(r["attempt_number"], r["outcome"]) for r in rows]
+
+
+async def expire_lease(clarion: RunningClarion, delivery_id: uuid.UUID) -> None:
+    async with clarion.resources.fast.connection() as connection:
+        await connection.execute(
+            "UPDATE deliveries SET lease_until = now() - interval '1 second' WHERE id = $1", delivery_id
+        )
+
+
+async def test_an_outcome_recorded_after_the_sweeper_released_the_lease_still_settles_it(
+    clarion: RunningClarion,
+) -> None:
+    [delivery] = await make_notification(clarion, ("email",))
+    async with clarion.resources.fast.connection() as connection:
+        [claimed] = await claim_many(connection, [delivery], lease_s=0.001)
+        assert claimed is not None
+        await expire_lease(clarion, delivery)
+        assert await release_expired_leases(connection) == 1
+        assert await attempts_of(clarion, delivery) == [(1, m.ATTEMPT_UNKNOWN)]
+        # The worker was only slow (PostgreSQL was away): its outcome replaces the unknown attempt and settles the
+        # delivery, and the message the relay publishes again finds nothing left to claim.
+        sent = Attempt("file", m.ATTEMPT_SUCCEEDED, "", datetime.now(UTC), 1.0)
+        settled = await finish_many(connection, [Outcome(claimed, [sent], m.SENT, provider="file")])
+        assert settled == {delivery}
+        assert await claim_many(connection, [delivery], lease_s=30) == [None]
+    assert await attempts_of(clarion, delivery) == [(1, m.ATTEMPT_SUCCEEDED)]
+    assert await notification_status(clarion, delivery) == m.SENT_ALL
+
+
+async def test_an_outcome_recorded_after_another_claim_only_logs_its_attempt(clarion: RunningClarion) -> None:
+    [delivery] = await make_notification(clarion, ("email",))
+    now = datetime.now(UTC)
+    async with clarion.resources.fast.connection() as connection:
+        [first] = await claim_many(connection, [delivery], lease_s=0.001)
+        await expire_lease(clarion, delivery)
+        assert await release_expired_leases(connection) == 1
+        [second] = await claim_many(connection, [delivery], lease_s=30)
+        assert first is not None
+        assert second is not None
+        assert second.attempt == 2
+        late = Outcome(first, [Attempt("file", m.ATTEMPT_TRANSIENT, "503", now, 1.0)], m.RETRYING)
+        assert await finish_many(connection, [late]) == set(), "the second claim owns the delivery"
+        row = await connection.fetchrow("SELECT status, attempt_count FROM deliveries WHERE id = $1", delivery)
+        assert (row["status"], row["attempt_count"]) == (m.SENDING, 2)
+        sent = Outcome(second, [Attempt("file", m.ATTEMPT_SUCCEEDED, "", now, 1.0)], m.SENT)
+        assert await finish_many(connection, [sent]) == {delivery}
+    assert await attempts_of(clarion, delivery) == [(1, m.ATTEMPT_TRANSIENT), (2, m.ATTEMPT_SUCCEEDED)]
+
+
+async def test_a_published_delivery_whose_message_was_lost_is_published_again(clarion: RunningClarion) -> None:
+    [lost, fresh] = await make_notification(clarion, ("email", "push"))
+    async with clarion.resources.fast.connection() as connection:
+        await connection.execute(
+            "UPDATE deliveries SET published_at = now() - interval '1 hour', due_at = now() - interval '1 hour' "
+            "WHERE id = $1",
+            lost,
+        )
+        await connection.execute("UPDATE deliveries SET published_at = now() WHERE id = $1", fresh)
+        assert await republish_stale(connection, older_than_s=60) == 1
+        rows = await connection.fetch("SELECT id, published_at, status_reason FROM deliveries")
+    by_id = {r["id"]: r for r in rows}
+    assert by_id[lost]["published_at"] is None, "back to the relay"
+    assert by_id[lost]["status_reason"] == "republished"
+    assert by_id[fresh]["published_at"] is not None, "a message published a moment ago is left alone"
+
+
+async def test_a_retrying_delivery_is_not_republished_before_its_message_is_due_back(
+    clarion: RunningClarion,
+) -> None:
+    [delivery] = await make_notification(clarion, ("email",))
+    now = datetime.now(UTC)
+    async with clarion.resources.fast.connection() as connection:
+        await connection.execute(
+            "UPDATE deliveries SET published_at = now() - interval '1 hour' WHERE id = $1", delivery
+        )
+        [claimed] = await claim_many(connection, [delivery], lease_s=30)
+        assert claimed is not None
+        retry = Outcome(
+            claimed,
+            [Attempt("file", m.ATTEMPT_TRANSIENT, "503", now, 1.0)],
+            m.RETRYING,
+            retry_at=now + timedelta(minutes=10),
+        )
+        await finish_many(connection, [retry])
+        assert await republish_stale(connection, older_than_s=60) == 0, "its message waits in a retry tier"
+        await connection.execute("UPDATE deliveries SET due_at = now() - interval '2 minutes' WHERE id = $1", delivery)
+        assert await republish_stale(connection, older_than_s=60) == 1, "due back long ago, and never claimed"

@@ -11,18 +11,19 @@ from dataclasses import dataclass
 from datetime import timedelta
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit, urlunsplit
 
 import pytest
 from sqlalchemy import update
 
 from clarion.core.broker import EMAIL_QUEUE, FAILED_QUEUE, Broker, Message, Received
 from clarion.core.config import load_settings
-from clarion.core.db import utcnow
+from clarion.core.db import FastPath, utcnow
 from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.providers.factory import create_email_provider, create_push_provider
 from clarion.delivery.report import format_report, recent_deliveries
-from clarion.delivery.sweeper import sweep_once
+from clarion.delivery.sweeper import Sweeper
 from clarion.notifications import models as m
 from clarion.v1 import common_pb2, notifications_pb2, templates_pb2, users_pb2
 from tests.integration.conftest import RunningClarion
@@ -30,6 +31,7 @@ from tests.integration.delivery.fake_http import FakeHttpServer, Reply
 from tests.integration.delivery.fake_sendgrid import FakeSendGrid, sendgrid_errors
 from tests.integration.notifications.test_dispatcher import TEMPLATE, dispatcher_for, get, send
 from tests.integration.users.test_user_service import rpc_error, violations
+from tests.proxy import TcpProxy
 
 pytestmark = pytest.mark.integration
 
@@ -74,7 +76,13 @@ async def pipeline(
     sendgrid = FakeSendGrid(http_server, api_key=API_KEY)
     started: list[Any] = []
 
-    async def start(email: str = "sendgrid", max_attempts: int = 5, breaker: ProviderBreaker | None = None) -> Pipeline:
+    async def start(
+        email: str = "sendgrid",
+        max_attempts: int = 5,
+        breaker: ProviderBreaker | None = None,
+        fast: FastPath | None = None,
+        lease_s: float = 30,
+    ) -> Pipeline:
         settings = load_settings(
             email_provider=email,
             sendgrid_api_key=API_KEY,
@@ -87,12 +95,12 @@ async def pipeline(
         for channel in ("email", "push"):
             worker = DeliveryWorker(
                 channel=channel,
-                fast=clarion.resources.fast,
+                fast=fast or clarion.resources.fast,
                 email=email_provider,
                 push=push_provider,
                 clients=clarion.resources.clients,
                 max_attempts=max_attempts,
-                lease_s=30,
+                lease_s=lease_s,
                 backoff_base_s=0.5,  # lands in the 1 s retry tier
                 breaker=breaker if channel == "email" else None,
             )
@@ -117,6 +125,7 @@ def outcomes(delivery: notifications_pb2.Delivery) -> list[int]:
 SUCCEEDED = notifications_pb2.ATTEMPT_OUTCOME_SUCCEEDED
 TRANSIENT = notifications_pb2.ATTEMPT_OUTCOME_TRANSIENT_FAILURE
 PERMANENT = notifications_pb2.ATTEMPT_OUTCOME_PERMANENT_FAILURE
+UNKNOWN = notifications_pb2.ATTEMPT_OUTCOME_UNKNOWN
 
 
 async def test_an_email_goes_through_sendgrid_with_the_delivery_id(pipeline: Callable[..., Any]) -> None:
@@ -218,12 +227,18 @@ async def test_the_sweeper_takes_back_a_delivery_whose_worker_died(pipeline: Cal
                 status=m.SENDING, attempt_count=1, published_at=utcnow(), lease_until=utcnow() - timedelta(seconds=1)
             )
         )
-    assert await sweep_once(run.clarion.resources.sessions) == 1
+    assert (await sweeper(run.clarion).sweep_once()).released == 1
     await dispatcher.publish_due()
     notification = await run.settled(notification_id)
     [delivery] = notification.deliveries
     assert delivery.status == notifications_pb2.DELIVERY_STATUS_SENT
-    assert [a.attempt_number for a in delivery.attempts] == [2]
+    # The first attempt is in the history: nobody knows whether it reached the provider.
+    assert [(a.attempt_number, a.outcome) for a in delivery.attempts] == [(1, UNKNOWN), (2, SUCCEEDED)]
+    assert "lease expired" in delivery.attempts[0].error
+
+
+def sweeper(clarion: RunningClarion, *, lease_s: float = 1, republish_after_s: float = 600) -> Sweeper:
+    return Sweeper(fast=clarion.resources.fast, lease_s=lease_s, republish_after_s=republish_after_s, interval_s=1)
 
 
 async def dead_letters(broker: Broker) -> list[str]:
@@ -322,3 +337,33 @@ async def test_an_open_provider_breaker_parks_messages_without_spending_attempts
     assert outcomes(delivery) == [TRANSIENT, TRANSIENT, SUCCEEDED], "parked returns are not attempts"
     assert len(run.sendgrid.requests) == 3
     assert "provider_circuit_open" in log_output.getvalue()
+
+
+async def test_a_worker_holds_its_messages_while_postgresql_is_away(
+    pipeline: Callable[..., Any], clarion: RunningClarion, broker: Broker
+) -> None:
+    """Requeued at once, a message would spend the broker's delivery limit (20) in well under a second and be
+    dead-lettered with its delivery still queued in PostgreSQL; held, it is delivered once the database is back."""
+    database = urlsplit(clarion.resources.engine.url.render_as_string(hide_password=False))
+    proxy = TcpProxy(database.hostname or "127.0.0.1", database.port or 5432)
+    await proxy.start()
+    through_proxy = urlunsplit(database._replace(netloc=f"{database.username}@127.0.0.1:{proxy.port}"))
+    fast = FastPath(through_proxy, max_size=4)
+    try:
+        run: Pipeline = await pipeline(fast=fast)
+        user_id = await make_user(run.clarion, email_address="pa@example.com")
+        await proxy.cut()
+        # Accepted and published on the server's own pool; only the worker's database is away.
+        notification_id = await run.deliver(user_id, channels=[1])
+        await asyncio.sleep(3)
+        assert run.sendgrid.requests == [], "nothing is sent without a claim"
+        assert await broker.queue_depth(FAILED_QUEUE) == 0, "the message is held, not dead-lettered"
+        await proxy.start()
+        notification = await run.settled(notification_id)
+    finally:
+        await proxy.cut()
+        await fast.close()
+    [delivery] = notification.deliveries
+    assert delivery.status == notifications_pb2.DELIVERY_STATUS_SENT
+    assert [(a.attempt_number, a.outcome) for a in delivery.attempts] == [(1, SUCCEEDED)]
+    assert len(run.sendgrid.requests) == 1

@@ -157,6 +157,11 @@ class _AttemptOutcomeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Attemp
     """A failure worth retrying: timeout, connection error, 5xx, 429."""
     ATTEMPT_OUTCOME_PERMANENT_FAILURE: _AttemptOutcome.ValueType  # 3
     """A failure not worth retrying: invalid address, unregistered token, other 4xx."""
+    ATTEMPT_OUTCOME_UNKNOWN: _AttemptOutcome.ValueType  # 4
+    """The request may have reached the provider, but no answer was recorded: the call timed out, or the worker
+    stopped (its lease expired) before it could record one. Retried like a transient failure; the retry may be a
+    duplicate, which this attempt accounts for. Replaced by the real outcome if the worker records it later.
+    """
 
 class AttemptOutcome(_AttemptOutcome, metaclass=_AttemptOutcomeEnumTypeWrapper):
     """The outcome of one attempt to hand a delivery to a provider."""
@@ -169,6 +174,11 @@ ATTEMPT_OUTCOME_TRANSIENT_FAILURE: AttemptOutcome.ValueType  # 2
 """A failure worth retrying: timeout, connection error, 5xx, 429."""
 ATTEMPT_OUTCOME_PERMANENT_FAILURE: AttemptOutcome.ValueType  # 3
 """A failure not worth retrying: invalid address, unregistered token, other 4xx."""
+ATTEMPT_OUTCOME_UNKNOWN: AttemptOutcome.ValueType  # 4
+"""The request may have reached the provider, but no answer was recorded: the call timed out, or the worker
+stopped (its lease expired) before it could record one. Retried like a transient failure; the retry may be a
+duplicate, which this attempt accounts for. Replaced by the real outcome if the worker records it later.
+"""
 Global___AttemptOutcome: _TypeAlias = AttemptOutcome  # noqa: Y015
 
 @_typing.final

@@ -62,6 +62,11 @@ class TransientFailure(ProviderError):
         self.retry_after_s = retry_after_s  # from the provider's Retry-After, when it sent one
 
 
+class OutcomeUnknown(TransientFailure):
+    """No answer, but the request may have reached the provider (a timeout after it was sent): retried like any
+    transient failure, and recorded as an attempt with an unknown outcome, since the retry may be a duplicate."""
+
+
 class PermanentFailure(ProviderError):
     """Not worth retrying: an invalid address, a request the provider rejects (4xx)."""
 

@@ -30,6 +30,7 @@ from firebase_admin import credentials, messaging
 from firebase_admin import exceptions as firebase_errors
 
 from clarion.delivery.providers.base import (
+    OutcomeUnknown,
     PermanentFailure,
     ProviderError,
     PushMessage,
@@ -72,7 +73,7 @@ class FcmProvider:
         try:
             name = await self._calls.run(lambda: messaging.send(fcm_message, app=self._app), timeout_s=self._timeout_s)
         except TimeoutError:
-            raise TransientFailure(f"fcm did not answer within {self._timeout_s:g}s") from None
+            raise OutcomeUnknown(f"fcm did not answer within {self._timeout_s:g}s") from None
         except firebase_errors.FirebaseError as exc:
             raise _failure(exc, secrets) from None
         except google.auth.exceptions.TransportError as exc:

@@ -18,6 +18,7 @@ from sendgrid import SendGridAPIClient  # type: ignore[import-untyped]
 
 from clarion.delivery.providers.base import (
     EmailMessage,
+    OutcomeUnknown,
     PermanentFailure,
     ProviderError,
     TransientFailure,
@@ -61,12 +62,13 @@ class SendGridProvider:
         try:
             response = await self._calls.run(lambda: self._client.send(request), timeout_s=self._timeout_s)
         except TimeoutError:
-            raise TransientFailure(f"sendgrid did not answer within {self._timeout_s:g}s") from None
+            raise OutcomeUnknown(f"sendgrid did not answer within {self._timeout_s:g}s") from None
         except HTTPError as exc:
             raise _failure(exc, secrets) from None
         except Exception as exc:  # the contract: nothing but a ProviderError leaves a provider
             text = redact_error(f"sendgrid unreachable: {type(exc).__name__}: {exc}", secrets=secrets)
-            raise TransientFailure(text) from exc
+            # A read timed out (urllib's socket timeout) after the request went out: SendGrid may have taken it.
+            raise (OutcomeUnknown if isinstance(exc, TimeoutError) else TransientFailure)(text) from exc
         message_id: str = response.headers.get("X-Message-Id") or ""
         return message_id
 

@@ -15,6 +15,7 @@ import aiosmtplib
 
 from clarion.delivery.providers.base import (
     EmailMessage,
+    OutcomeUnknown,
     PermanentFailure,
     ProviderError,
     TransientFailure,
@@ -83,7 +84,7 @@ class SmtpProvider:
                     timeout=self._timeout_s,
                 )
         except TimeoutError:
-            raise TransientFailure(f"smtp server did not answer within {self._timeout_s:g}s") from None
+            raise OutcomeUnknown(f"smtp server did not answer within {self._timeout_s:g}s") from None
         except aiosmtplib.SMTPException as exc:
             raise _failure(exc, secrets) from None
         except Exception as exc:  # the contract: nothing but a ProviderError leaves a provider
