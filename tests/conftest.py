@@ -19,6 +19,7 @@ import asyncpg
 import pytest
 import structlog
 
+from clarion.core.db import upgrade_database
 from clarion.core.logging import configure_logging
 
 REQUIRE_SERVICES = bool(os.environ.get("CLARION_REQUIRE_SERVICES"))
@@ -65,14 +66,29 @@ def postgres_server_url() -> str:
     return TEST_POSTGRES_URL
 
 
+@pytest.fixture(scope="session")
+def migrated_template(postgres_server_url: str) -> Iterator[str]:
+    """The name of a database migrated to the latest schema once per test session, copied by
+    `make_database(migrated=True)`: a copy takes a fraction of running every migration again."""
+    name = f"clarion_template_{uuid.uuid4().hex[:12]}"
+    asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+    try:
+        upgrade_database(_with_database(postgres_server_url, name))
+        yield name
+    finally:
+        asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+
+
 @pytest.fixture
-def make_database(postgres_server_url: str) -> Iterator[Callable[[], str]]:
-    """Factory: `make_database()` creates an empty database and returns its URL; all are dropped afterwards."""
+def make_database(postgres_server_url: str, request: pytest.FixtureRequest) -> Iterator[Callable[..., str]]:
+    """Factory: `make_database()` creates an empty database and returns its URL; `make_database(migrated=True)` one
+    with every migration applied (a copy of the session's template). All are dropped afterwards."""
     created: list[str] = []
 
-    def make() -> str:
+    def make(*, migrated: bool = False) -> str:
         name = f"clarion_test_{uuid.uuid4().hex[:12]}"
-        asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
+        template = f' TEMPLATE "{request.getfixturevalue("migrated_template")}"' if migrated else ""
+        asyncio.run(_admin(f'CREATE DATABASE "{name}"{template}'))
         created.append(name)
         return _with_database(postgres_server_url, name)
 

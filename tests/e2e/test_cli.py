@@ -66,7 +66,7 @@ def test_up_serves_every_service_with_health_and_reflection_and_stops_on_sigterm
 
 
 def test_migrate_applies_migrations_to_a_real_database(
-    clarion_process: Callable[..., subprocess.Popen[str]], make_database: Callable[[], str]
+    clarion_process: Callable[..., subprocess.Popen[str]], make_database: Callable[..., str]
 ) -> None:
     url = make_database()
     process = clarion_process("migrate", env={"CLARION_DATABASE_URL": url})

@@ -118,7 +118,7 @@ def test_up_serves_rest_through_envoy_and_sigterm_stops_envoy_too(
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the parent-death signal is a Linux feature")
 def test_envoy_dies_with_clarion_even_when_clarion_is_killed(
-    clarion_process: Callable[..., subprocess.Popen[str]], make_database: Callable[[], str], tmp_path: Path
+    clarion_process: Callable[..., subprocess.Popen[str]], make_database: Callable[..., str], tmp_path: Path
 ) -> None:
     http_port = free_port()
     # An outside database: a killed clarion cannot stop an embedded one.

@@ -18,7 +18,6 @@ import grpc
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from clarion.core.db import upgrade_database
 from clarion.v1 import (
     notifications_pb2,
     notifications_pb2_grpc,
@@ -116,10 +115,9 @@ async def wait_terminal(address: str, ids: list[str], *, timeout_s: float = 90) 
 
 
 def test_each_process_counts_what_happened(
-    clarion_process: Callable[..., subprocess.Popen[str]], make_database: Callable[[], str]
+    clarion_process: Callable[..., subprocess.Popen[str]], make_database: Callable[..., str]
 ) -> None:
-    database_url = make_database()
-    upgrade_database(database_url)
+    database_url = make_database(migrated=True)
     namespace, port = f"e2e-{uuid.uuid4().hex[:8]}", free_port()
     address = f"127.0.0.1:{port}"
     server_metrics, dispatcher_health, email_health = free_port(), free_port(), free_port()

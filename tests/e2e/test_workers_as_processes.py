@@ -19,7 +19,6 @@ import grpc
 import pytest
 
 from clarion.core.broker import create_broker
-from clarion.core.db import upgrade_database
 from clarion.v1 import (
     notifications_pb2,
     notifications_pb2_grpc,
@@ -80,10 +79,9 @@ async def statuses(address: str, ids: list[str]) -> collections.Counter[int]:
 
 
 def test_a_worker_killed_mid_batch_loses_nothing(
-    clarion_process: Callable[..., subprocess.Popen[str]], make_database: Callable[[], str]
+    clarion_process: Callable[..., subprocess.Popen[str]], make_database: Callable[..., str]
 ) -> None:
-    database_url = make_database()
-    upgrade_database(database_url)
+    database_url = make_database(migrated=True)
     namespace = f"e2e-{uuid.uuid4().hex[:8]}"
     port = free_port()
     address = f"127.0.0.1:{port}"
@@ -190,10 +188,9 @@ async def _cleanup(namespace: str, processes: Sequence[subprocess.Popen[str]] = 
 
 
 async def test_sendgrid_outcomes_and_replay_through_worker_processes(
-    clarion_process: Callable[..., subprocess.Popen[str]], make_database: Callable[[], str]
+    clarion_process: Callable[..., subprocess.Popen[str]], make_database: Callable[..., str]
 ) -> None:
-    database_url = await asyncio.to_thread(make_database)
-    await asyncio.to_thread(upgrade_database, database_url)
+    database_url = await asyncio.to_thread(make_database, migrated=True)
     namespace, port = f"e2e-{uuid.uuid4().hex[:8]}", free_port()
     address = f"127.0.0.1:{port}"
     with FakeHttpServer() as http:
@@ -264,10 +261,9 @@ async def test_sendgrid_outcomes_and_replay_through_worker_processes(
 
 
 async def test_smtp_and_fcm_through_worker_processes(
-    clarion_process: Callable[..., subprocess.Popen[str]], make_database: Callable[[], str], tmp_path: Path
+    clarion_process: Callable[..., subprocess.Popen[str]], make_database: Callable[..., str], tmp_path: Path
 ) -> None:
-    database_url = await asyncio.to_thread(make_database)
-    await asyncio.to_thread(upgrade_database, database_url)
+    database_url = await asyncio.to_thread(make_database, migrated=True)
     namespace, port = f"e2e-{uuid.uuid4().hex[:8]}", free_port()
     address = f"127.0.0.1:{port}"
     async with smtp_server() as smtp:

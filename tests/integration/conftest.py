@@ -21,7 +21,7 @@ from clarion.core.auth import Authenticator, BearerAuth, Scope
 from clarion.core.broker import Broker, create_broker
 from clarion.core.cache import Cache, MemoryCache, RedisCache
 from clarion.core.config import load_settings
-from clarion.core.db import FastPath, create_engine, session_factory, upgrade_database
+from clarion.core.db import FastPath, create_engine, session_factory
 from clarion.core.server import GrpcServer
 from clarion.keys.manage import create_key
 from clarion.keys.repository import SqlKeyStore
@@ -35,11 +35,9 @@ TEST_PEPPER_SECRET = SecretStr(TEST_PEPPER)
 
 
 @pytest.fixture
-def migrated_database(make_database: Callable[[], str]) -> str:
+def migrated_database(make_database: Callable[..., str]) -> str:
     """A new database with every migration applied."""
-    url = make_database()
-    upgrade_database(url)
-    return url
+    return make_database(migrated=True)
 
 
 @pytest.fixture
