@@ -1,20 +1,18 @@
-"""The chaos suite's pieces: Clarion as real processes under a small supervisor, a SendGrid stand-in that misbehaves
-on purpose and records every receipt, a load generator that retries the way a careful client does, and the checker
-that counts what was lost, what was unexpected and what was sent twice."""
+"""The chaos suite's pieces: Clarion as real processes under a small supervisor, a SendGrid stand-in in a process of
+its own (tests.chaos.provider), a load generator that retries the way a careful client does, and the checker that
+counts what was lost, what got stuck, what was unexpected, and which duplicate has no recorded cause."""
 
 from __future__ import annotations
 
 import asyncio
 import collections
 import os
-import random
 import signal
 import subprocess
 import sys
-import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -23,6 +21,7 @@ import asyncpg
 import grpc
 
 from clarion.core.db import asyncpg_dsn
+from clarion.notifications import models as m
 from clarion.v1 import (
     notifications_pb2,
     notifications_pb2_grpc,
@@ -31,68 +30,14 @@ from clarion.v1 import (
     users_pb2,
     users_pb2_grpc,
 )
+from tests.chaos.provider import API_KEY, Misbehaviour, ProviderProcess
 from tests.conftest import free_port
 from tests.e2e.conftest import wait_until_serving
-from tests.integration.conftest import RABBITMQ_URL
-from tests.integration.delivery.fake_http import FakeHttpServer, Reply, Request
-from tests.integration.delivery.fake_sendgrid import FakeSendGrid
 
 BIN = Path(sys.executable).parent
-API_KEY = "SG.chaos-key"
 TERMINAL = ("sent", "partially_sent", "failed", "skipped", "cancelled")
 # What a careful client retries, with the same idempotency key: the server is away, not the request wrong.
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grpc.StatusCode.CANCELLED}
-
-
-@dataclass
-class Misbehaviour:
-    """How the provider misbehaves: a share of 503s, a share of slow answers that end in acceptance after the
-    client gave up (the one way a provider can receive a message twice), and 429 storms switched on by the test."""
-
-    error_rate: float = 0.0
-    slow_rate: float = 0.0
-    slow_s: float = 2.0
-    storm: threading.Event = field(default_factory=threading.Event)
-
-
-class ChaosProvider:
-    """SendGrid's mail/send on loopback: checks each request as SendGrid would, misbehaves as told, and records the
-    delivery id of every message it accepted (a receipt), including those accepted after the client left."""
-
-    def __init__(self, http: FakeHttpServer, misbehaviour: Misbehaviour, *, seed: int = 1) -> None:
-        self.sendgrid = FakeSendGrid(http, api_key=API_KEY)
-        self.misbehaviour = misbehaviour
-        self.receipts: collections.Counter[str] = collections.Counter()
-        self.slow_accepts = 0
-        self._chance = random.Random(seed)  # noqa: S311 - reproducible chaos, not cryptography
-        self._lock = threading.Lock()
-        http.route("/v3/mail/send", self._mail_send)
-
-    @property
-    def host(self) -> str:
-        return self.sendgrid.host
-
-    def _mail_send(self, request: Request) -> Reply:
-        try:
-            request.json()
-        except ValueError:
-            # A worker SIGKILLed while sending leaves half a body; SendGrid refuses it, and nobody hears the answer.
-            return Reply(400, {"errors": [{"message": "Bad Request"}]})
-        with self._lock:
-            roll = self._chance.random()
-        if self.misbehaviour.storm.is_set():
-            return Reply(429, {"errors": [{"message": "too many requests"}]}, {"Retry-After": "1"})
-        if roll < self.misbehaviour.error_rate:
-            return Reply(503, {"errors": [{"message": "service unavailable"}]})
-        reply = self.sendgrid._mail_send(request)
-        if reply.status == 202:
-            slow = roll < self.misbehaviour.error_rate + self.misbehaviour.slow_rate
-            if slow:
-                time.sleep(self.misbehaviour.slow_s)  # past the client's timeout: it gives up, we accept anyway
-            with self._lock:
-                self.receipts[request.json()["custom_args"]["delivery_id"]] += 1
-                self.slow_accepts += slow
-        return reply
 
 
 class Supervisor:
@@ -153,13 +98,13 @@ class Supervisor:
         return codes
 
 
-def base_env(database_url: str, namespace: str, provider_host: str) -> dict[str, str]:
+def base_env(database_url: str, broker_url: str, namespace: str, provider_host: str) -> dict[str, str]:
     port = free_port()
     env = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
     env.update(
         {
             "CLARION_DATABASE_URL": database_url,
-            "CLARION_BROKER_URL": RABBITMQ_URL,
+            "CLARION_BROKER_URL": broker_url,
             "CLARION_BROKER_NAMESPACE": namespace,
             "CLARION_GRPC_PORT": str(port),
             "CLARION_METRICS_PORT": "0",
@@ -169,9 +114,13 @@ def base_env(database_url: str, namespace: str, provider_host: str) -> dict[str,
             "CLARION_AUTH_REQUIRED": "false",
             "CLARION_SENDGRID_API_KEY": API_KEY,
             "CLARION_SENDGRID_HOST": provider_host,
-            "CLARION_PROVIDER_TIMEOUT_S": "1",
-            "CLARION_DELIVERY_LEASE_S": "5",
+            # With margin for a loaded machine: a provider answer slower than this is an unknown outcome and a
+            # retry (a possible duplicate), so it must mean the provider misbehaved, not that the machine was busy.
+            "CLARION_PROVIDER_TIMEOUT_S": "5",
+            "CLARION_DELIVERY_LEASE_S": "15",
             "CLARION_SWEEPER_INTERVAL_S": "1",
+            # A message lost on the way is published again this long after: well inside the checker's deadline.
+            "CLARION_DELIVERY_REPUBLISH_AFTER_S": "20",
             "CLARION_DELIVERY_BACKOFF_BASE_S": "0.25",
             "CLARION_PROVIDER_BREAKER_RESET_S": "2",
             "CLARION_LOG_LEVEL": "warning",
@@ -251,17 +200,40 @@ class Outcome:
     """What the checker found."""
 
     statuses: collections.Counter[str]
+    # Accepted but unknown to the database, or SENT without the provider ever receiving it.
     lost: list[str]
+    # Accepted, and still not terminal at the deadline.
+    stuck: list[str]
+    # Received by the provider, never accepted.
     unexpected: list[str]
+    # Receipts beyond the first.
     duplicates: int
+    # Deliveries received more often than they have attempts that succeeded or whose outcome is unknown: a
+    # duplicate with no recorded cause.
+    unexplained: list[str]
     failed_attempts: list[int]
+    # Attempts logged with an unknown outcome (a provider timeout, or a lease that expired).
+    unknown_attempts: int
+
+
+_ATTEMPTS = """
+SELECT a.delivery_id, count(*) FILTER (WHERE a.outcome IN ($2, $3)) AS may_have_sent,
+       count(*) FILTER (WHERE a.outcome = $3) AS unknown
+FROM delivery_attempts a JOIN deliveries d ON d.id = a.delivery_id
+WHERE d.notification_id = ANY($1::uuid[])
+GROUP BY a.delivery_id
+"""
 
 
 async def check(
-    database_url: str, accepted: list[str], receipts: collections.Counter[str], *, deadline_s: float
+    database_url: str,
+    accepted: list[str],
+    provider_receipts: Callable[[], collections.Counter[str]],
+    *,
+    deadline_s: float,
 ) -> Outcome:
-    """Wait up to `deadline_s` for every accepted notification to be terminal, then count: lost (accepted, never
-    terminal), unexpected (received by the provider, never accepted), duplicates (receipts beyond one)."""
+    """Wait up to `deadline_s` for every accepted notification to be terminal, then account for every receipt the
+    provider reports (read once everything is terminal)."""
     ids = [uuid.UUID(i) for i in accepted]
     connection = await asyncpg.connect(asyncpg_dsn(database_url))
     try:
@@ -277,15 +249,24 @@ async def check(
         deliveries = await connection.fetch(
             "SELECT id, status, attempt_count FROM deliveries WHERE notification_id = ANY($1::uuid[])", ids
         )
+        attempts = {
+            str(r["delivery_id"]): (int(r["may_have_sent"]), int(r["unknown"]))
+            for r in await connection.fetch(_ATTEMPTS, ids, m.ATTEMPT_SUCCEEDED, m.ATTEMPT_UNKNOWN)
+        }
     finally:
         await connection.close()
+    receipts = provider_receipts()
     known = {str(d["id"]) for d in deliveries}
+    never_received = [str(d["id"]) for d in deliveries if d["status"] == m.SENT and not receipts[str(d["id"])]]
     return Outcome(
         statuses=statuses,
-        lost=sorted(set(waiting) | missing),
+        lost=sorted(missing | set(never_received)),
+        stuck=sorted(waiting),
         unexpected=sorted(set(receipts) - known),
         duplicates=sum(n - 1 for n in receipts.values()),
-        failed_attempts=[int(d["attempt_count"]) for d in deliveries if d["status"] == "failed"],
+        unexplained=sorted(d for d, n in receipts.items() if n > attempts.get(d, (0, 0))[0]),
+        failed_attempts=[int(d["attempt_count"]) for d in deliveries if d["status"] == m.FAILED],
+        unknown_attempts=sum(unknown for _, unknown in attempts.values()),
     )
 
 
@@ -295,7 +276,7 @@ class Run:
     each process's exit code."""
 
     system: Supervisor
-    provider: ChaosProvider
+    provider: ProviderProcess
     users: list[str]
     exit_codes: dict[str, int] = field(default_factory=dict)
 
@@ -303,6 +284,7 @@ class Run:
 @contextmanager
 def running_clarion(
     database_url: str,
+    broker_url: str,
     namespace: str,
     folder: Path,
     *,
@@ -313,15 +295,16 @@ def running_clarion(
 ) -> Iterator[Run]:
     """The provider, Clarion's processes on it (with extra CLARION_* `settings`), a template and `users` users; on
     leaving, every process is stopped with SIGTERM and its exit code kept in `exit_codes`."""
-    with FakeHttpServer() as http:
-        chaos = ChaosProvider(http, misbehaviour or Misbehaviour())
-        system = Supervisor(
-            {**base_env(database_url, namespace, chaos.host), **(settings or {})}, folder, email_workers=email_workers
-        )
+    provider = ProviderProcess(misbehaviour)
+    try:
+        env = {**base_env(database_url, broker_url, namespace, provider.host), **(settings or {})}
+        system = Supervisor(env, folder, email_workers=email_workers)
         system.start()
-        run = Run(system, chaos, [])
+        run = Run(system, provider, [])
         try:
             run.users = asyncio.run(seed(system.address, users=users))
             yield run
         finally:
             run.exit_codes = system.stop()
+    finally:
+        provider.stop()
