@@ -12,7 +12,7 @@ PYTEST_ARGS ?=
 NODE_CLIENT := tests/clients/node
 NODE_STAMP := $(NODE_CLIENT)/node_modules/.installed
 
-.PHONY: help install gen gen-check googleapis node-client lint typecheck breaking test bench up clean
+.PHONY: help install gen gen-check googleapis node-client lint typecheck breaking test check bench soak up clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
@@ -59,14 +59,22 @@ typecheck: $(STAMP)  ## mypy strict on hand-written code
 breaking: googleapis  ## buf breaking against the contracts on $(BREAKING_AGAINST) (a release tag, or main)
 	$(BIN)/python scripts/buf_breaking.py "$(BREAKING_AGAINST)"
 
-test: $(STAMP) node-client  ## run the test suite (needs PostgreSQL on 127.0.0.1:5432)
+test: $(STAMP) node-client  ## run the whole test suite, as CI does (needs PostgreSQL, RabbitMQ, Redis on loopback)
 	@mkdir -p build
 	$(BIN)/python -m pytest --junitxml=build/test-results.xml $(PYTEST_ARGS)
+
+check: $(STAMP)  ## the everyday fast lane: unit and integration tests (no chaos, fuzz, e2e or client tests)
+	$(BIN)/python -m pytest tests/unit tests/integration tests/deploy $(PYTEST_ARGS)
 
 # `make bench BENCH_ARGS="--duration 10 --rate 500"` for a shorter run.
 BENCH_ARGS ?=
 bench: $(STAMP)  ## the 60 s load benchmark on real PostgreSQL and RabbitMQ, with the machine's ceilings (bench/)
 	$(BIN)/python -m bench.run $(BENCH_ARGS)
+
+# `make soak SOAK_ARGS="--minutes 5"` for a shorter run.
+SOAK_ARGS ?=
+soak: $(STAMP)  ## 30 minutes at half the sustained rate with a worker SIGKILLed every minute and a database outage
+	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
 up: $(STAMP)  ## run the whole system locally
 	$(BIN)/clarion up
