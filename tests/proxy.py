@@ -24,15 +24,19 @@ class TcpProxy:
 
     async def cut(self) -> None:
         """Stop listening and drop every open connection: the target seems down."""
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
+        server, self._server = self._server, None
+        if server is not None:
+            server.close()
         for writer in list(self._writers):
             writer.transport.abort()
         self._writers.clear()
+        if server is not None:
+            await server.wait_closed()  # returns once the connections it accepted are gone
 
     async def _forward(self, client_reader: asyncio.StreamReader, client_writer: asyncio.StreamWriter) -> None:
+        if self._server is None:  # accepted just before a cut
+            client_writer.transport.abort()
+            return
         try:
             server_reader, server_writer = await asyncio.open_connection(*self._target)
         except OSError:

@@ -299,9 +299,9 @@ def running_clarion(
     try:
         env = {**base_env(database_url, broker_url, namespace, provider.host), **(settings or {})}
         system = Supervisor(env, folder, email_workers=email_workers)
-        system.start()
         run = Run(system, provider, [])
         try:
+            system.start()
             run.users = asyncio.run(seed(system.address, users=users))
             yield run
         finally:

@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
+import random
 import shutil
+import socket
 import subprocess
 import tempfile
 import time
@@ -20,6 +22,25 @@ from tests.conftest import free_port, unavailable
 POSTGRES_SYSTEM_USER = "embedded_postgres"
 # Debian's rabbitmq-server in /usr/sbin switches to the rabbitmq user and drops our environment; these don't.
 RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
+
+
+def stable_port() -> int:
+    """A free port below the kernel's ephemeral range: a server stopped for half a minute must be able to listen on
+    its port again, and any outgoing connection may take a port of that range meanwhile."""
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    chance = random.Random()  # noqa: S311 - picking a port, not a secret
+    for _ in range(500):
+        port = chance.randrange(max(1024, ephemeral_low - 12000), ephemeral_low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    return free_port()
 
 
 def _run(command: list[str], *, timeout_s: float = 120, **kwargs: object) -> str:
@@ -41,7 +62,7 @@ class ChaosPostgres:
         except ImportError as exc:
             unavailable("embedded-postgres", exc)
         self._bin = Path(embedded_postgres.__file__).parent / "pginstall" / "bin"
-        self.port = free_port()
+        self.port = stable_port()
         self.folder = Path(tempfile.mkdtemp(prefix="clarion-chaos-pg-"))
         self._data = self.folder / "data"
         self._user: str | None = None
@@ -76,7 +97,7 @@ class ChaosPostgres:
 
     def remove(self) -> None:
         if (self._data / "postmaster.pid").exists():
-            with contextlib.suppress(RuntimeError):
+            with contextlib.suppress(RuntimeError, subprocess.TimeoutExpired):
                 self.stop()
         shutil.rmtree(self.folder, ignore_errors=True)
 
@@ -87,7 +108,7 @@ class ChaosRabbitMQ:
     def __init__(self) -> None:
         if not (RABBITMQ_BIN / "rabbitmq-server").exists():
             unavailable("rabbitmq-server", f"not in {RABBITMQ_BIN}: the chaos suite's own node cannot start")
-        self.port = free_port()
+        self.port = stable_port()
         self.folder = Path(tempfile.mkdtemp(prefix="clarion-chaos-rabbitmq-"))
         self.node = f"clarion-chaos-{self.port}@localhost"
         (self.folder / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
@@ -97,7 +118,7 @@ class ChaosRabbitMQ:
             **{k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))},
             "HOME": str(self.folder),  # the Erlang cookie is made and read here
             "RABBITMQ_NODENAME": self.node,
-            "RABBITMQ_DIST_PORT": str(free_port()),
+            "RABBITMQ_DIST_PORT": str(stable_port()),
             "RABBITMQ_CONFIG_FILE": str(self.folder / "rabbitmq.conf"),
             "RABBITMQ_CONF_ENV_FILE": str(self.folder / "rabbitmq-env.conf"),
             "RABBITMQ_ENABLED_PLUGINS_FILE": str(self.folder / "enabled_plugins"),

@@ -36,7 +36,7 @@ PREFETCH = 8
 
 @pytest.fixture(scope="module")
 def postgres() -> Iterator[ChaosPostgres]:
-    server = ChaosPostgres()
+    server = ChaosPostgres()  # removes its folder itself if initdb fails
     try:
         server.start()
         yield server

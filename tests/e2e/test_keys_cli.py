@@ -131,11 +131,11 @@ def _postmaster(state: Path) -> int:
 
 
 def _alive(pid: int) -> bool:
+    """Running: a zombie (exited, not yet reaped by whoever inherited it) is not."""
     try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
         return False
-    return True
 
 
 def test_up_stops_an_embedded_postgresql_left_by_a_killed_run_and_ctrl_c_stops_its_own(

@@ -52,8 +52,8 @@ def stop_leftover_server(pgdata: Path) -> None:
         postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
         return  # no server, or a pid file PostgreSQL will replace
-    if not _alive(postmaster):
-        return
+    if not _is_postmaster_of(postmaster, pgdata):
+        return  # gone, or its pid now belongs to another process (the pid file outlived a reboot)
     handles = pgdata / _HANDLES_FILE
     try:
         users = [int(pid) for pid in json.loads(handles.read_text())]
@@ -67,13 +67,29 @@ def stop_leftover_server(pgdata: Path) -> None:
         )
     log.warning("embedded_postgres_leftover_stopping", pgdata=str(pgdata), pid=postmaster)
     os.kill(postmaster, signal.SIGINT)  # PostgreSQL's fast shutdown
-    deadline = time.monotonic() + _STOP_WAIT_S
-    while _alive(postmaster):
-        if time.monotonic() > deadline:
-            os.kill(postmaster, signal.SIGQUIT)  # immediate shutdown; recovery runs at the next start
-            break
-        time.sleep(0.1)
+    if not _wait_gone(postmaster, pgdata):
+        os.kill(postmaster, signal.SIGQUIT)  # immediate shutdown; recovery runs at the next start
+        _wait_gone(postmaster, pgdata)
     handles.unlink(missing_ok=True)
+
+
+def _is_postmaster_of(pid: int, pgdata: Path) -> bool:
+    """Whether `pid` is a live (not zombie) postgres process serving `pgdata`, by its /proc entries."""
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        command = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+    except (OSError, IndexError):
+        return False
+    return state != "Z" and bool(command) and command[0].endswith(b"postgres") and str(pgdata).encode() in command
+
+
+def _wait_gone(pid: int, pgdata: Path, timeout_s: float = _STOP_WAIT_S) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while _is_postmaster_of(pid, pgdata):
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
+    return True
 
 
 def _alive(pid: int) -> bool:

@@ -128,11 +128,13 @@ class DeliveryWorker:
     async def _while_database_away(self, call: Callable[[], Awaitable[T]]) -> T:
         """`call()`, again and again while it fails only because PostgreSQL cannot be reached."""
         pause_s = DATABASE_RETRY_FIRST_S
-        waiting = False
+        waiting = answered = False
         try:
             while True:
                 try:
-                    return await call()
+                    result = await call()
+                    answered = True
+                    return result
                 except Exception as exc:
                     if not is_database_unavailable(exc):
                         raise
@@ -146,7 +148,7 @@ class DeliveryWorker:
         finally:
             if waiting:
                 self._waiting_for_database -= 1
-                if self._waiting_for_database == 0:
+                if self._waiting_for_database == 0 and answered:
                     log.warning("database_available_again")
 
     @property
@@ -192,7 +194,14 @@ class DeliveryWorker:
             log.info("delivery_already_handled", delivery_id=str(delivery_id))
             await received.ack()
             return
-        if claimed.channel == "email":
+        if claimed.attempt > self._max_attempts:
+            # Claimed again after the last allowed attempt's lease expired (its outcome unknown): no more sends.
+            exhausted = TransientFailure(f"no attempt left after attempt {claimed.attempt - 1} (outcome unknown)")
+            partial = bool(claimed.payload.get("sent_device_ids"))  # a push some devices already got
+            await self._settle(
+                claimed, received, [], exhausted, provider=self._provider_name, message_id="", partial_success=partial
+            )
+        elif claimed.channel == "email":
             await self._send_email(claimed, received)
         else:
             await self._send_push(claimed, received)

@@ -28,7 +28,9 @@ class Claimed:
     payload: dict[str, Any]
     # When the notification was accepted: the start of its time to send.
     accepted_at: datetime
-    # Until when the claim is this worker's alone; past it, the sweeper may give the delivery to another worker.
+    # When it was claimed, and until when the claim is this worker's alone; past it, the sweeper may give the
+    # delivery to another worker.
+    claimed_at: datetime
     lease_until: datetime
 
 
@@ -75,6 +77,7 @@ async def claim_many(
             row["attempt_count"],
             json.loads(row["payload"]),
             row["created_at"],
+            now,
             lease_until,
         )
         for row in rows
@@ -116,6 +119,8 @@ SET status = u.status, status_reason = u.reason, updated_at = $9, lease_until = 
     provider = coalesce(nullif(u.provider, ''), d.provider),
     provider_message_id = coalesce(nullif(u.message_id, ''), d.provider_message_id),
     sent_at = CASE WHEN u.status = 'sent' THEN $9 ELSE d.sent_at END,
+    -- a message is on its way again (a retry copy), whoever published the last one: the sweeper keeps watching
+    published_at = coalesce(d.published_at, $9),
     payload = coalesce(u.payload::jsonb, d.payload),
     due_at = coalesce(u.due_at, d.due_at)
 FROM unnest($1::uuid[], $2::int[], $3::varchar[], $4::text[], $5::varchar[], $6::text[], $7::text[],
@@ -126,12 +131,22 @@ WHERE d.id = u.id AND d.attempt_count = u.attempt
 RETURNING d.id
 """
 
-# An attempt the sweeper logged as unknown (its lease expired) gives way to the outcome its worker records late.
+# An outcome run again after its commit's answer was lost: the delivery already stands where it put it.
+_ALREADY_RECORDED = """
+SELECT d.id FROM deliveries d
+JOIN unnest($1::uuid[], $2::int[], $3::varchar[]) AS u(id, attempt, status) ON d.id = u.id
+WHERE d.attempt_count = u.attempt AND d.status = u.status
+"""
+
+# The attempt the sweeper logged as unknown when this claim's lease expired (the sweeper dates it at the claim: its
+# start is the claim's own time) gives way to the outcome its worker records late.
 _RESOLVE_UNKNOWN = """
 DELETE FROM delivery_attempts a
-USING unnest($1::uuid[], $2::int[]) AS u(delivery_id, attempt)
+USING unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS u(delivery_id, attempt, claimed_at)
 WHERE a.delivery_id = u.delivery_id AND a.attempt_number = u.attempt AND a.outcome = 'unknown'
+    AND a.started_at = u.claimed_at
 """
+LATE_MARGIN = timedelta(seconds=2)
 
 _DELIVERY_STATUSES = """
 SELECT notification_id, array_agg(status) AS statuses FROM deliveries
@@ -154,16 +169,56 @@ def _text(value: str) -> str:
 async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -> set[uuid.UUID]:
     """Log the attempts, move each delivery to its new status and refresh the notifications' statuses — one
     transaction for the batch, committed before any of its messages is settled. Returns the deliveries it
-    settled; one missing was claimed again after its lease expired, and only its attempts were logged."""
+    settled; one missing was claimed again after its lease expired, and only its attempts were logged.
+
+    Idempotent: run again after a commit whose answer was lost (the connection dropped), an outcome already
+    recorded counts as settled and its attempts are not logged twice."""
     now = utcnow()
-    attempts = [(o.claimed, a) for o in outcomes for a in o.attempts]
-    late = [o.claimed for o in outcomes if o.claimed.lease_until <= now]
     async with connection.transaction():
         # Each notification locked first, in id order: two workers finishing its email and its push one after
         # the other each see the other's committed status, and overlapping batches cannot deadlock.
         await connection.execute(_LOCK_NOTIFICATIONS, sorted({o.claimed.notification_id for o in outcomes}))
+        settled = {
+            row["id"]
+            for row in await connection.fetch(
+                _UPDATE_DELIVERIES,
+                [o.claimed.delivery_id for o in outcomes],
+                [o.claimed.attempt for o in outcomes],
+                [o.status for o in outcomes],
+                [_text(o.reason) for o in outcomes],
+                [o.provider for o in outcomes],
+                [_text(o.provider_message_id) for o in outcomes],
+                [json.dumps(o.payload) if o.payload is not None else None for o in outcomes],
+                [o.retry_at for o in outcomes],
+                now,
+            )
+        }
+        unsettled = [o for o in outcomes if o.claimed.delivery_id not in settled]
+        recorded: set[uuid.UUID] = set()
+        if unsettled:
+            rows = await connection.fetch(
+                _ALREADY_RECORDED,
+                [o.claimed.delivery_id for o in unsettled],
+                [o.claimed.attempt for o in unsettled],
+                [o.status for o in unsettled],
+            )
+            recorded = {row["id"] for row in rows}
+        # After the UPDATE, which waited for any release of these rows to commit: the sweeper's unknown attempt
+        # (if it released the lease) is visible and gives way to the real outcome. Only outcomes near or past their
+        # lease need the statement (a margin for clocks that disagree).
+        late = [
+            o.claimed
+            for o in outcomes
+            if o.claimed.lease_until <= now + LATE_MARGIN and o.claimed.delivery_id not in recorded
+        ]
         if late:
-            await connection.execute(_RESOLVE_UNKNOWN, [c.delivery_id for c in late], [c.attempt for c in late])
+            await connection.execute(
+                _RESOLVE_UNKNOWN,
+                [c.delivery_id for c in late],
+                [c.attempt for c in late],
+                [c.claimed_at for c in late],
+            )
+        attempts = [(o.claimed, a) for o in outcomes if o.claimed.delivery_id not in recorded for a in o.attempts]
         if attempts:
             await connection.execute(
                 _INSERT_ATTEMPTS,
@@ -175,18 +230,6 @@ async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -
                 [a.started_at for _, a in attempts],
                 [a.duration_ms for _, a in attempts],
             )
-        settled = await connection.fetch(
-            _UPDATE_DELIVERIES,
-            [o.claimed.delivery_id for o in outcomes],
-            [o.claimed.attempt for o in outcomes],
-            [o.status for o in outcomes],
-            [_text(o.reason) for o in outcomes],
-            [o.provider for o in outcomes],
-            [_text(o.provider_message_id) for o in outcomes],
-            [json.dumps(o.payload) if o.payload is not None else None for o in outcomes],
-            [o.retry_at for o in outcomes],
-            now,
-        )
         # Each notification's status derived from its deliveries, as everywhere else (status.derive_status).
         rows = await connection.fetch(_DELIVERY_STATUSES, list({o.claimed.notification_id for o in outcomes}))
         await connection.execute(
@@ -195,7 +238,7 @@ async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -
             [derive_status(row["statuses"]) for row in rows],
             now,
         )
-    return {row["id"] for row in settled}
+    return settled | recorded
 
 
 # A lease that expired: the delivery goes back to the relay, and the attempt its worker made (or was about to

@@ -214,3 +214,35 @@ async def test_a_retrying_delivery_is_not_republished_before_its_message_is_due_
         assert await republish_stale(connection, older_than_s=60) == 0, "its message waits in a retry tier"
         await connection.execute("UPDATE deliveries SET due_at = now() - interval '2 minutes' WHERE id = $1", delivery)
         assert await republish_stale(connection, older_than_s=60) == 1, "due back long ago, and never claimed"
+
+
+async def test_an_outcome_recorded_twice_counts_once(clarion: RunningClarion) -> None:
+    """Run again after a commit whose answer was lost (the connection dropped), an outcome is settled once."""
+    [delivery] = await make_notification(clarion, ("email",))
+    async with clarion.resources.fast.connection() as connection:
+        [claimed] = await claim_many(connection, [delivery], lease_s=30)
+        assert claimed is not None
+        outcome = Outcome(claimed, [Attempt("file", m.ATTEMPT_SUCCEEDED, "", datetime.now(UTC), 1.0)], m.SENT)
+        assert await finish_many(connection, [outcome]) == {delivery}
+        assert await finish_many(connection, [outcome]) == {delivery}, "already recorded: settled, not late"
+    assert await attempts_of(clarion, delivery) == [(1, m.ATTEMPT_SUCCEEDED)]
+
+
+async def test_a_retry_after_the_sweeper_took_the_delivery_back_stays_in_its_sight(clarion: RunningClarion) -> None:
+    """Released (unpublished), then claimed by its old message before the relay published it again: the retry
+    marks it published, so the sweeper finds it again if the retry's message is lost too."""
+    [delivery] = await make_notification(clarion, ("email",))
+    now = datetime.now(UTC)
+    async with clarion.resources.fast.connection() as connection:
+        await connection.execute("UPDATE deliveries SET published_at = now() WHERE id = $1", delivery)
+        [first] = await claim_many(connection, [delivery], lease_s=0.001)
+        await expire_lease(clarion, delivery)
+        assert await release_expired_leases(connection) == 1
+        [second] = await claim_many(connection, [delivery], lease_s=30)
+        assert first is not None
+        assert second is not None
+        retry = Outcome(second, [Attempt("file", m.ATTEMPT_TRANSIENT, "503", now, 1.0)], m.RETRYING, retry_at=now)
+        assert await finish_many(connection, [retry]) == {delivery}
+        row = await connection.fetchrow("SELECT status, published_at FROM deliveries WHERE id = $1", delivery)
+    assert row["status"] == m.RETRYING
+    assert row["published_at"] is not None

@@ -367,3 +367,28 @@ async def test_a_worker_holds_its_messages_while_postgresql_is_away(
     assert delivery.status == notifications_pb2.DELIVERY_STATUS_SENT
     assert [(a.attempt_number, a.outcome) for a in delivery.attempts] == [(1, SUCCEEDED)]
     assert len(run.sendgrid.requests) == 1
+
+
+async def test_a_delivery_claimed_after_its_last_attempts_lease_expired_is_not_sent_again(
+    pipeline: Callable[..., Any],
+) -> None:
+    run: Pipeline = await pipeline(max_attempts=2)
+    user_id = await make_user(run.clarion, email_address="la@example.com")
+    notification_id = await send(run.clarion, user_id, channels=[1])
+    dispatcher = dispatcher_for(run.clarion, run.broker)
+    await dispatcher.dispatch_due()
+    # Attempt 2 of 2 was claimed and its worker died: its outcome is unknown, and no attempt is left.
+    async with run.clarion.resources.sessions.begin() as session:
+        await session.execute(
+            update(m.DeliveryRow).values(
+                status=m.SENDING, attempt_count=2, published_at=utcnow(), lease_until=utcnow() - timedelta(seconds=1)
+            )
+        )
+    assert (await sweeper(run.clarion).sweep_once()).released == 1
+    await dispatcher.publish_due()
+    notification = await run.settled(notification_id)
+    [delivery] = notification.deliveries
+    assert delivery.status == notifications_pb2.DELIVERY_STATUS_FAILED
+    assert "no attempt left" in delivery.status_reason
+    assert run.sendgrid.requests == [], "nothing sent beyond the last attempt"
+    assert [(a.attempt_number, a.outcome) for a in delivery.attempts] == [(2, UNKNOWN)]
