@@ -127,7 +127,7 @@ def load_through(run: Run, count: int, fault: threading.Thread) -> tuple[list[st
 def test_workers_killed_every_few_seconds_and_a_rabbitmq_restart_lose_nothing(
     database: str, rabbitmq: ChaosRabbitMQ, namespace: str, tmp_path: Path
 ) -> None:
-    count = 2000
+    count = 1200
     prefetch = {"CLARION_WORKER_PREFETCH": str(PREFETCH)}
     with running_clarion(
         database, rabbitmq.url, namespace, tmp_path, email_workers=2, users=50, settings=prefetch
@@ -171,7 +171,7 @@ def test_workers_killed_every_few_seconds_and_a_rabbitmq_restart_lose_nothing(
 def test_postgresql_down_under_load_loses_nothing(
     database: str, postgres: ChaosPostgres, rabbitmq: ChaosRabbitMQ, namespace: str, tmp_path: Path, down_s: int
 ) -> None:
-    count = 800
+    count = 500
     with running_clarion(database, rabbitmq.url, namespace, tmp_path, email_workers=1) as run:
         # Mid-delivery: the workers have messages in flight when the database goes.
         fault = outage(postgres.stop, postgres.start, when=lambda: len(run.provider.receipts()) >= 100, for_s=down_s)
@@ -191,7 +191,7 @@ def test_postgresql_down_under_load_loses_nothing(
 def test_rabbitmq_down_for_30_s_under_load_loses_nothing(
     database: str, rabbitmq: ChaosRabbitMQ, namespace: str, tmp_path: Path
 ) -> None:
-    count = 800
+    count = 500
     with running_clarion(database, rabbitmq.url, namespace, tmp_path, email_workers=2) as run:
         fault = outage(
             rabbitmq.stop_app, rabbitmq.start_app, when=lambda: len(run.provider.receipts()) >= 100, for_s=30
@@ -250,10 +250,10 @@ async def _on_broker(url: str, namespace: str, action: Callable[[Broker], Awaita
         await broker.close()
 
 
-def test_one_poison_message_among_a_thousand(
+def test_one_poison_message_among_six_hundred(
     database: str, rabbitmq: ChaosRabbitMQ, namespace: str, tmp_path: Path
 ) -> None:
-    count = 1000
+    count = 600
     poison = Message(message_id="poison", body=b"\x00\xffnot json{", headers={})
     with running_clarion(database, rabbitmq.url, namespace, tmp_path, email_workers=1) as run:
 

@@ -71,6 +71,7 @@ DELIVERIES_EXCHANGE = "clarion.deliveries"
 RETRY_EXCHANGE = "clarion.retry"
 DEAD_LETTER_EXCHANGE = "clarion.dlx"
 EXCHANGES = (DELIVERIES_EXCHANGE, RETRY_EXCHANGE, DEAD_LETTER_EXCHANGE)
+RECONNECT_INTERVAL_S = 1.0
 # Beyond these the dead-lettering arguments make a queue keep a message until its target confirms it.
 _AT_LEAST_ONCE = {"x-dead-letter-strategy": "at-least-once", "x-overflow": "reject-publish"}
 
@@ -151,6 +152,9 @@ class RabbitMQBroker:
                 self._connection = await aio_pika.connect_robust(
                     self._url,
                     timeout=self._connect_timeout_s,
+                    # aio-pika waits 5 s between reconnection attempts by default: up to 5 s of deliveries held
+                    # after RabbitMQ is back. An attempt a second costs nothing while it is away.
+                    reconnect_interval=RECONNECT_INTERVAL_S,
                     client_properties={"connection_name": self.name("clarion")},
                 )
                 self._connection.reconnect_callbacks.add(self._on_reconnect)
