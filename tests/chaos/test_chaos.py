@@ -13,6 +13,7 @@ import threading
 import time
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TypeVar
 
@@ -94,33 +95,44 @@ def assert_nothing_lost(outcome: Outcome, *, accepted: int) -> None:
     assert sum(outcome.statuses.values()) == accepted
 
 
-def outage(
-    stop: Callable[[], None], start: Callable[[], None], *, when: Callable[[], bool], for_s: float
-) -> threading.Thread:
-    """A thread that waits until `when()` (at most a minute), stops a service, waits `for_s` and starts it again."""
+@dataclass
+class Outage:
+    """A thread that waits until `when()` (at most a minute), stops a service, waits `for_s` and starts it again;
+    `began` is set once the service is stopped."""
+
+    thread: threading.Thread
+    began: threading.Event
+
+
+def outage(stop: Callable[[], None], start: Callable[[], None], *, when: Callable[[], bool], for_s: float) -> Outage:
+    began = threading.Event()
 
     def run() -> None:
         deadline = time.monotonic() + 60
         while not when() and time.monotonic() < deadline:
             time.sleep(0.05)
         stop()
+        began.set()
         time.sleep(for_s)
         start()
 
     thread = threading.Thread(target=run, name="outage")
     thread.start()
-    return thread
+    return Outage(thread, began)
 
 
-def load_through(run: Run, count: int, fault: threading.Thread) -> tuple[list[str], collections.Counter[str]]:
-    """`count` notifications while `fault` runs (retried while the server is away); returns the accepted ids and
-    the retries by code, once the fault is over."""
+def load_through(run: Run, count: int, fault: Outage) -> tuple[list[str], collections.Counter[str]]:
+    """`count` notifications, half before the fault and half once it has begun (retried while the server is
+    away); returns the accepted ids and the retries by code, once the fault is over."""
     retried: collections.Counter[str] = collections.Counter()
     try:
-        accepted = asyncio.run(send_load(run.system.address, run.users, count=count, retried=retried))
+        accepted = asyncio.run(send_load(run.system.address, run.users, count=count // 2, retried=retried))
+        assert fault.began.wait(timeout=90), "the fault began"
+        rest = count - count // 2
+        accepted += asyncio.run(send_load(run.system.address, run.users, count=rest, retried=retried))
     finally:
-        fault.join(timeout=180)
-    assert not fault.is_alive(), "the fault ended"
+        fault.thread.join(timeout=180)
+    assert not fault.thread.is_alive(), "the fault ended"
     return accepted, retried
 
 
@@ -179,7 +191,7 @@ def test_postgresql_down_under_load_loses_nothing(
         outcome = asyncio.run(check(database, accepted, run.provider.receipts, deadline_s=DEADLINE_S))
         parked = asyncio.run(_on_broker(rabbitmq.url, namespace, lambda broker: broker.queue_depth(FAILED_QUEUE)))
     report(outcome, retried=dict(retried), dead_lettered=parked)
-    # The outage hit the load: the accepting calls it cut short answered UNAVAILABLE (never INTERNAL), and were
+    # The outage hit the load: the accepts sent while it lasted answered UNAVAILABLE (never INTERNAL), and were
     # retried with their keys.
     assert retried["UNAVAILABLE"] > 0
     assert_nothing_lost(outcome, accepted=count)
