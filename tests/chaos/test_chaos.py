@@ -246,9 +246,10 @@ def test_a_provider_with_503s_slow_answers_and_429_storms_loses_nothing(
     assert all(attempts == 5 for attempts in outcome.failed_attempts), outcome.failed_attempts
     assert outcome.statuses["sent"] + outcome.statuses["failed"] == count
     assert outcome.statuses["failed"] <= count * 0.02
-    # A slow answer is accepted after the worker gave up (an unknown outcome) and retried: each one may be a
-    # duplicate, nothing else.
-    assert outcome.duplicates <= slow_accepts
+    # A slow answer is accepted after the worker gave up (an unknown outcome) and retried: each may be a duplicate.
+    # So may an ordinary answer that a busy machine delays past the 1 s timeout: every duplicate needs an unknown
+    # attempt (assert_nothing_lost checks them delivery by delivery), however many the slow accepts were.
+    assert outcome.duplicates <= outcome.unknown_attempts
     assert set(run.exit_codes.values()) == {0}, run.exit_codes
 
 
