@@ -2,7 +2,7 @@
 PostgreSQL: whatever a caller sends, the answer is a status the caller can act on — never INTERNAL or UNKNOWN (a bug
 of ours), never a hang past the deadline.
 
-CLARION_FUZZ_EXAMPLES (default 600) sets the cases per RPC; they are the same on every run unless
+CLARION_FUZZ_EXAMPLES (default 500) sets the cases per RPC; they are the same on every run unless
 CLARION_FUZZ_RANDOM=1 asks for new ones (do that when hunting, before a release). A failure prints the smallest
 request that breaks it; the server's log is in the test's temporary folder (`server.log`)."""
 
@@ -41,7 +41,7 @@ from tests.integration.conftest import TEST_PEPPER
 
 pytestmark = pytest.mark.fuzz
 
-EXAMPLES = int(os.environ.get("CLARION_FUZZ_EXAMPLES", "600"))
+EXAMPLES = int(os.environ.get("CLARION_FUZZ_EXAMPLES", "500"))
 # The same cases on every run (CI must not pass or fail by chance); CLARION_FUZZ_RANDOM=1 explores new ones.
 DERANDOMIZE = not os.environ.get("CLARION_FUZZ_RANDOM")
 DEADLINE_S = 10.0

@@ -214,21 +214,31 @@ async def test_push_goes_to_every_device_through_the_simulated_provider(pipeline
     assert (run.outbox / f"{by_channel[common_pb2.CHANNEL_EMAIL].delivery_id}.eml").exists()
 
 
-async def test_the_sweeper_takes_back_a_delivery_whose_worker_died(pipeline: Callable[..., Any]) -> None:
-    run: Pipeline = await pipeline(email="file")
-    user_id = await make_user(run.clarion, email_address="gi@example.com")
+async def died_mid_send(run: Pipeline, email_address: str, *, attempt: int) -> str:
+    """A notification whose email delivery a worker claimed (attempt `attempt`) and then died with: SENDING with a
+    lease already over, and the message long gone. The sweeper takes it back and the relay publishes it again;
+    returns the notification id."""
+    user_id = await make_user(run.clarion, email_address=email_address)
     notification_id = await send(run.clarion, user_id, channels=[1])
     dispatcher = dispatcher_for(run.clarion, run.broker)
     await dispatcher.dispatch_due()
-    # A worker claimed it and died: SENDING with a lease already over, and the message long gone.
     async with run.clarion.resources.sessions.begin() as session:
         await session.execute(
             update(m.DeliveryRow).values(
-                status=m.SENDING, attempt_count=1, published_at=utcnow(), lease_until=utcnow() - timedelta(seconds=1)
+                status=m.SENDING,
+                attempt_count=attempt,
+                published_at=utcnow(),
+                lease_until=utcnow() - timedelta(seconds=1),
             )
         )
     assert (await sweeper(run.clarion).sweep_once()).released == 1
     await dispatcher.publish_due()
+    return notification_id
+
+
+async def test_the_sweeper_takes_back_a_delivery_whose_worker_died(pipeline: Callable[..., Any]) -> None:
+    run: Pipeline = await pipeline(email="file")
+    notification_id = await died_mid_send(run, "gi@example.com", attempt=1)
     notification = await run.settled(notification_id)
     [delivery] = notification.deliveries
     assert delivery.status == notifications_pb2.DELIVERY_STATUS_SENT
@@ -373,19 +383,8 @@ async def test_a_delivery_claimed_after_its_last_attempts_lease_expired_is_not_s
     pipeline: Callable[..., Any],
 ) -> None:
     run: Pipeline = await pipeline(max_attempts=2)
-    user_id = await make_user(run.clarion, email_address="la@example.com")
-    notification_id = await send(run.clarion, user_id, channels=[1])
-    dispatcher = dispatcher_for(run.clarion, run.broker)
-    await dispatcher.dispatch_due()
     # Attempt 2 of 2 was claimed and its worker died: its outcome is unknown, and no attempt is left.
-    async with run.clarion.resources.sessions.begin() as session:
-        await session.execute(
-            update(m.DeliveryRow).values(
-                status=m.SENDING, attempt_count=2, published_at=utcnow(), lease_until=utcnow() - timedelta(seconds=1)
-            )
-        )
-    assert (await sweeper(run.clarion).sweep_once()).released == 1
-    await dispatcher.publish_due()
+    notification_id = await died_mid_send(run, "la@example.com", attempt=2)
     notification = await run.settled(notification_id)
     [delivery] = notification.deliveries
     assert delivery.status == notifications_pb2.DELIVERY_STATUS_FAILED
