@@ -1,6 +1,6 @@
 """The dispatcher: turns due notifications into one delivery per channel, then publishes due deliveries.
 
-Both tables are outboxes (DESIGN.md, "Message flow"). A pass claims rows with `FOR UPDATE SKIP LOCKED` in short
+Both tables are outboxes (docs/message-flow.md). A pass claims rows with `FOR UPDATE SKIP LOCKED` in short
 transactions, so several dispatchers can run at once; anything committed but not yet published (a crash, a broker
 outage, quiet hours that just ended) goes out on a later pass. LISTEN/NOTIFY wakes it; a poll interval backs that up.
 """

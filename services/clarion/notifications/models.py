@@ -1,5 +1,5 @@
 """NotificationService's tables. The notification table is the outbox of accepted work; the delivery table is the
-outbox of messages to publish (DESIGN.md, "Message flow")."""
+outbox of messages to publish (docs/message-flow.md)."""
 
 from __future__ import annotations
 

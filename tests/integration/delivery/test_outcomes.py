@@ -6,11 +6,13 @@ from __future__ import annotations
 import uuid
 from datetime import UTC, datetime, timedelta
 
+import asyncpg
 import pytest
 
 from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.outcomes import (
     Attempt,
+    Claimed,
     Outcome,
     claim_many,
     finish_many,
@@ -156,16 +158,25 @@ async def test_an_outcome_recorded_after_the_sweeper_released_the_lease_still_se
     assert await notification_status(clarion, delivery) == m.SENT_ALL
 
 
+async def claimed_twice(
+    clarion: RunningClarion, connection: asyncpg.Connection, delivery: uuid.UUID
+) -> tuple[Claimed, Claimed]:
+    """Claimed, its worker cut off past the lease, taken back by the sweeper and claimed again by another worker:
+    the first claim and the second."""
+    [first] = await claim_many(connection, [delivery], lease_s=0.001)
+    await expire_lease(clarion, delivery)
+    assert await release_expired_leases(connection) == 1
+    [second] = await claim_many(connection, [delivery], lease_s=30)
+    assert first is not None
+    assert second is not None
+    return first, second
+
+
 async def test_an_outcome_recorded_after_another_claim_only_logs_its_attempt(clarion: RunningClarion) -> None:
     [delivery] = await make_notification(clarion, ("email",))
     now = datetime.now(UTC)
     async with clarion.resources.fast.connection() as connection:
-        [first] = await claim_many(connection, [delivery], lease_s=0.001)
-        await expire_lease(clarion, delivery)
-        assert await release_expired_leases(connection) == 1
-        [second] = await claim_many(connection, [delivery], lease_s=30)
-        assert first is not None
-        assert second is not None
+        first, second = await claimed_twice(clarion, connection, delivery)
         assert second.attempt == 2
         late = Outcome(first, [Attempt("file", m.ATTEMPT_TRANSIENT, "503", now, 1.0)], m.RETRYING)
         assert await finish_many(connection, [late]) == set(), "the second claim owns the delivery"
@@ -235,12 +246,7 @@ async def test_a_retry_after_the_sweeper_took_the_delivery_back_stays_in_its_sig
     now = datetime.now(UTC)
     async with clarion.resources.fast.connection() as connection:
         await connection.execute("UPDATE deliveries SET published_at = now() WHERE id = $1", delivery)
-        [first] = await claim_many(connection, [delivery], lease_s=0.001)
-        await expire_lease(clarion, delivery)
-        assert await release_expired_leases(connection) == 1
-        [second] = await claim_many(connection, [delivery], lease_s=30)
-        assert first is not None
-        assert second is not None
+        _, second = await claimed_twice(clarion, connection, delivery)
         retry = Outcome(second, [Attempt("file", m.ATTEMPT_TRANSIENT, "503", now, 1.0)], m.RETRYING, retry_at=now)
         assert await finish_many(connection, [retry]) == {delivery}
         row = await connection.fetchrow("SELECT status, published_at FROM deliveries WHERE id = $1", delivery)
