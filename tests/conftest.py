@@ -13,6 +13,7 @@ import os
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from urllib.parse import urlsplit, urlunsplit
 
 import asyncpg
@@ -25,6 +26,19 @@ from clarion.core.logging import configure_logging
 REQUIRE_SERVICES = bool(os.environ.get("CLARION_REQUIRE_SERVICES"))
 # The server the tests use; each session creates its own database on it and drops it at the end.
 TEST_POSTGRES_URL = os.environ.get("CLARION_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+# `make test` runs two pytest workers (pytest-xdist with `--dist loadgroup`): the chaos and fuzz suites in one,
+# everything else in the other. Chaos brings its own PostgreSQL and RabbitMQ and spends most of its time waiting out
+# the outages it causes, so the halves overlap well on two cores; inside each half, tests still run one at a time.
+_SEPARATE_WORKER = frozenset({"chaos", "fuzz"})
+_TESTS = Path(__file__).parent
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        suite = item.path.relative_to(_TESTS).parts[0]
+        item.add_marker(pytest.mark.xdist_group("long-runs" if suite in _SEPARATE_WORKER else "everything-else"))
 
 
 def free_port() -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import cast
@@ -108,20 +109,20 @@ def wire_in_process(settings: Settings, clients: ServiceClients, registrations: 
 WORKER_KINDS = ("dispatcher", "email", "push", "sweeper")
 
 
-async def _connect(broker: Broker, stop: asyncio.Event) -> bool:
-    """Connect, retrying with backoff while the broker is down (accepts don't need it; committed work waits in
-    PostgreSQL). False when `stop` came first."""
+async def _while_broker_away(action: Callable[[], Awaitable[None]], stop: asyncio.Event, *, max_delay_s: float) -> bool:
+    """Run `action`, again with backoff while the broker is away (down, or restarting just as a worker starts:
+    accepts don't need it, committed work waits in PostgreSQL). False when `stop` came first."""
     delay_s = 0.5
     while not stop.is_set():
         try:
-            await broker.connect()
+            await action()
             return True
         except BrokerUnavailable as exc:
             log.warning("broker_unavailable", error=str(exc), retry_in_s=delay_s)
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(delay_s):
                     await stop.wait()
-            delay_s = min(delay_s * 2, 30.0)
+            delay_s = min(delay_s * 2, max_delay_s)
     return False
 
 
@@ -136,7 +137,7 @@ async def run_workers(
 ) -> None:
     """Run the named background workers until `stop`, then drain: consumers stop taking messages, in-flight ones
     finish (or go back to the queue after CLARION_WORKER_DRAIN_S)."""
-    if any(kind != "sweeper" for kind in kinds) and not await _connect(broker, stop):
+    if any(kind != "sweeper" for kind in kinds) and not await _while_broker_away(broker.connect, stop, max_delay_s=30):
         return
     tasks: list[asyncio.Task[None]] = []
     closers: list[Callable[[], Awaitable[None]]] = []
@@ -179,7 +180,9 @@ async def run_workers(
                     name=next(p.name for p in (email, push) if p is not None),
                 ),
             )
-            await worker.start(broker, QUEUES[kind], prefetch=settings.worker_prefetch)
+            start = functools.partial(worker.start, broker, QUEUES[kind], prefetch=settings.worker_prefetch)
+            if not await _while_broker_away(start, stop, max_delay_s=5):
+                break
         log.info("worker_started", kind=kind)
     try:
         await stop.wait()
