@@ -107,6 +107,8 @@ def create_engine(url: str, *, settings: Settings) -> AsyncEngine:
         max_overflow=settings.database_pool_size,
         pool_pre_ping=True,
         echo=settings.database_echo,
+        # A statement's parameters are users' data (addresses, message data): errors and logs show the SQL only.
+        hide_parameters=True,
     )
 
 

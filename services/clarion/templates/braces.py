@@ -16,6 +16,8 @@ from markupsafe import escape
 
 # One alternation scanned left to right: a doubled brace wins over a variable, so `{{name}}` is the literal text
 # `{name}` (as in Python's str.format), and any brace left over is an error rather than guessed at.
+# The longest template part (templates/content.py checks it when a template is saved).
+MAX_SOURCE_CHARS = 64 * 1024
 _TOKEN = re.compile(r"\{\{|\}\}|\{([A-Za-z_][A-Za-z0-9_]*)\}|[{}]")
 
 
@@ -54,6 +56,9 @@ class BraceTemplate:
     """A parsed brace template: literal text and variable names, in order."""
 
     def __init__(self, source: str) -> None:
+        if len(source) > MAX_SOURCE_CHARS:
+            # Checked before parsing, whose time grows with the source (one step per brace).
+            raise BraceSyntaxError(1, f"a template part may be at most {MAX_SOURCE_CHARS} characters")
         self._pieces = tuple(_parse(source))
         self.variables = frozenset(piece.name for piece in self._pieces if piece.name is not None)
 

@@ -9,12 +9,13 @@ import langcodes
 
 from clarion.core.errors import InvalidArgument
 from clarion.core.validation import Violations, has_line_break_or_nul, normalize_language_tag
+from clarion.templates.braces import MAX_SOURCE_CHARS
 from clarion.templates.models import TemplateRowPair
 from clarion.templates.rendering import Content, Syntax, TemplateSyntaxError, compile_content, detect_syntax
 from clarion.v1 import common_pb2, templates_pb2
 
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
-MAX_PART_CHARS = 64 * 1024
+MAX_PART_CHARS = MAX_SOURCE_CHARS
 MAX_PUSH_DATA_ENTRIES = 50
 PARTS = ("subject", "body", "html_body", "push_title", "push_body")
 _SYNTAX_NAMES = {

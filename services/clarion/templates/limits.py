@@ -158,22 +158,43 @@ def check_width(width: Any, limits: RenderLimits, what: str) -> None:
         raise LimitExceeded(f"{what} may be at most {limits.max_value_size}")
 
 
-_PERCENT_FIELD = re.compile(r"%(?:\([^)]*\))?[#0 +-]*(\*|\d+)?(?:\.(\*|\d+))?[hlL]?.", re.DOTALL)
+# One `%` field that can make its result wider than its value (one with a width or a precision) or that is refused
+# (a key not closed), after the fields before it that cannot (`%s`, `%%`, `%(name)s`) and the text between them.
+# Fields are read in order, as Python reads them, so `%%5d` is a literal percent sign and the text `5d`. The
+# skipping part is possessive, so a match that fails (no such field left) fails once, at the end, instead of
+# backtracking; a key stops at the next parenthesis, so a key that is never closed costs one scan to the next `(`
+# or `)`. Linear in the format's length.
+_WIDENING_PERCENT_FIELD = re.compile(
+    r"(?:[^%]++|%(?:\([^()]*+\))?[-+ #0]*+[hlL]?(?![0-9.*(]).?)*+"  # text, and fields without width or precision
+    r"%(?:\([^()]*+\)|(?P<bad_key>\())?[-+ #0]*+(?P<width>\*|[0-9]++)?(?:\.(?P<precision>\*|[0-9]*+))?",
+    re.DOTALL,
+)
 
 
 def check_percent_format(template: str, limits: RenderLimits) -> None:
     """Refuse `%` formatting whose widths and precisions add up beyond the size limit (`'%999999999d' % 1`)."""
     total = 0
-    for field in _PERCENT_FIELD.finditer(template):
-        if "*" in field.groups():
+    position = 0
+    while field := _WIDENING_PERCENT_FIELD.match(template, position):
+        position = field.end()
+        if field["bad_key"]:
+            # Python lets a key's parentheses nest (`%((a))9s` pads to 9); a template has no use for that.
+            raise Disallowed("a key in a % format must be closed and may not contain parentheses")
+        width, precision = field["width"], field["precision"]
+        if width == "*" or precision == "*":
             raise Disallowed("'*' widths are not supported in % formatting; write the width in the format")
-        total += _format_number(field.group(1), limits) + _format_number(field.group(2), limits)
-    check_width(total, limits, "the widths in a format")
+        # Each such field counts at least 1, which bounds the fields looked at here by the size limit.
+        total += max(1, _format_number(width, limits) + _format_number(precision, limits))
+        check_width(total, limits, "the widths in a format")
+
+
+# Any decimal digits: str.format reads a width in Arabic-Indic digits as readily as in ASCII ones.
+_DIGITS = re.compile(r"\d+")
 
 
 def check_format_spec(spec: str, limits: RenderLimits) -> None:
     """Refuse a str.format spec (`{:>999999999}`, also after nested fields are filled in) that pads too far."""
-    check_width(sum(_format_number(number, limits) for number in re.findall(r"\d+", spec)), limits, "a format width")
+    check_width(sum(_format_number(number, limits) for number in _DIGITS.findall(spec)), limits, "a format width")
 
 
 _SEQUENCES = (str, bytes, bytearray, list, tuple)

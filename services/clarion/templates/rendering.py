@@ -247,10 +247,14 @@ def _render_part(name: str, part: _Part, data: Mapping[str, Any], room: int, lim
 _REPR = re.compile(r"<[^<>]*>")
 _MODULE_PATH = re.compile(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w* object\b)")
 _MESSAGE_CHARS = 300
+# A message can quote template data of any length ("'dict object' has no attribute '<64 KB value>'"), and
+# _MODULE_PATH backtracks over every dotted run: it sees only as much as could survive into the answer.
+_CLEANED_CHARS = 4 * _MESSAGE_CHARS
 
 
-def _client_safe(message: str) -> str:
-    message = _MODULE_PATH.sub("", _REPR.sub("object", message))
+def client_safe_message(message: str) -> str:
+    """An error message for a template's author: no object reprs or module paths, at most 300 characters."""
+    message = _MODULE_PATH.sub("", _REPR.sub("object", message[:_CLEANED_CHARS]))
     return message if len(message) <= _MESSAGE_CHARS else message[: _MESSAGE_CHARS - 3] + "..."
 
 
@@ -262,9 +266,9 @@ def _render_failure(part: str, line: int | None, error: Exception) -> TemplateRe
     if isinstance(error, RecursionError):
         return RenderError("the template recurses too deeply", part=part, line=line)
     if isinstance(error, jinja2.exceptions.SecurityError | Disallowed):
-        return RenderError(f"not allowed: {_client_safe(str(error))}", part=part, line=line)
+        return RenderError(f"not allowed: {client_safe_message(str(error))}", part=part, line=line)
     if isinstance(error, jinja2.TemplateError | TypeError | ValueError | ArithmeticError | LookupError):
-        return RenderError(_client_safe(str(error)) or type(error).__name__, part=part, line=line)
+        return RenderError(client_safe_message(str(error)) or type(error).__name__, part=part, line=line)
     return RenderError("the template failed to render", part=part, line=line)
 
 
@@ -311,11 +315,11 @@ def _compile_part(name: str, source: str, syntax: Syntax, limits: RenderLimits) 
     except BraceSyntaxError as error:
         raise TemplateSyntaxError(part=name, line=error.line, description=error.description) from error
     except jinja2.TemplateSyntaxError as error:
-        description = _client_safe(error.message or "invalid syntax")
+        description = client_safe_message(error.message or "invalid syntax")
         raise TemplateSyntaxError(part=name, line=error.lineno, description=description) from error
     except jinja2.TemplateError as error:
         # Jinja evaluates constant expressions while compiling, and `(1).keys or x` fails there, for good.
-        raise TemplateSyntaxError(part=name, line=None, description=_client_safe(str(error))) from error
+        raise TemplateSyntaxError(part=name, line=None, description=client_safe_message(str(error))) from error
     except (RecursionError, MemoryError, SyntaxError) as error:
         # Jinja's parser, or Python compiling what Jinja generated, gives up on very deep nesting (Python allows
         # 20 nested blocks, so 21 nested for loops).

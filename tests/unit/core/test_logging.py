@@ -60,3 +60,25 @@ def test_a_logged_stack_trace_shows_no_local_variables(json_logs: Callable[[], l
     assert line["exception"][0]["exc_type"] == "ValueError"
     assert [frame["name"] for frame in line["exception"][0]["frames"]][-1] == "handler"
     assert "ada@example.com" not in json.dumps(line), "a frame's locals would carry the request into the log"
+
+
+def test_a_logged_exception_is_redacted_too(json_logs: Callable[[], list[dict[str, Any]]]) -> None:
+    try:
+        raise ValueError("Key (email)=(ada@example.com) already exists; key clr_ab12_s3cr3t")
+    except ValueError:
+        get_logger("test").exception("rpc_unhandled_error")
+    [line] = json_logs()
+    text = json.dumps(line)
+    assert "ValueError" in text
+    assert "ada@example.com" not in text
+    assert "s3cr3t" not in text
+
+
+def test_a_very_long_value_is_cut_before_it_is_searched() -> None:
+    text = "x " * 20_000 + "ada@example.com"
+    redacted = redact_text(text)
+    assert len(redacted) < 17_000
+    assert redacted.endswith("characters cut]")
+    # A cut through the middle of an address drops the whole word, not just the part the pattern would miss.
+    cut = "y" * 16_375 + " ada@example.com" + "z" * 10
+    assert "ada@" not in redact_text(cut)

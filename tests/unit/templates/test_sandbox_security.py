@@ -226,6 +226,10 @@ BOMBS: list[tuple[str, type[TemplateRenderError]]] = [
     ("{{ '%999999999d' % 1 }}", RenderLimitError),
     ("{{ '%.999999999f' % 1.5 }}", RenderLimitError),
     ("{{ '%*d' % (999999999, 1) }}", RenderError),
+    # Python lets a key's parentheses nest, and reads the width after the outer one.
+    ("{{ '%((a))999999999s' % {'(a)': 1} }}", RenderError),
+    ("{{ '%%%999999999d' % 1 }}", RenderLimitError),
+    ("{{ '%(a)s%(b)999999999s' % {'a': 1, 'b': 2} }}", RenderLimitError),
     ("{{ '{:>999999999}'.format(1) }}", RenderLimitError),
     ("{{ '{:{w}}'.format(1, w=999999999) }}", RenderLimitError),
     ("{{ '{:>200000}{:>200000}'.format(1, 2) }}", RenderLimitError),
@@ -294,6 +298,12 @@ def test_a_bomb_fails_instead_of_hanging(bomb: str, error: type[TemplateRenderEr
     # The per-test timeout is the backstop against a hang; how long it took is not asserted (speed lives in bench/).
     with pytest.raises(error):
         compiled.render({"x": "text"})
+
+
+def test_percent_formats_without_widening_fields_render_as_in_python() -> None:
+    template = "{{ '%(n)s%% of %(s)s, %%5d stays text' % {'n': 5, 's': 1} }}{{ ' %-3s|' % 'a' }}"
+    compiled = compile_content(Content(body=template), Syntax.JINJA)
+    assert compiled.render({}).body == "5% of 1, %5d stays text a  |"
 
 
 def test_a_tower_of_powers_left_associates_as_in_jinja() -> None:
