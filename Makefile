@@ -63,7 +63,7 @@ breaking: googleapis  ## buf breaking against the contracts on $(BREAKING_AGAINS
 TEST_WORKERS ?= 2
 test: $(STAMP) node-client  ## run the whole test suite, as CI does (needs PostgreSQL, RabbitMQ, Redis on loopback)
 	@mkdir -p build
-	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadgroup --junitxml=build/test-results.xml $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --junitxml=build/test-results.xml $(PYTEST_ARGS)
 
 check: $(STAMP)  ## the everyday fast lane: unit and integration tests (no chaos, fuzz, e2e or client tests)
 	$(BIN)/python -m pytest tests/unit tests/integration tests/deploy $(PYTEST_ARGS)
