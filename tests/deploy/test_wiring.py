@@ -11,6 +11,8 @@ import yaml
 
 from clarion.core.config import ENV_PREFIX, Settings
 from clarion.gateway import kubernetes as gateway_k8s
+from clarion.gateway.config import STREAMS_SUFFIX
+from clarion.gateway.descriptors import REFLECTION_SERVICE
 from clarion.notifications.dispatcher import QUEUES
 from tests.deploy.conftest import K8S
 from tests.deploy.manifests import Manifests, Obj, Workload, container_port, selects
@@ -45,7 +47,10 @@ def test_every_envoy_cluster_is_a_headless_service_on_its_port(manifests: Manife
     envoy = yaml.safe_load(config_map["data"][gateway_k8s.CONFIG_FILE])
     clusters = envoy["static_resources"]["clusters"]
 
-    assert {cluster["name"] for cluster in clusters} == {upstream.name for upstream in gateway_k8s.UPSTREAMS}
+    # One cluster per upstream for calls, one more for streams where the upstream serves reflection.
+    streams = {u.name + STREAMS_SUFFIX for u in gateway_k8s.UPSTREAMS if REFLECTION_SERVICE in u.services}
+    assert {cluster["name"] for cluster in clusters} == {u.name for u in gateway_k8s.UPSTREAMS} | streams
+    assert streams
     for cluster in clusters:
         (endpoint,) = (e for group in cluster["load_assignment"]["endpoints"] for e in group["lb_endpoints"])
         address = endpoint["endpoint"]["address"]["socket_address"]

@@ -100,11 +100,20 @@ class GatewayConfig:
     cors_origins: tuple[str, ...] = ("*",)
     request_timeout_s: float = 10.0
     health_timeout_s: float = 3.0
-    stream_idle_timeout_s: float = 300.0
+    # A stream (reflection) that sends nothing for this long is cut: grpcurl's finish in milliseconds.
+    stream_idle_timeout_s: float = 60.0
     request_headers_timeout_s: float = 10.0
     connect_timeout_s: float = 1.0
     max_request_bytes: int = MIB
     max_connections: int = 10_000
+    # Circuit breakers, per upstream. Unary calls and streams have clusters of their own, so that streams held open
+    # (which anyone may start: reflection needs no key) can never use up what calls need. Envoy's default, 1,024
+    # requests per cluster for both together, let 1,024 anonymous streams turn every call into a 503.
+    max_requests: int = 4_096
+    max_pending_requests: int = 1_024
+    max_streams: int = 256
+    # Per client connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS): one connection cannot hold more than this.
+    max_streams_per_connection: int = 100
     cors_max_age_s: int = 86_400
     local_replies: tuple[LocalReply, ...] = field(default=LOCAL_REPLIES)
     # The flood guard (local_ratelimit): one token bucket per Envoy process for every request, REST or gRPC, refilled
@@ -129,9 +138,16 @@ def _is_loopback(host: str) -> bool:
     return host == "localhost" or (_is_ip(host) and ipaddress.ip_address(host).is_loopback)
 
 
+STREAMS_SUFFIX = "-streams"
+# Health's Watch is a stream that never ends, for a client that wants pushes; nothing at the edge needs it (probes
+# and clients call Check), and every one held open costs the edge a stream. Envoy's 404 reaches a gRPC client as
+# UNIMPLEMENTED.
+_NOT_AT_THE_EDGE = ("Watch",)
+
+
 def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
-    """One route per gRPC service, to the first upstream that serves it; health's Check is bounded separately
-    from its Watch stream, and streams have no overall timeout."""
+    """One route per gRPC service, to the first upstream that serves it: unary calls with a timeout, to the
+    upstream's cluster; streams (reflection) without one, to its streams cluster; health's Watch refused."""
     routes: list[dict[str, Any]] = []
     seen: set[str] = set()
     unary = {"timeout": _duration(config.request_timeout_s), "streaming": False}
@@ -143,13 +159,30 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
             seen.add(service)
             prefix = f"/{service}/"
             if service == HEALTH_SERVICE:
+                for method in _NOT_AT_THE_EDGE:
+                    routes.append({"match": "path", "path": prefix + method, "refuse": f"{service}/{method}"})
                 check = {"timeout": _duration(config.health_timeout_s), "streaming": False}
-                routes.append({"match": "path", "path": prefix + "Check", "cluster": upstream.name, **check})
-                routes.append({"match": "prefix", "path": prefix, "cluster": upstream.name, **stream})
+                routes.append({"match": "prefix", "path": prefix, "cluster": upstream.name, **check})
+            elif service == REFLECTION_SERVICE:
+                cluster = upstream.name + STREAMS_SUFFIX
+                routes.append({"match": "prefix", "path": prefix, "cluster": cluster, **stream})
             else:
-                kind = stream if service == REFLECTION_SERVICE else unary
-                routes.append({"match": "prefix", "path": prefix, "cluster": upstream.name, **kind})
+                routes.append({"match": "prefix", "path": prefix, "cluster": upstream.name, **unary})
     return routes
+
+
+def _clusters(config: GatewayConfig) -> list[dict[str, Any]]:
+    """Two clusters per upstream, the same endpoint behind each: calls, and streams, with their own limits."""
+    clusters = []
+    for upstream in config.upstreams:
+        kind = "STATIC" if _is_ip(upstream.host) else "STRICT_DNS"
+        endpoint = {"host": upstream.host, "port": upstream.port, "type": kind}
+        limits = {"max_pending_requests": config.max_pending_requests, "max_retries": 3}
+        clusters.append({"name": upstream.name, **endpoint, **limits, "max_requests": config.max_requests})
+        if REFLECTION_SERVICE in upstream.services:
+            name = upstream.name + STREAMS_SUFFIX
+            clusters.append({"name": name, **endpoint, **limits, "max_requests": config.max_streams})
+    return clusters
 
 
 def _rate_limit(limit: RateLimit | None) -> dict[str, Any] | None:
@@ -216,10 +249,8 @@ def render_envoy_config(config: GatewayConfig, transcoded_services: Sequence[str
         transcoded_services=list(transcoded_services),
         connect_timeout=_duration(config.connect_timeout_s),
         rate_limit=_rate_limit(config.rate_limit),
-        clusters=[
-            {"name": u.name, "host": u.host, "port": u.port, "type": "STATIC" if _is_ip(u.host) else "STRICT_DNS"}
-            for u in config.upstreams
-        ],
+        clusters=_clusters(config),
+        max_streams_per_connection=config.max_streams_per_connection,
     )
 
 

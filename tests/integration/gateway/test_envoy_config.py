@@ -16,6 +16,7 @@ from typing import Any
 
 import grpc
 import pytest
+import yaml
 from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
@@ -78,13 +79,13 @@ def kubernetes_config(directory: Path) -> GatewayConfig:
 
 
 def route_clusters(rendered: str) -> dict[str, str]:
-    """Route path → cluster, read off the rendered YAML (the template puts `cluster:` two lines after `match:`)."""
-    lines = rendered.splitlines()
+    """Route path → its cluster, or "refused" for a route Envoy answers itself."""
+    config = yaml.safe_load(rendered)
+    http = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     routes: dict[str, str] = {}
-    for index, line in enumerate(lines):
-        if line.strip().startswith("- match: {") and "route:" in lines[index + 1]:
-            path = line.split(": ", 2)[2].rstrip("}").strip('"')
-            routes[path] = lines[index + 2].split("cluster:")[1].strip().strip('"')
+    for route in http["route_config"]["virtual_hosts"][0]["routes"]:
+        path = route["match"].get("path") or route["match"]["prefix"]
+        routes[path] = route["route"]["cluster"] if "route" in route else "refused"
     return routes
 
 
@@ -96,10 +97,20 @@ def test_the_local_config_passes_envoy_validate(tmp_path: Path) -> None:
     assert "{{" not in rendered
     assert "{%" not in rendered
     assert route_clusters(rendered) == {
-        **{f"/{service}/": "clarion" for service in (*CLARION_SERVICES, HEALTH_SERVICE, REFLECTION_SERVICE)},
-        f"/{HEALTH_SERVICE}/Check": "clarion",
+        **{f"/{service}/": "clarion" for service in (*CLARION_SERVICES, HEALTH_SERVICE)},
+        f"/{REFLECTION_SERVICE}/": "clarion-streams",
+        f"/{HEALTH_SERVICE}/Watch": "refused",
         "/": "clarion",
     }
+    # Explicit circuit breakers: streams held open can only use up the streams cluster's budget.
+    config = yaml.safe_load(rendered)
+    limits = {
+        c["name"]: c["circuit_breakers"]["thresholds"][0]["max_requests"]
+        for c in config["static_resources"]["clusters"]
+    }
+    assert limits == {"clarion": 4096, "clarion-streams": 256}
+    http = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
+    assert http["http2_protocol_options"] == {"max_concurrent_streams": 100}
 
 
 def test_a_kubernetes_config_routes_each_service_to_its_deployment_and_passes_envoy_validate(tmp_path: Path) -> None:
@@ -109,11 +120,11 @@ def test_a_kubernetes_config_routes_each_service_to_its_deployment_and_passes_en
     rendered = config_path.read_text()
     assert route_clusters(rendered) == {
         "/clarion.v1.UserService/": "users",
-        f"/{HEALTH_SERVICE}/Check": "users",
+        f"/{HEALTH_SERVICE}/Watch": "refused",
         f"/{HEALTH_SERVICE}/": "users",
         "/clarion.v1.TemplateService/": "templates",
         "/clarion.v1.NotificationService/": "notifications",
-        f"/{REFLECTION_SERVICE}/": "notifications",
+        f"/{REFLECTION_SERVICE}/": "notifications-streams",
         "/": "users",
     }
     assert "admin:" not in rendered
