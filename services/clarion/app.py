@@ -29,6 +29,7 @@ from clarion.notifications import servicer as notifications
 from clarion.notifications.clients import ServiceClients, TemplateRendering, UserLookup
 from clarion.notifications.dispatcher import QUEUES, Dispatcher
 from clarion.templates import servicer as templates
+from clarion.templates.isolation import TemplateProcesses
 from clarion.users import servicer as users
 
 
@@ -60,6 +61,8 @@ class Resources:
     authenticator: Authenticator | None
     # The plain asyncpg pool of the hot path (core.db.FastPath), on the same database as `engine`.
     fast: FastPath
+    # The worker processes that compile and render Jinja templates (started on first use).
+    template_processes: TemplateProcesses
 
     @classmethod
     def open(cls, settings: Settings, database_url: str, *, own_address: str | None = None) -> Resources:
@@ -74,7 +77,8 @@ class Resources:
         clients = service_clients(settings, own_address=own_address or f"127.0.0.1:{settings.grpc_port}")
         cache = create_cache(settings.redis_url, ttl_s=settings.cache_ttl_s)
         fast = FastPath(database_url, max_size=settings.database_pool_size)
-        return cls(settings, engine, sessions, cache, clients, authenticator, fast)
+        processes = TemplateProcesses(workers=settings.template_workers)
+        return cls(settings, engine, sessions, cache, clients, authenticator, fast, processes)
 
     async def close(self) -> None:
         await self.clients.close()
@@ -83,13 +87,14 @@ class Resources:
             await self.authenticator.close()
         await self.fast.close()
         await self.engine.dispose()
+        await asyncio.to_thread(self.template_processes.close)
 
 
 log = get_logger(__name__)
 
 SERVICES: dict[str, Callable[[Resources], ServiceRegistration]] = {
     "users": lambda r: users.registration(sessions=r.sessions, cache=r.cache),
-    "templates": lambda r: templates.registration(sessions=r.sessions, cache=r.cache),
+    "templates": lambda r: templates.registration(sessions=r.sessions, cache=r.cache, processes=r.template_processes),
     "notifications": lambda r: notifications.registration(
         sessions=r.sessions, fast=r.fast, clients=r.clients, idempotency_ttl_s=r.settings.idempotency_ttl_s
     ),

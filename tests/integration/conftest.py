@@ -25,6 +25,7 @@ from clarion.core.db import FastPath, create_engine, session_factory
 from clarion.core.server import GrpcServer
 from clarion.keys.manage import create_key
 from clarion.keys.repository import SqlKeyStore
+from clarion.templates.isolation import TemplateProcesses
 from clarion.v1 import notifications_pb2_grpc, templates_pb2_grpc, users_pb2_grpc
 from tests.conftest import free_port, unavailable
 
@@ -90,7 +91,10 @@ async def start_clarion(migrated_database: str) -> AsyncIterator[Callable[..., A
         authenticator = Authenticator.from_settings(SqlKeyStore(sessions), settings) if settings.auth_required else None
         clients = app.service_clients(settings, own_address=f"127.0.0.1:{port}")
         fast = FastPath(migrated_database, max_size=settings.database_pool_size)
-        resources = app.Resources(settings, engine, sessions, cache or MemoryCache(), clients, authenticator, fast)
+        processes = TemplateProcesses(workers=1)
+        resources = app.Resources(
+            settings, engine, sessions, cache or MemoryCache(), clients, authenticator, fast, processes
+        )
         stack.push_async_callback(resources.close)
         registrations = {name: registration(resources) for name, registration in app.SERVICES.items()}
         if in_process:  # as `clarion serve all` does: NotificationService calls the other two without gRPC

@@ -75,6 +75,9 @@ class Settings(BaseSettings):
     # A delivery published (or due back from a retry tier) this long ago and still neither claimed nor finished has
     # lost its message: the sweeper publishes it again. Longer than a work queue's backlog takes to drain.
     delivery_republish_after_s: float = Field(default=600.0, ge=5, le=7 * 24 * 3600.0)
+    # Processes that compile and render Jinja templates, each killed when a template overruns its budget
+    # (templates/isolation.py); brace templates render in the server's own process.
+    template_workers: int = Field(default=2, ge=1, le=64)
     # Per-provider circuit breaker: consecutive transient failures that open it, and how long it stays open.
     provider_breaker_threshold: int = Field(default=5, ge=1, le=1000)
     provider_breaker_reset_s: float = Field(default=30.0, gt=0, le=3600)

@@ -96,9 +96,11 @@ def _check_content(content: Content, prefix: str, violations: Violations) -> Non
     )
 
 
-def validate_template(template: templates_pb2.Template, prefix: str = "template.") -> tuple[str, dict[str, Content]]:
-    """Check a whole template; return its default locale and its content by locale. INVALID_ARGUMENT names every
-    bad field, and a template that does not compile names the part and the line."""
+def validate_template(
+    template: templates_pb2.Template, prefix: str = "template."
+) -> tuple[str, dict[str, Content], Syntax]:
+    """Check a whole template but compile it; return its default locale, its content by locale and its syntax.
+    INVALID_ARGUMENT names every bad field. Compiling is first_syntax_error's (in a worker process for Jinja)."""
     violations = Violations()
     default_locale = normalize_language_tag(template.default_locale or "en", prefix + "default_locale", violations)
     violations.check(len(template.description) <= 1000, prefix + "description", "must be at most 1000 characters")
@@ -124,17 +126,30 @@ def validate_template(template: templates_pb2.Template, prefix: str = "template.
         )
         contents[locale] = content
     violations.raise_if_any()
-    syntax = _SYNTAX_BY_ENUM.get(template.syntax) or _detect(contents)
+    return default_locale, contents, _SYNTAX_BY_ENUM.get(template.syntax) or _detect(contents)
+
+
+def first_syntax_error(contents: dict[str, Content], syntax: Syntax) -> tuple[str, TemplateSyntaxError] | None:
+    """Compile every locale's content; the first locale that does not compile, with its error, or None."""
     for locale, content in contents.items():
-        field = prefix if locale == default_locale else f'{prefix}localizations["{locale}"].'
         try:
             compile_content(content, syntax)
-        except TemplateSyntaxError as exc:
-            where = f" (line {exc.line})" if exc.line else ""
-            raise InvalidArgument.for_field(
-                field + exc.part, f"does not compile{where}: {exc.description}", reason="TEMPLATE_SYNTAX_ERROR"
-            ) from None
-    return default_locale, contents
+        except TemplateSyntaxError as error:
+            return locale, error
+    return None
+
+
+def syntax_error(
+    locale: str, error: TemplateSyntaxError, *, default_locale: str, prefix: str = "template."
+) -> InvalidArgument:
+    """A template that does not compile, as INVALID_ARGUMENT naming the field (part and locale) and the line."""
+    field = prefix if locale == default_locale else f'{prefix}localizations["{locale}"].'
+    where = f" (line {error.line})" if error.line else ""
+    return InvalidArgument.for_field(
+        (field + error.part).rstrip("."),
+        f"does not compile{where}: {error.description}",
+        reason="TEMPLATE_SYNTAX_ERROR",
+    )
 
 
 def _detect(contents: dict[str, Content]) -> Syntax:

@@ -83,6 +83,18 @@ class TemplateRenderError(Exception):
         super().__init__(message)
         self.part = part
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Errors cross from the template worker processes (isolation.py). Pickle's default rebuilds an exception
+        # by calling its class with `args`, which these keyword-only constructors refuse: rebuild it by attribute.
+        return (_restore_error, (type(self), str(self), dict(self.__dict__)))
+
+
+def _restore_error(kind: type[TemplateRenderError], message: str, state: dict[str, Any]) -> TemplateRenderError:
+    error = kind.__new__(kind)
+    Exception.__init__(error, message)
+    error.__dict__.update(state)
+    return error
+
 
 class TemplateSyntaxError(TemplateRenderError):
     """A part does not compile. `line` is 1-based, or None when the error is not on one line."""

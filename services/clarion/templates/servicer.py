@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Collection
 from dataclasses import dataclass
 from typing import Any
@@ -20,12 +18,14 @@ from clarion.core.pagination import decode_keyset, encode_page_token, page_size
 from clarion.core.server import ServiceRegistration, service_registration
 from clarion.core.validation import Violations, normalize_language_tag, struct_to_dict
 from clarion.templates import content
+from clarion.templates.isolation import TemplateProcesses
 from clarion.templates.models import TemplateVersionRow
 from clarion.templates.rendering import (
-    CompiledTemplate,
     CompiledTemplateCache,
+    Content,
     MissingVariablesError,
     Rendered,
+    RenderLimitError,
     Syntax,
     TemplateRenderError,
     normalize_data,
@@ -49,8 +49,15 @@ def _cache_key(key: str) -> str:
     return f"template:{key}"
 
 
-def _version_row(template: templates_pb2.Template, key: str) -> TemplateVersionRow:
-    default_locale, contents = content.validate_template(template)
+async def _version_row(template: templates_pb2.Template, key: str, processes: TemplateProcesses) -> TemplateVersionRow:
+    """The row of a new version, once every locale compiles (Jinja in a worker process, under its budget)."""
+    default_locale, contents, syntax = content.validate_template(template)
+    if syntax is Syntax.BRACES:
+        failure = content.first_syntax_error(contents, syntax)  # linear in the size, and cheaper than a hop
+    else:
+        failure = await processes.first_syntax_error(contents, syntax)
+    if failure is not None:
+        raise content.syntax_error(*failure, default_locale=default_locale)
     return TemplateVersionRow(
         key=key,
         description=template.description,
@@ -113,17 +120,20 @@ def render_error(error: TemplateRenderError, *, field_prefix: str) -> InvalidArg
 class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
     """Versioned, localised templates and their rendering."""
 
-    def __init__(self, *, sessions: async_sessionmaker[AsyncSession], cache: Cache) -> None:
+    def __init__(
+        self, *, sessions: async_sessionmaker[AsyncSession], cache: Cache, processes: TemplateProcesses
+    ) -> None:
         self._sessions = sessions
         self._cache = cache
-        self._compiled = CompiledTemplateCache()
+        self._processes = processes
+        self._compiled = CompiledTemplateCache()  # brace templates, which render in this process
 
     async def CreateTemplate(
         self, request: templates_pb2.CreateTemplateRequest, context: Context
     ) -> templates_pb2.Template:
         """Create a template at version 1 (or revive a deleted one as its next version)."""
         key = content.check_key(request.template.template_key, "template.template_key")
-        row = _version_row(request.template, key)
+        row = await _version_row(request.template, key, self._processes)
         async with self._sessions.begin() as session:
             pair = await TemplateRepository(session).create(row)
             template = content.template_to_proto(pair)
@@ -180,7 +190,7 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
                 list(request.update_mask.paths),
                 auto_syntax=latest[1].syntax == content.AUTO_SYNTAX,
             )
-            version = await repository.add_version(head, _version_row(merged, key))
+            version = await repository.add_version(head, await _version_row(merged, key, self._processes))
             template = content.template_to_proto((head, version))
         await self._cache.invalidate(_cache_key(key))
         log.info("template_updated", template_key=key, version=template.version)
@@ -220,15 +230,16 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
         """Render with data, as a preview; nothing is sent."""
         job = await self._prepare(request)
         try:
-            if job.compiled.syntax is Syntax.BRACES:
-                # Linear in its input and bounded by the output limit (braces.py): a thread hop would cost more.
-                rendered = job.compiled.render(job.data)
-            else:
-                # Off the event loop: a hostile template may use its whole render budget (1 s) before it is stopped.
-                rendered = await asyncio.to_thread(job.compiled.render, job.data)
+            rendered = await self._render(job)
         except TemplateRenderError as exc:
             raise render_error(exc, field_prefix="data.") from None
         return job.response(rendered)
+
+    async def _render(self, job: _RenderJob) -> Rendered:
+        if job.syntax is Syntax.BRACES:
+            # Linear in its input and bounded by the output limit (braces.py): a hop would cost more.
+            return self._compiled.get_or_compile(job.cache_key, job.content, job.syntax).render(job.data)
+        return await self._processes.render(job.cache_key, job.content, job.syntax, job.data)
 
     async def BatchRenderTemplates(
         self, request: templates_pb2.BatchRenderTemplatesRequest, context: Context
@@ -246,8 +257,7 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
                 results.append(templates_pb2.RenderTemplateResult(error=to_status(exc, request_id=request_id)))
                 continue
             results.append(templates_pb2.RenderTemplateResult())
-        # One hop off the event loop for the whole batch; each render keeps its own time budget too.
-        rendered = await asyncio.to_thread(_render_all, [job for _, job in jobs], BATCH_RENDER_BUDGET_S)
+        rendered = await self._render_batch([job for _, job in jobs])
         for (index, job), outcome in zip(jobs, rendered, strict=True):
             if isinstance(outcome, Rendered):
                 results[index].rendered.CopyFrom(job.response(outcome))
@@ -255,6 +265,31 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
             error = render_error(outcome, field_prefix="data.") if isinstance(outcome, TemplateRenderError) else outcome
             results[index].error.CopyFrom(to_status(error, request_id=request_id))
         return templates_pb2.BatchRenderTemplatesResponse(results=results)
+
+    async def _render_batch(self, jobs: list[_RenderJob]) -> list[Rendered | TemplateRenderError | ClarionError]:
+        """Brace templates here, the Jinja ones in one task of a worker process, sharing BATCH_RENDER_BUDGET_S."""
+        outcomes: list[Rendered | TemplateRenderError | ClarionError] = []
+        jinja = [job for job in jobs if job.syntax is not Syntax.BRACES]
+        in_worker: list[Rendered | TemplateRenderError | None] = []
+        if jinja:
+            try:
+                in_worker = await self._processes.render_many(
+                    [(job.cache_key, job.content, job.syntax, job.data) for job in jinja],
+                    budget_s=BATCH_RENDER_BUDGET_S,
+                )
+            except RenderLimitError:
+                in_worker = [None] * len(jinja)  # the batch's worker was stopped: each may be asked for again
+        from_worker = iter(in_worker)
+        for job in jobs:
+            if job.syntax is not Syntax.BRACES:
+                outcome = next(from_worker)
+                outcomes.append(_OUT_OF_TIME if outcome is None else outcome)
+                continue
+            try:
+                outcomes.append(self._compiled.get_or_compile(job.cache_key, job.content, job.syntax).render(job.data))
+            except TemplateRenderError as exc:
+                outcomes.append(exc)
+        return outcomes
 
     async def _prepare(self, request: templates_pb2.RenderTemplateRequest) -> _RenderJob:
         """Everything a render needs but the rendering: checked request, template version, locale, compiled."""
@@ -270,10 +305,9 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
         if template.HasField("delete_time"):
             raise template_deleted(key)
         locale, localized = content.resolve_locale(template, request.locale)
-        compiled = self._compiled.get_or_compile(
-            (key, template.version, locale), localized, content.syntax_of(template)
+        return _RenderJob(
+            key, template.version, locale, content.channels_of(localized), localized, content.syntax_of(template), data
         )
-        return _RenderJob(key, template.version, locale, content.channels_of(localized), compiled, data)
 
 
 @dataclass(frozen=True, slots=True)
@@ -284,8 +318,13 @@ class _RenderJob:
     version: int
     locale: str
     channels: Collection[int]
-    compiled: CompiledTemplate
+    content: Content
+    syntax: Syntax
     data: dict[str, Any]
+
+    @property
+    def cache_key(self) -> tuple[str, int, str]:
+        return (self.key, self.version, self.locale)
 
     def response(self, rendered: Rendered) -> templates_pb2.RenderTemplateResponse:
         response = templates_pb2.RenderTemplateResponse(template_key=self.key, version=self.version, locale=self.locale)
@@ -300,20 +339,6 @@ class _RenderJob:
         return response
 
 
-def _render_all(jobs: list[_RenderJob], budget_s: float) -> list[Rendered | TemplateRenderError | ClarionError]:
-    deadline = time.monotonic() + budget_s
-    outcomes: list[Rendered | TemplateRenderError | ClarionError] = []
-    for job in jobs:
-        if time.monotonic() > deadline:
-            outcomes.append(_OUT_OF_TIME)
-            continue
-        try:
-            outcomes.append(job.compiled.render(job.data))
-        except TemplateRenderError as exc:
-            outcomes.append(exc)
-    return outcomes
-
-
 _OUT_OF_TIME = Unavailable(
     "not rendered: the batch used its rendering time; ask for this one again",
     retry_after_s=0.0,
@@ -321,10 +346,12 @@ _OUT_OF_TIME = Unavailable(
 )
 
 
-def registration(*, sessions: async_sessionmaker[AsyncSession], cache: Cache) -> ServiceRegistration:
+def registration(
+    *, sessions: async_sessionmaker[AsyncSession], cache: Cache, processes: TemplateProcesses
+) -> ServiceRegistration:
     """How to add TemplateService to a server."""
     return service_registration(
-        TemplateServicer(sessions=sessions, cache=cache),
+        TemplateServicer(sessions=sessions, cache=cache, processes=processes),
         templates_pb2_grpc.add_TemplateServiceServicer_to_server,
         templates_pb2.DESCRIPTOR.services_by_name["TemplateService"],
     )

@@ -12,6 +12,7 @@ from clarion.core.cache import MemoryCache
 from clarion.core.config import load_settings
 from clarion.core.db import FastPath, create_engine, session_factory
 from clarion.core.server import GrpcServer
+from clarion.templates.isolation import TemplateProcesses
 from clarion.v1 import users_pb2, users_pb2_grpc
 from tests.conftest import free_port
 from tests.helpers import status_detail
@@ -27,7 +28,8 @@ async def test_an_unreachable_database_is_unavailable_not_internal() -> None:
     engine = create_engine(nowhere, settings=settings)
     clients = app.service_clients(settings, own_address=f"127.0.0.1:{port}")
     fast = FastPath(nowhere, max_size=2)
-    resources = app.Resources(settings, engine, session_factory(engine), MemoryCache(), clients, None, fast)
+    processes = TemplateProcesses(workers=1)
+    resources = app.Resources(settings, engine, session_factory(engine), MemoryCache(), clients, None, fast, processes)
     server = GrpcServer(settings, [app.SERVICES["users"](resources)], authenticator=None)
     await server.start()
     try:
