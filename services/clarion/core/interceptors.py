@@ -12,11 +12,12 @@ from typing import Any, cast
 
 import grpc
 import structlog
+from google.protobuf.message import DecodeError
 from grpc_status import rpc_status
 from opentelemetry.trace import Span, SpanKind
 
 from clarion.core.db import is_database_unavailable
-from clarion.core.errors import ClarionError, Unavailable, internal_status, to_status
+from clarion.core.errors import ClarionError, InvalidArgument, Unavailable, internal_status, to_status
 from clarion.core.logging import get_logger
 from clarion.core.metrics import RPC_HANDLED, RPC_SECONDS
 from clarion.core.tracing import extract, record_grpc_code, rpc_attributes, split_method, tracer
@@ -61,12 +62,16 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         # On an aio server the behaviour is a coroutine function taking an aio context, whatever the stubs say.
         behavior = cast(UnaryBehavior, handler.unary_unary)
         wrapped = _wrap(
-            behavior, method=method, request_id=request_id, metadata=handler_call_details.invocation_metadata
+            behavior,
+            method=method,
+            request_id=request_id,
+            metadata=handler_call_details.invocation_metadata,
+            deserialize=handler.request_deserializer,
         )
+        # The request arrives as bytes and is parsed inside the call: a message gRPC could not parse (a string
+        # that is not UTF-8) would otherwise end as UNKNOWN with protobuf's exception text, before any handler.
         return grpc.unary_unary_rpc_method_handler(
-            wrapped,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            wrapped, request_deserializer=None, response_serializer=handler.response_serializer
         )
 
 
@@ -76,6 +81,7 @@ def _wrap(
     method: str,
     request_id: str,
     metadata: tuple[tuple[str, str | bytes], ...] | None,
+    deserialize: Callable[[bytes], Any] | None,
 ) -> UnaryBehavior:
     # Label values bounded by the contracts: only methods that have a handler get here.
     service, name = split_method(method)
@@ -105,7 +111,7 @@ def _wrap(
         code = grpc.StatusCode.OK
         trailer = ((REQUEST_ID_HEADER, request_id),)
         try:
-            response = await behavior(request, context)
+            response = await behavior(_parsed(request, deserialize), context)
             context.set_trailing_metadata(trailer)
             return response
         except ClarionError as error:
@@ -157,3 +163,15 @@ async def _abort(
     log.info("rpc_error", reason=reason, message=status.message)
     grpc_status = rpc_status.to_status(status)
     await context.abort(grpc_status.code, grpc_status.details, tuple(grpc_status.trailing_metadata) + trailer)
+
+
+def _parsed(request: Any, deserialize: Callable[[bytes], Any] | None) -> Any:
+    if deserialize is None or not isinstance(request, bytes):
+        return request
+    try:
+        return deserialize(request)
+    except DecodeError:
+        raise InvalidArgument(
+            "the request is not a valid message of this RPC (every string field must be UTF-8)",
+            reason="MALFORMED_REQUEST",
+        ) from None

@@ -10,15 +10,20 @@ import base64
 import binascii
 import hashlib
 import json
+import uuid
 from collections.abc import Callable, Mapping
+from datetime import datetime
 from typing import Any, TypeVar
 
 from clarion.core.errors import InvalidArgument
+from clarion.core.validation import EARLIEST_TIME, LATEST_TIME
 
 T = TypeVar("T")
 
 DEFAULT_PAGE_SIZE = 50
 MAX_PAGE_SIZE = 1000
+# A token this API issues is about 100 characters.
+MAX_TOKEN_CHARS = 1024
 
 
 def page_size(requested: int, *, field: str = "page_size") -> int:
@@ -49,11 +54,13 @@ def decode_page_token(token: str, filters: Mapping[str, Any], *, field: str = "p
     """The position a token stands for, or None for the first page; INVALID_ARGUMENT for a bad or foreign token."""
     if not token:
         return None
+    if len(token) > MAX_TOKEN_CHARS:
+        raise _foreign(field)  # before decoding: JSON nested 200,000 deep made json.loads recurse out of stack
     try:
         padded = token + "=" * (-len(token) % 4)
         payload = json.loads(base64.urlsafe_b64decode(padded.encode()))
         position, fingerprint = payload["p"], payload["f"]
-    except (ValueError, KeyError, TypeError, binascii.Error):
+    except (ValueError, KeyError, TypeError, binascii.Error, RecursionError):
         raise _foreign(field) from None
     if not isinstance(position, list):
         raise _foreign(field)
@@ -74,5 +81,38 @@ def decode_keyset(
         return None
     try:
         return parse(position)
-    except (ValueError, IndexError, TypeError):
+    except (ValueError, IndexError, TypeError, OverflowError):
         raise _foreign(field) from None
+
+
+# The parts of a position, checked as strictly as the columns they are compared with: a token is the client's text,
+# and its fingerprint is no signature, so a forged one reaches these. Each raises ValueError (or TypeError) for
+# anything PostgreSQL would refuse, which decode_keyset turns into INVALID_PAGE_TOKEN.
+
+
+def position_text(value: Any, *, max_chars: int = 256) -> str:
+    """A text sort key: a non-empty str without NUL that encodes as UTF-8 (no lone surrogates)."""
+    if not isinstance(value, str) or not 0 < len(value) <= max_chars or "\x00" in value:
+        raise ValueError("not a text position")
+    value.encode("utf-8")  # UnicodeEncodeError, a ValueError, for a lone surrogate
+    return value
+
+
+def position_time(value: Any) -> datetime:
+    """A timestamp sort key: ISO 8601 with a time zone, within the times Clarion stores."""
+    moment = datetime.fromisoformat(position_text(value, max_chars=64))
+    if moment.tzinfo is None or not EARLIEST_TIME <= moment < LATEST_TIME:
+        raise ValueError("not a time position")
+    return moment
+
+
+def position_int(value: Any, *, low: int = 1, high: int = 2**31 - 1) -> int:
+    """An integer sort key within the column's range (an int, not a bool or a float)."""
+    if type(value) is not int or not low <= value <= high:
+        raise ValueError("not an integer position")
+    return value
+
+
+def position_uuid(value: Any) -> uuid.UUID:
+    """A UUID sort key, from its text form."""
+    return uuid.UUID(position_text(value, max_chars=64))

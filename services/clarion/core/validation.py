@@ -97,4 +97,22 @@ def struct_to_dict(struct: struct_pb2.Struct, field: str) -> dict[str, Any]:
         values: dict[str, Any] = json_format.MessageToDict(struct)
     except ValueError:
         raise InvalidArgument.for_field(field, "numbers must be finite (no NaN or Infinity)") from None
+    if _holds_nul(values):
+        # PostgreSQL's text and JSONB cannot store U+0000: refused here rather than failing when stored.
+        raise InvalidArgument.for_field(field, "keys and text must not contain NUL characters (U+0000)")
     return values
+
+
+def _holds_nul(value: Any) -> bool:
+    pending = [value]
+    while pending:
+        item = pending.pop()
+        if isinstance(item, str):
+            if "\x00" in item:
+                return True
+        elif isinstance(item, dict):
+            pending += item.keys()
+            pending += item.values()
+        elif isinstance(item, list):
+            pending += item
+    return False

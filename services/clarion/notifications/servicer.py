@@ -17,7 +17,7 @@ from clarion.core.db import FastPath, snapshot
 from clarion.core.errors import Aborted, AlreadyExists, ClarionError, FailedPrecondition, InvalidArgument
 from clarion.core.logging import get_logger
 from clarion.core.metrics import NOTIFICATIONS_ACCEPTED, NOTIFICATIONS_REPLAYED
-from clarion.core.pagination import decode_keyset, encode_page_token, page_size
+from clarion.core.pagination import decode_keyset, encode_page_token, page_size, position_time, position_uuid
 from clarion.core.server import ServiceRegistration, service_registration
 from clarion.core.tracing import current_traceparent
 from clarion.core.validation import (
@@ -389,7 +389,7 @@ def _filter_fields(channel: int, user_id: str) -> tuple[str, str]:
 
 
 def _time_and_id(position: list[Any]) -> tuple[datetime, uuid.UUID]:
-    return datetime.fromisoformat(position[0]), uuid.UUID(position[1])
+    return position_time(position[0]), position_uuid(position[1])
 
 
 def _parse_id(value: str) -> uuid.UUID:

@@ -104,6 +104,7 @@ def validate_template(
     violations = Violations()
     default_locale = normalize_language_tag(template.default_locale or "en", prefix + "default_locale", violations)
     violations.check(len(template.description) <= 1000, prefix + "description", "must be at most 1000 characters")
+    violations.check("\x00" not in template.description, prefix + "description", "must not contain NUL characters")
     default = content_from_proto(template)
     _check_content(default, prefix, violations)
     if not channels_of(default):

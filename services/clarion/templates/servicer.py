@@ -14,7 +14,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from clarion.core.cache import Cache
 from clarion.core.errors import ClarionError, FieldViolation, InvalidArgument, Unavailable, to_status
 from clarion.core.logging import get_logger
-from clarion.core.pagination import decode_keyset, encode_page_token, page_size
+from clarion.core.pagination import decode_keyset, encode_page_token, page_size, position_int, position_text
 from clarion.core.server import ServiceRegistration, service_registration
 from clarion.core.validation import Violations, normalize_language_tag, struct_to_dict
 from clarion.templates import content
@@ -163,7 +163,7 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
         """The latest version of each template, by key, a page at a time."""
         limit = page_size(request.page_size)
         filters = {"show_deleted": request.show_deleted}
-        after_key = decode_keyset(request.page_token, filters, lambda position: str(position[0]))
+        after_key = decode_keyset(request.page_token, filters, lambda position: position_text(position[0]))
         async with self._sessions() as session:
             pairs = await TemplateRepository(session).list_latest(
                 after_key=after_key, limit=limit + 1, show_deleted=request.show_deleted
@@ -212,7 +212,7 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
         key = content.check_key(request.template_key)
         limit = page_size(request.page_size)
         filters = {"template_key": key}
-        before = decode_keyset(request.page_token, filters, lambda position: int(position[0]))
+        before = decode_keyset(request.page_token, filters, lambda position: position_int(position[0]))
         async with self._sessions() as session:
             head, versions = await TemplateRepository(session).list_versions(
                 key, before_version=before, limit=limit + 1

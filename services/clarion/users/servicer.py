@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import uuid
-from datetime import datetime
 from typing import Any
 
 from google.protobuf import empty_pb2, field_mask_pb2
@@ -13,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from clarion.core.cache import Cache
 from clarion.core.errors import InvalidArgument
 from clarion.core.logging import get_logger
-from clarion.core.pagination import decode_keyset, encode_page_token, page_size
+from clarion.core.pagination import decode_keyset, encode_page_token, page_size, position_text, position_time
 from clarion.core.server import ServiceRegistration, service_registration
 from clarion.core.validation import Violations, check_single_line, is_valid_id, normalize_language_tag, require_id
 from clarion.users import validation
@@ -203,7 +202,7 @@ class UserServicer(users_pb2_grpc.UserServiceServicer):
         violations.raise_if_any()
         filters = {"email_address": email.lower()}
         after = decode_keyset(
-            request.page_token, filters, lambda position: (datetime.fromisoformat(position[0]), str(position[1]))
+            request.page_token, filters, lambda position: (position_time(position[0]), position_text(position[1]))
         )
         async with self._sessions() as session:
             rows = await UserRepository(session).list(email_address=email, after=after, limit=limit + 1)

@@ -199,6 +199,17 @@ async def test_a_number_json_cannot_hold_is_invalid_argument(clarion: RunningCla
     assert await count_notifications(clarion) == 0
 
 
+@pytest.mark.parametrize("data", [{"app_name": "a\x00b"}, {"k\x00": 1}, {"items": [{"deep": ["\x00"]}]}])
+async def test_a_nul_anywhere_in_the_data_is_invalid_argument(clarion: RunningClarion, data: dict[str, Any]) -> None:
+    user_id = await seed(clarion)
+    request = send_request(user_id, request_id="nul")
+    request.message_data.update(data)
+    code, status = await rpc_error(clarion.notifications.SendNotification(request, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "message_data" in violations(status)
+    assert await count_notifications(clarion) == 0
+
+
 async def test_same_key_different_request_is_already_exists(clarion: RunningClarion) -> None:
     user_id = await seed(clarion)
     await clarion.notifications.SendNotification(send_request(user_id, request_id="key-2"), timeout=10)

@@ -119,6 +119,7 @@ async def test_subject_never_carries_a_line_break(clarion: RunningClarion) -> No
         ({"template_key": "k", "subject": "no body"}, "template.body"),
         ({"template_key": "k", "subject": "two\nlines", "body": "b"}, "template.subject"),
         ({"template_key": "k", "subject": "s", "body": "b\x00"}, "template.body"),
+        ({"template_key": "k", "subject": "s", "body": "b", "description": "d\x00"}, "template.description"),
         (
             {"template_key": "k", "subject": "s", "body": "b", "default_locale": "not a locale"},
             "template.default_locale",

@@ -326,3 +326,12 @@ async def test_list_filters_by_email_and_refuses_a_token_from_other_filters(clar
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     code, _ = await rpc_error(clarion.users.ListUsers(users_pb2.ListUsersRequest(page_size=-1), timeout=10))
     assert code == grpc.StatusCode.INVALID_ARGUMENT
+
+
+async def test_a_string_that_is_not_utf8_is_invalid_argument_not_unknown(clarion: RunningClarion) -> None:
+    # GetUserRequest with user_id (field 1) holding bytes that are not UTF-8: as a client in another language
+    # could send it, which Python's stubs never would.
+    call: Any = clarion.channel.unary_unary("/clarion.v1.UserService/GetUser")  # bytes in, bytes out
+    code, status = await rpc_error(call(b"\x0a\x02\xff\xfe", timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "UTF-8" in status.message
