@@ -16,6 +16,7 @@ from typing import Any
 
 import jinja2
 
+from clarion.core.apikeys import INTERNAL_KEY_ID, KEY_PREFIX
 from clarion.core.errors import ERROR_DOMAIN
 from clarion.gateway.descriptors import (
     HEALTH_SERVICE,
@@ -251,6 +252,7 @@ def render_envoy_config(config: GatewayConfig, transcoded_services: Sequence[str
         rate_limit=_rate_limit(config.rate_limit),
         clusters=_clusters(config),
         max_streams_per_connection=config.max_streams_per_connection,
+        internal_credential_pattern=rf"\s*[Bb][Ee][Aa][Rr][Ee][Rr] \s*{KEY_PREFIX}_{INTERNAL_KEY_ID}_.*",
     )
 
 
