@@ -27,7 +27,8 @@ _UNLIMITED = RenderLimits(max_value_size=10**12)
 
 
 def _percent(text: str) -> None:
-    check_percent_format(text, _UNLIMITED)
+    # With the real limits: a format longer than any value a template may build is refused before it is read.
+    check_percent_format(text, RenderLimits())
 
 
 def _format_spec(text: str) -> None:
@@ -57,6 +58,7 @@ CASES: list[tuple[Callable[[str], object], str, Callable[[int], str]]] = [
     (_percent, "one key nested deeply", lambda n: "%" + "(" * (n // 2) + ")" * (n // 2)),
     (_percent, "a key left open at the end", lambda n: "%(a)s" * (n // 10) + "%(" * (n // 4)),
     (_percent, "percent signs", lambda n: "%" * n),
+    (_percent, "fields that cannot widen", lambda n: "%s" * (n // 2)),
     (_percent, "flags without a conversion", lambda n: "%" + "0" * n),
     (_format_spec, "digits", lambda n: "9" * n),
     (_braces, "unclosed placeholders", lambda n: "{a" * (n // 2)),

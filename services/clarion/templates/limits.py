@@ -165,7 +165,7 @@ def check_width(width: Any, limits: RenderLimits, what: str) -> None:
 # backtracking; a key stops at the next parenthesis, so a key that is never closed costs one scan to the next `(`
 # or `)`. Linear in the format's length.
 _WIDENING_PERCENT_FIELD = re.compile(
-    r"(?:[^%]++|%(?:\([^()]*+\))?[-+ #0]*+[hlL]?(?![0-9.*(]).?)*+"  # text, and fields without width or precision
+    r"(?:[^%]++|(?:%%)++|%(?:\([^()]*+\))?[-+ #0]*+[hlL]?(?![0-9.*(%]).?)*+"  # text, %%, fields that cannot widen
     r"%(?:\([^()]*+\)|(?P<bad_key>\())?[-+ #0]*+(?P<width>\*|[0-9]++)?(?:\.(?P<precision>\*|[0-9]*+))?",
     re.DOTALL,
 )
@@ -173,6 +173,9 @@ _WIDENING_PERCENT_FIELD = re.compile(
 
 def check_percent_format(template: str, limits: RenderLimits) -> None:
     """Refuse `%` formatting whose widths and precisions add up beyond the size limit (`'%999999999d' % 1`)."""
+    if len(template) > limits.max_value_size:
+        # No value a template builds is longer (measure() refuses it): a longer format is refused unread.
+        raise LimitExceeded(f"a format may be at most {limits.max_value_size} characters")
     total = 0
     position = 0
     while field := _WIDENING_PERCENT_FIELD.match(template, position):

@@ -257,7 +257,8 @@ def _render_part(name: str, part: _Part, data: Mapping[str, Any], room: int, lim
 # for object reprs (`<function generate_lorem_ipsum at 0x7f...>`), which show internals and addresses, and the
 # module paths of class names (`jinja2.runtime.Macro object`).
 _REPR = re.compile(r"<[^<>]*>")
-_MODULE_PATH = re.compile(r"\b(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w* object\b)")
+# Matched only where a dotted path starts: otherwise each dot of a long path starts the scan of the rest again.
+_MODULE_PATH = re.compile(r"(?<![\w.])(?:[A-Za-z_]\w*\.)+(?=[A-Za-z_]\w* object\b)")
 _MESSAGE_CHARS = 300
 # A message can quote template data of any length ("'dict object' has no attribute '<64 KB value>'"), and
 # _MODULE_PATH backtracks over every dotted run: it sees only as much as could survive into the answer.
