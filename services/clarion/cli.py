@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clarion import app
 from clarion.core.apikeys import local_pepper, require_pepper
-from clarion.core.auth import Scope
+from clarion.core.auth import DEFAULT_PROJECT, Scope
 from clarion.core.config import Settings, SettingsError, load_settings
 from clarion.core.db import create_engine, migrate, session_factory
 from clarion.core.embedded_postgres import EmbeddedPostgresInUse
@@ -194,8 +194,8 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> None:
-    """`clarion keys create|list|revoke` on CLARION_DATABASE_URL, or on local mode's embedded database (migrated
-    first) with the pepper in the data dir."""
+    """`clarion keys create|list|revoke|create-project|projects` on CLARION_DATABASE_URL, or on local mode's
+    embedded database (migrated first) with the pepper in the data dir."""
     local = settings.database_url is None
     database_url = _local_or_configured_database(settings)
     settings = _with_local_pepper(settings, create=local)
@@ -220,18 +220,25 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> None:
 async def _keys_action(
     settings: Settings, args: argparse.Namespace, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    from clarion.keys.manage import create_key, list_keys, revoke_key
+    from clarion.keys.manage import create_key, create_project, list_keys, list_projects, revoke_key
 
     if args.action == "create":
-        issued = await create_key(sessions, pepper=require_pepper(settings), name=args.name, scopes=args.scope)
+        issued = await create_key(
+            sessions, pepper=require_pepper(settings), name=args.name, scopes=args.scope, project_id=args.project
+        )
         # The key alone on stdout, so `KEY=$(clarion keys create ...)` works; the note for people on stderr.
         _say(issued.token)
         _note(
-            f"API key {issued.row.id} ({issued.row.name!r}, scopes {', '.join(issued.row.scopes)}) created. "
-            "Store it now: it is not shown again and cannot be recovered."
+            f"API key {issued.row.id} ({issued.row.name!r}, scopes {', '.join(issued.row.scopes)}, project "
+            f"{issued.row.project_id}) created. Store it now: it is not shown again and cannot be recovered."
         )
     elif args.action == "list":
         _say(format_keys(await list_keys(sessions)))
+    elif args.action == "create-project":
+        project = await create_project(sessions, project_id=args.project_id, name=args.name or "")
+        _note(f"project {project.id} ({project.name!r}) created; give it keys with --project {project.id}")
+    elif args.action == "projects":
+        _say("\n".join(f"{row.id}  {row.name}" for row in await list_projects(sessions)))
     else:
         row = await revoke_key(sessions, args.key_id)
         _note(
@@ -250,10 +257,11 @@ def _when(moment: datetime | None) -> str:
 
 def format_keys(rows: Sequence[ApiKeyRow]) -> str:
     """`clarion keys list` as an aligned table (never a secret: the table holds only keyed hashes)."""
-    table = [["ID", "NAME", "SCOPES", "CREATED", "LAST USED", "REVOKED"]]
+    table = [["ID", "NAME", "PROJECT", "SCOPES", "CREATED", "LAST USED", "REVOKED"]]
     for row in rows:
         scopes = ",".join(row.scopes)
-        table.append([row.id, row.name, scopes, _when(row.created_at), _when(row.last_used_at), _when(row.revoked_at)])
+        times = [_when(row.created_at), _when(row.last_used_at), _when(row.revoked_at)]
+        table.append([row.id, row.name, row.project_id, scopes, *times])
     widths = [max(len(line[i]) for line in table) for i in range(len(table[0]))]
     return "\n".join(
         "  ".join(cell.ljust(width) for cell, width in zip(line, widths, strict=True)).rstrip() for line in table
@@ -298,7 +306,7 @@ def build_parser() -> argparse.ArgumentParser:
         commands.add_parser("render-gateway", help="write Envoy's Kubernetes config into deploy/k8s/base/gateway")
     )
     keys = commands.add_parser(
-        "keys", help="create, list and revoke API keys (CLARION_DATABASE_URL, or local mode's database)"
+        "keys", help="create, list and revoke API keys and projects (CLARION_DATABASE_URL, or local mode's database)"
     )
     # --data-dir after the action (`clarion keys list --data-dir D`), where people type it.
     local = argparse.ArgumentParser(add_help=False)
@@ -312,8 +320,17 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         choices=[scope.value for scope in Scope],
         help="repeat for several: notifications:send (send and read notifications, dead letters), "
-        "manage (users and templates), admin (everything)",
+        "manage (users and templates), projects:read_all (read every project's notifications), admin (everything)",
     )
+    create.add_argument(
+        "--project", default=DEFAULT_PROJECT, help="the project the key acts in (default: default); see create-project"
+    )
+    new_project = actions.add_parser(
+        "create-project", parents=[local], help="create a project: its keys see only its notifications"
+    )
+    new_project.add_argument("project_id", metavar="ID", help="a slug: lowercase letters, digits and '-'")
+    new_project.add_argument("--name", help="a label for people (default: the id)")
+    actions.add_parser("projects", parents=[local], help="every project: id and name")
     actions.add_parser(
         "list", parents=[local], help="every key: id, name, scopes, created, last used, revoked (never the secret)"
     )

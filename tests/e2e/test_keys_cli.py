@@ -47,8 +47,8 @@ def test_create_list_and_revoke_keys(make_database: Callable[..., str], tmp_path
     listed = keys("list", env=env, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     header, row = listed.stdout.splitlines()
-    assert header.split() == ["ID", "NAME", "SCOPES", "CREATED", "LAST", "USED", "REVOKED"]
-    assert row.split()[:3] == [key_id, "billing", "manage,notifications:send"]
+    assert header.split() == ["ID", "NAME", "PROJECT", "SCOPES", "CREATED", "LAST", "USED", "REVOKED"]
+    assert row.split()[:4] == [key_id, "billing", "default", "manage,notifications:send"]
     assert row.split()[-2:] == ["-", "-"], "never used, not revoked"
     assert key.split("_", 2)[2] not in listed.stdout + listed.stderr
 
@@ -62,6 +62,27 @@ def test_create_list_and_revoke_keys(make_database: Callable[..., str], tmp_path
     bad_scope = keys("create", "--name", "x", "--scope", "root", env=env, cwd=tmp_path)
     assert bad_scope.returncode == 2
     assert "invalid choice: 'root'" in bad_scope.stderr
+
+
+def test_projects_are_created_listed_and_given_keys(make_database: Callable[..., str], tmp_path: Path) -> None:
+    env = {"CLARION_DATABASE_URL": make_database(migrated=True), "CLARION_API_KEY_PEPPER": TEST_PEPPER}
+    nowhere = keys("create", "--name", "x", "--scope", "admin", "--project", "billing", env=env, cwd=tmp_path)
+    assert nowhere.returncode == 1
+    assert "project 'billing' not found" in nowhere.stderr
+    made = keys("create-project", "billing", "--name", "Billing team", env=env, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    assert keys("create-project", "billing", env=env, cwd=tmp_path).returncode == 1, "already exists"
+    assert keys("create-project", "Not A Slug", env=env, cwd=tmp_path).returncode == 1
+    assert keys("projects", env=env, cwd=tmp_path).stdout.splitlines() == [
+        "billing  Billing team",
+        "default  Default project",
+    ]
+    created = keys(
+        "create", "--name", "svc", "--scope", "notifications:send", "--project", "billing", env=env, cwd=tmp_path
+    )
+    assert created.returncode == 0, created.stderr
+    (row,) = keys("list", env=env, cwd=tmp_path).stdout.splitlines()[1:]
+    assert row.split()[:4] == [created.stdout.split("_")[1], "svc", "billing", "notifications:send"]
 
 
 def test_keys_say_what_is_missing(tmp_path: Path, postgres_server_url: str) -> None:
@@ -122,7 +143,7 @@ def test_up_makes_an_admin_key_on_first_start_and_keeps_it(
     listed = keys("list", "--data-dir", str(state), env={}, cwd=tmp_path)
     assert listed.returncode == 0, listed.stderr
     (row,) = listed.stdout.splitlines()[1:]
-    assert row.split()[:3] == [key.split("_")[1], "local", "admin"]
+    assert row.split()[:4] == [key.split("_")[1], "local", "default", "admin"]
     assert row.split()[-1] == "-"
 
 

@@ -17,7 +17,7 @@ import redis.asyncio
 from pydantic import SecretStr
 
 from clarion import app
-from clarion.core.auth import Authenticator, BearerAuth, Scope
+from clarion.core.auth import DEFAULT_PROJECT, Authenticator, BearerAuth, Scope
 from clarion.core.broker import Broker, create_broker
 from clarion.core.cache import Cache, MemoryCache, RedisCache
 from clarion.core.config import load_settings
@@ -66,11 +66,13 @@ class RunningClarion:
     resources: app.Resources
     api_key: str
 
-    async def make_key(self, *scopes: str, name: str = "test") -> str:
-        """A new key with `scopes` (default: admin) in this instance's database."""
+    async def make_key(self, *scopes: str, name: str = "test", project: str = DEFAULT_PROJECT) -> str:
+        """A new key with `scopes` (default: admin) in `project` of this instance's database."""
         pepper = self.resources.settings.api_key_pepper
         assert pepper is not None
-        issued = await create_key(self.resources.sessions, pepper=pepper, name=name, scopes=scopes or [Scope.ADMIN])
+        issued = await create_key(
+            self.resources.sessions, pepper=pepper, name=name, scopes=scopes or [Scope.ADMIN], project_id=project
+        )
         return issued.token
 
 

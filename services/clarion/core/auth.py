@@ -13,6 +13,7 @@ import hmac
 import time
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping
+from contextvars import ContextVar
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any, Protocol, TypeVar, cast
@@ -45,7 +46,14 @@ class Scope(StrEnum):
 
     SEND = "notifications:send"
     MANAGE = "manage"
+    # Reading (never changing) the notifications, dead letters and statistics of every project, not only the
+    # key's own: for operators and support.
+    READ_ALL_PROJECTS = "projects:read_all"
     ADMIN = "admin"
+
+
+# The project of every key and notification made before projects existed, and of calls made with keys off.
+DEFAULT_PROJECT = "default"
 
 
 # Anyone may ask whether the server is up and what it serves: probes and grpcurl `list` carry no key.
@@ -116,6 +124,7 @@ class StoredKey:
     secret_hash: bytes
     scopes: frozenset[str]
     revoked: bool
+    project_id: str = DEFAULT_PROJECT
 
 
 class KeyStore(Protocol):
@@ -132,15 +141,39 @@ class KeyStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the key's id, its name and its scopes."""
+    """Who is calling: the key's id, its name, its scopes and the project it acts in."""
 
     key_id: str
     name: str
     scopes: frozenset[str]
+    project_id: str = DEFAULT_PROJECT
 
     def allows(self, scope: Scope) -> bool:
         """Whether this caller holds `scope` (admin holds them all)."""
         return Scope.ADMIN in self.scopes or scope in self.scopes
+
+
+# The caller of the call being handled, set by AuthInterceptor; None for open services and with keys off.
+_CALLER: ContextVar[Principal | None] = ContextVar("clarion_caller", default=None)
+
+
+@dataclass(frozen=True, slots=True)
+class CallerProject:
+    """Where the current call acts: `project_id` for what it makes and changes, and the projects it may read
+    (None: every project)."""
+
+    project_id: str
+    readable: str | None
+
+
+def caller_project() -> CallerProject:
+    """The current call's project: its key's. With keys off (CLARION_AUTH_REQUIRED=false) every caller is trusted:
+    it makes things in the default project and reads every project."""
+    principal = _CALLER.get()
+    if principal is None:
+        return CallerProject(DEFAULT_PROJECT, None)
+    reads_all = principal.allows(Scope.READ_ALL_PROJECTS)
+    return CallerProject(principal.project_id, None if reads_all else principal.project_id)
 
 
 def bearer_token(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str | None:
@@ -243,7 +276,7 @@ class Authenticator:
                 metadata={"key_id": stored.key_id},
             )
         self._touch(stored.key_id)
-        return Principal(stored.key_id, stored.name, stored.scopes)
+        return Principal(stored.key_id, stored.name, stored.scopes, stored.project_id)
 
     async def _lookup(self, key_id: str) -> StoredKey | None:
         now = self._clock()
@@ -319,6 +352,7 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             principal = await authenticator.check(method, metadata)
             if principal is not None:
                 structlog.contextvars.bind_contextvars(api_key_id=principal.key_id)
+            _CALLER.set(principal)  # this call's task only
             return await behavior(request, context)
 
         return grpc.unary_unary_rpc_method_handler(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hmac
+import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,15 +12,16 @@ from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clarion.core.apikeys import generate_key, hash_secret, parse_key, write_secret_file
-from clarion.core.auth import Scope
+from clarion.core.auth import DEFAULT_PROJECT, Scope
 from clarion.core.errors import InvalidArgument
 from clarion.core.logging import get_logger
-from clarion.keys.models import ApiKeyRow
+from clarion.keys.models import ApiKeyRow, ProjectRow
 from clarion.keys.repository import KeyRepository
 
 log = get_logger(__name__)
 
 MAX_NAME_LENGTH = 100
+_PROJECT_ID = re.compile(r"^[a-z][a-z0-9-]{0,62}$")
 LOCAL_KEY_NAME = "local"
 LOCAL_KEY_FILE = "api-key"
 
@@ -47,18 +49,51 @@ def _checked(name: str, scopes: Sequence[str]) -> tuple[str, list[str]]:
 
 
 async def create_key(
-    sessions: async_sessionmaker[AsyncSession], *, pepper: SecretStr, name: str, scopes: Sequence[str]
+    sessions: async_sessionmaker[AsyncSession],
+    *,
+    pepper: SecretStr,
+    name: str,
+    scopes: Sequence[str],
+    project_id: str = DEFAULT_PROJECT,
 ) -> IssuedKey:
-    """Create a key with `scopes`; the returned token is shown once and never stored."""
+    """Create a key with `scopes` in `project_id` (which must exist); the returned token is shown once and never
+    stored."""
     name, checked_scopes = _checked(name, scopes)
     new = generate_key()
     row = ApiKeyRow(
-        id=new.key_id, name=name, secret_hash=hash_secret(pepper, new.key_id, new.secret), scopes=checked_scopes
+        id=new.key_id,
+        name=name,
+        secret_hash=hash_secret(pepper, new.key_id, new.secret),
+        scopes=checked_scopes,
+        project_id=project_id,
     )
     async with sessions() as session, session.begin():
-        await KeyRepository(session).create(row)
-    log.info("api_key_created", key_id=row.id, key_name=name, scopes=checked_scopes)
+        repository = KeyRepository(session)
+        await repository.project(project_id)
+        await repository.create(row)
+    log.info("api_key_created", key_id=row.id, key_name=name, scopes=checked_scopes, project_id=project_id)
     return IssuedKey(new.token, row)
+
+
+async def create_project(sessions: async_sessionmaker[AsyncSession], *, project_id: str, name: str) -> ProjectRow:
+    """Create a project (a slug such as `billing`); ALREADY_EXISTS if there is one by that id."""
+    if not _PROJECT_ID.match(project_id):
+        raise InvalidArgument.for_field(
+            "project_id", "must be 1 to 63 lowercase letters, digits or '-', starting with a letter"
+        )
+    name = name.strip() or project_id
+    if len(name) > MAX_NAME_LENGTH:
+        raise InvalidArgument.for_field("name", f"must be at most {MAX_NAME_LENGTH} characters")
+    async with sessions() as session, session.begin():
+        row = await KeyRepository(session).create_project(ProjectRow(id=project_id, name=name))
+    log.info("project_created", project_id=project_id)
+    return row
+
+
+async def list_projects(sessions: async_sessionmaker[AsyncSession]) -> list[ProjectRow]:
+    """Every project, by id."""
+    async with sessions() as session:
+        return await KeyRepository(session).projects()
 
 
 async def list_keys(sessions: async_sessionmaker[AsyncSession]) -> list[ApiKeyRow]:

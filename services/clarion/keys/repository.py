@@ -10,8 +10,17 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 from clarion.core.apikeys import LAST_USED_RESOLUTION_S
 from clarion.core.auth import StoredKey
 from clarion.core.db import utcnow
-from clarion.core.errors import NotFound
-from clarion.keys.models import ApiKeyRow
+from clarion.core.errors import AlreadyExists, NotFound
+from clarion.keys.models import ApiKeyRow, ProjectRow
+
+
+def project_not_found(project_id: str) -> NotFound:
+    """The one NOT_FOUND for a missing project."""
+    return NotFound(
+        f"project {project_id!r} not found: create it first (clarion keys create-project)",
+        reason="PROJECT_NOT_FOUND",
+        metadata={"project_id": project_id},
+    )
 
 
 def key_not_found(key_id: str) -> NotFound:
@@ -31,13 +40,34 @@ class KeyRepository:
         await self._session.flush()
         return row
 
+    async def create_project(self, row: ProjectRow) -> ProjectRow:
+        """Insert a project; ALREADY_EXISTS if its id is taken."""
+        if await self._session.get(ProjectRow, row.id) is not None:
+            raise AlreadyExists(
+                f"project {row.id!r} already exists", reason="PROJECT_EXISTS", metadata={"project_id": row.id}
+            )
+        self._session.add(row)
+        await self._session.flush()
+        return row
+
+    async def project(self, project_id: str) -> ProjectRow:
+        """The project, or NOT_FOUND."""
+        row = await self._session.get(ProjectRow, project_id)
+        if row is None:
+            raise project_not_found(project_id)
+        return row
+
+    async def projects(self) -> list[ProjectRow]:
+        """Every project, by id."""
+        return list((await self._session.execute(select(ProjectRow).order_by(ProjectRow.id))).scalars())
+
     async def get(self, key_id: str) -> ApiKeyRow | None:
         """The key, revoked or not, or None."""
         return await self._session.get(ApiKeyRow, key_id)
 
     async def list(self) -> list[ApiKeyRow]:
-        """Every key, oldest first."""
-        query = select(ApiKeyRow).order_by(ApiKeyRow.created_at, ApiKeyRow.id)
+        """Every key, by project, oldest first."""
+        query = select(ApiKeyRow).order_by(ApiKeyRow.project_id, ApiKeyRow.created_at, ApiKeyRow.id)
         return list((await self._session.execute(query)).scalars())
 
     async def revoke(self, key_id: str) -> ApiKeyRow:
@@ -69,6 +99,7 @@ def stored_key(row: ApiKeyRow) -> StoredKey:
         secret_hash=bytes(row.secret_hash),
         scopes=frozenset(row.scopes),
         revoked=row.revoked_at is not None,
+        project_id=row.project_id,
     )
 
 

@@ -23,7 +23,7 @@ class KeyHolder:
 
 
 _FIND_KEY = """
-SELECT fingerprint, notification_id FROM idempotency_keys WHERE key = $1 AND expires_at > now()
+SELECT fingerprint, notification_id FROM idempotency_keys WHERE project_id = $1 AND key = $2 AND expires_at > now()
 """
 
 # The key first, then the notification only if the key is ours, in one statement: a key held by another live
@@ -32,9 +32,10 @@ SELECT fingerprint, notification_id FROM idempotency_keys WHERE key = $1 AND exp
 # exist. NOTIFY wakes the dispatchers when it commits; no row back means the key was taken.
 _INSERT = """
 WITH key AS (
-    INSERT INTO idempotency_keys AS k (key, fingerprint, notification_id, created_at, expires_at)
-    SELECT $9::varchar, $15::varchar, $1::uuid, $14::timestamptz, $16::timestamptz WHERE $9::varchar IS NOT NULL
-    ON CONFLICT (key) DO UPDATE
+    INSERT INTO idempotency_keys AS k (project_id, key, fingerprint, notification_id, created_at, expires_at)
+    SELECT $18::varchar, $9::varchar, $15::varchar, $1::uuid, $14::timestamptz, $16::timestamptz
+    WHERE $9::varchar IS NOT NULL
+    ON CONFLICT (project_id, key) DO UPDATE
         SET fingerprint = excluded.fingerprint, notification_id = excluded.notification_id,
             created_at = excluded.created_at, expires_at = excluded.expires_at
         WHERE k.expires_at <= now()
@@ -42,9 +43,9 @@ WITH key AS (
 ), notification AS (
     INSERT INTO notifications (
         id, user_id, template_key, template_version, message_data, channels, priority, locale, request_id,
-        trace_request_id, trace_parent, status, status_reason, send_at, created_at, updated_at
+        trace_request_id, trace_parent, status, status_reason, send_at, created_at, updated_at, project_id
     )
-    SELECT $1, $2, $3, $4, $5::jsonb, $6::varchar[], $7, $8, $9, $10, $11, $12, '', $13, $14, $14
+    SELECT $1, $2, $3, $4, $5::jsonb, $6::varchar[], $7, $8, $9, $10, $11, $12, '', $13, $14, $14, $18
     WHERE $9::varchar IS NULL OR EXISTS (SELECT FROM key)
     RETURNING id
 )
@@ -52,17 +53,18 @@ SELECT id, pg_notify($17, '') FROM notification
 """
 
 
-async def find_key(connection: asyncpg.Connection, key: str) -> KeyHolder | None:
-    """The live (unexpired) holder of an idempotency key."""
-    row = await connection.fetchrow(_FIND_KEY, key)
+async def find_key(connection: asyncpg.Connection, project_id: str, key: str) -> KeyHolder | None:
+    """The live (unexpired) holder of a project's idempotency key."""
+    row = await connection.fetchrow(_FIND_KEY, project_id, key)
     return KeyHolder(row["fingerprint"], row["notification_id"]) if row is not None else None
 
 
 async def insert_notification(
     connection: asyncpg.Connection, row: m.NotificationRow, *, fingerprint: str, key_expires_at: datetime
 ) -> bool:
-    """Record `row` (and its idempotency key, `row.request_id`, when it has one) and wake the dispatchers, in one
-    statement. False when another live request holds the key: then nothing was written."""
+    """Record `row` (and its idempotency key, `row.request_id`, when it has one, in `row.project_id`) and wake the
+    dispatchers, in one statement. False when another live request of the project holds the key: then nothing
+    was written."""
     inserted = await connection.fetchrow(
         _INSERT,
         row.id,
@@ -82,5 +84,6 @@ async def insert_notification(
         fingerprint,
         key_expires_at,
         DISPATCH_CHANNEL,
+        row.project_id,
     )
     return inserted is not None

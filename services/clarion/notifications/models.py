@@ -11,6 +11,7 @@ from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, SmallIn
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
+from clarion.core.auth import DEFAULT_PROJECT
 from clarion.core.db import Base, utcnow
 
 # Notification.status. The first two are the dispatcher's queue; after dispatch the status is derived from the
@@ -49,6 +50,8 @@ class NotificationRow(Base):
     __tablename__ = "notifications"
 
     id: Mapped[uuid.UUID] = mapped_column(primary_key=True, default=uuid.uuid4)
+    # The project of the key that sent it: only that project's keys see it (docs/security.md).
+    project_id: Mapped[str] = mapped_column(String(63), default=DEFAULT_PROJECT, server_default=DEFAULT_PROJECT)
     user_id: Mapped[str] = mapped_column(String(63))
     template_key: Mapped[str] = mapped_column(String(63))
     template_version: Mapped[int] = mapped_column(Integer)
@@ -75,6 +78,7 @@ class NotificationRow(Base):
         Index("ix_notifications_user_created", "user_id", "created_at", "id"),
         Index("ix_notifications_status_created", "status", "created_at", "id"),
         Index("ix_notifications_created", "created_at", "id"),
+        Index("ix_notifications_project_created", "project_id", "created_at", "id"),
     )
 
 
@@ -83,6 +87,7 @@ class IdempotencyKeyRow(Base):
 
     __tablename__ = "idempotency_keys"
 
+    project_id: Mapped[str] = mapped_column(String(63), primary_key=True, server_default=DEFAULT_PROJECT)
     key: Mapped[str] = mapped_column(String(255), primary_key=True)
     fingerprint: Mapped[str] = mapped_column(String(64))
     notification_id: Mapped[uuid.UUID] = mapped_column(ForeignKey("notifications.id", ondelete="CASCADE"))

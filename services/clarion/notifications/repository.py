@@ -50,16 +50,16 @@ class NotificationRepository:
 
     async def prune_keys(self, *, limit: int = 1000) -> int:
         """Delete up to `limit` expired idempotency keys; returns how many."""
-        expired = select(m.IdempotencyKeyRow.key).where(m.IdempotencyKeyRow.expires_at <= func.now()).limit(limit)
-        result = await self._session.execute(
-            delete(m.IdempotencyKeyRow).where(m.IdempotencyKeyRow.key.in_(expired)).returning(m.IdempotencyKeyRow.key)
-        )
+        k = m.IdempotencyKeyRow
+        expired = select(k.project_id, k.key).where(k.expires_at <= func.now()).limit(limit)
+        result = await self._session.execute(delete(k).where(tuple_(k.project_id, k.key).in_(expired)).returning(k.key))
         return len(result.all())
 
-    async def get(self, notification_id: uuid.UUID) -> NotificationView:
-        """A notification with its deliveries and attempts, or NOT_FOUND."""
+    async def get(self, notification_id: uuid.UUID, *, project: str | None) -> NotificationView:
+        """A notification of `project` (None: of any) with its deliveries and attempts, or NOT_FOUND; another
+        project's is NOT_FOUND too, saying nothing of it."""
         row = await self._session.get(m.NotificationRow, notification_id)
-        if row is None:
+        if row is None or (project is not None and row.project_id != project):
             raise notification_not_found(str(notification_id))
         return (await self._views([row]))[0]
 
@@ -89,18 +89,22 @@ class NotificationRepository:
     async def list_views(
         self,
         *,
+        project: str | None,
         user_id: str,
         status: str,
         channel: str,
         before: tuple[datetime, uuid.UUID] | None,
         limit: int,
     ) -> list[NotificationView]:
-        """Newest first, before the (created_at, id) position; filtered by user, status and delivery channel."""
+        """Newest first, before the (created_at, id) position; filtered by project (None: every project), user,
+        status and delivery channel."""
         query = (
             select(m.NotificationRow)
             .order_by(m.NotificationRow.created_at.desc(), m.NotificationRow.id.desc())
             .limit(limit)
         )
+        if project is not None:
+            query = query.where(m.NotificationRow.project_id == project)
         if user_id:
             query = query.where(m.NotificationRow.user_id == user_id)
         if status:
@@ -114,10 +118,11 @@ class NotificationRepository:
         rows = list((await self._session.execute(query)).scalars())
         return await self._views(rows)
 
-    async def cancel(self, notification_id: uuid.UUID) -> bool:
-        """Cancel what has not been handed to a provider; False when nothing could be cancelled."""
+    async def cancel(self, notification_id: uuid.UUID, *, project: str) -> bool:
+        """Cancel what of `project`'s notification has not been handed to a provider; False when nothing could be
+        cancelled. Another project's notification is NOT_FOUND."""
         row = await self._session.get(m.NotificationRow, notification_id, with_for_update=True)
-        if row is None:
+        if row is None or row.project_id != project:
             raise notification_not_found(str(notification_id))
         now = utcnow()
         if row.status in m.PENDING_STATUSES:
@@ -145,9 +150,16 @@ class NotificationRepository:
         await self._session.flush()
 
     async def dead_letters(
-        self, *, channel: str, user_id: str, before: tuple[datetime, uuid.UUID] | None, limit: int
+        self,
+        *,
+        project: str | None,
+        channel: str,
+        user_id: str,
+        before: tuple[datetime, uuid.UUID] | None,
+        limit: int,
     ) -> list[tuple[m.DeliveryRow, m.NotificationRow]]:
-        """Failed deliveries with their notifications, most recently failed first."""
+        """Failed deliveries of `project` (None: of every project) with their notifications, most recently failed
+        first."""
         query = (
             select(m.DeliveryRow, m.NotificationRow)
             .join(m.NotificationRow, m.NotificationRow.id == m.DeliveryRow.notification_id)
@@ -155,6 +167,8 @@ class NotificationRepository:
             .order_by(m.DeliveryRow.updated_at.desc(), m.DeliveryRow.id.desc())
             .limit(limit)
         )
+        if project is not None:
+            query = query.where(m.NotificationRow.project_id == project)
         if channel:
             query = query.where(m.DeliveryRow.channel == channel)
         if user_id:
@@ -166,15 +180,27 @@ class NotificationRepository:
     async def replay(
         self,
         *,
+        project: str,
         ids: Sequence[uuid.UUID],
         channel: str,
         user_id: str,
         failed_after: datetime | None,
         limit: int,
     ) -> list[uuid.UUID]:
-        """Queue failed deliveries again (fresh attempts, same ids); the relay publishes them. Returns their ids."""
+        """Queue `project`'s failed deliveries again (fresh attempts, same ids); the relay publishes them. Returns
+        their ids (another project's are not among them, as if they did not exist)."""
         now = utcnow()
-        chosen = select(m.DeliveryRow.id).where(m.DeliveryRow.status == m.FAILED).limit(limit).with_for_update()
+        chosen = (
+            select(m.DeliveryRow.id)
+            .where(
+                m.DeliveryRow.status == m.FAILED,
+                m.DeliveryRow.notification_id.in_(
+                    select(m.NotificationRow.id).where(m.NotificationRow.project_id == project)
+                ),
+            )
+            .limit(limit)
+            .with_for_update()
+        )
         if ids:
             chosen = chosen.where(m.DeliveryRow.id.in_(ids))
         if channel:

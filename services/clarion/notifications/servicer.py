@@ -13,6 +13,7 @@ import structlog
 from grpc.aio import ServicerContext
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from clarion.core.auth import caller_project
 from clarion.core.db import FastPath, snapshot
 from clarion.core.errors import Aborted, AlreadyExists, ClarionError, FailedPrecondition, InvalidArgument
 from clarion.core.logging import get_logger
@@ -155,18 +156,20 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         # No lookup of the key first: the INSERT below says whether it is taken, which spares every new request a
         # round trip. A retry therefore goes through the checks again; if they now fail (its user deleted, say),
         # the original notification still answers for it.
+        project = caller_project().project_id
         try:
             row = await self._checked_row(request, normalize_data(raw_data), channels, priority, key, now, due)
         except ClarionError:
-            holder = await self._key_holder(key) if key else None
+            holder = await self._key_holder(project, key) if key else None
             if holder is None:
                 raise
             return await self._replay(key, holder, fingerprint)
+        row.project_id = project
         async with self._fast.connection() as connection:
             inserted = await accepting.insert_notification(
                 connection, row, fingerprint=fingerprint, key_expires_at=now + self._idempotency_ttl
             )
-            winner = None if inserted else await accepting.find_key(connection, key)
+            winner = None if inserted else await accepting.find_key(connection, project, key)
         if not inserted:
             # Another request holds the key: it answers for both.
             if winner is None:  # it expired in between: vanishingly rare, and safe to ask again
@@ -222,9 +225,9 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             updated_at=now,
         )
 
-    async def _key_holder(self, key: str) -> accepting.KeyHolder | None:
+    async def _key_holder(self, project: str, key: str) -> accepting.KeyHolder | None:
         async with self._fast.connection() as connection:
-            return await accepting.find_key(connection, key)
+            return await accepting.find_key(connection, project, key)
 
     async def _replay(
         self, key: str, holder: accepting.KeyHolder, fingerprint: str
@@ -236,7 +239,8 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
                 metadata={"idempotency_key": key, "notification_id": str(holder.notification_id)},
             )
         async with self._sessions() as session:
-            view = await NotificationRepository(session).get(holder.notification_id)
+            # The key's holder is of the caller's project: keys are per project.
+            view = await NotificationRepository(session).get(holder.notification_id, project=None)
         NOTIFICATIONS_REPLAYED.inc()
         log.info("notification_replayed", notification_id=str(holder.notification_id))
         return notifications_pb2.SendNotificationResponse(notification=notification_to_proto(view), replayed=True)
@@ -246,9 +250,10 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
     ) -> notifications_pb2.Notification:
         """A notification with each channel's delivery and its attempts."""
         notification_id = _parse_id(request.notification_id)
+        readable = caller_project().readable
         async with self._sessions() as session:
             await snapshot(session)
-            return notification_to_proto(await NotificationRepository(session).get(notification_id))
+            return notification_to_proto(await NotificationRepository(session).get(notification_id, project=readable))
 
     async def ListNotifications(
         self, request: notifications_pb2.ListNotificationsRequest, context: Context
@@ -270,7 +275,12 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         async with self._sessions() as session:
             await snapshot(session)
             views = await NotificationRepository(session).list_views(
-                user_id=request.user_id, status=status, channel=channel, before=before, limit=limit + 1
+                project=caller_project().readable,
+                user_id=request.user_id,
+                status=status,
+                channel=channel,
+                before=before,
+                limit=limit + 1,
             )
         response = notifications_pb2.ListNotificationsResponse(
             notifications=[notification_to_proto(v) for v in views[:limit]]
@@ -285,15 +295,16 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
     ) -> notifications_pb2.Notification:
         """Cancel whatever has not been handed to a provider yet."""
         notification_id = _parse_id(request.notification_id)
+        project = caller_project().project_id  # reading every project is no licence to cancel in any
         async with self._sessions.begin() as session:
             repository = NotificationRepository(session)
-            if not await repository.cancel(notification_id):
+            if not await repository.cancel(notification_id, project=project):
                 raise FailedPrecondition(
                     "nothing left to cancel: every delivery was already handed to a provider or finished",
                     reason="NOTIFICATION_NOT_CANCELLABLE",
                     metadata={"notification_id": str(notification_id)},
                 )
-            view = await repository.get(notification_id)
+            view = await repository.get(notification_id, project=project)
         log.info("notification_cancelled", notification_id=str(notification_id))
         return notification_to_proto(view)
 
@@ -307,7 +318,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         before = decode_keyset(request.page_token, filters, _time_and_id)
         async with self._sessions() as session:
             rows = await NotificationRepository(session).dead_letters(
-                channel=channel, user_id=user_id, before=before, limit=limit + 1
+                project=caller_project().readable, channel=channel, user_id=user_id, before=before, limit=limit + 1
             )
         response = notifications_pb2.ListDeadLettersResponse(
             dead_letters=[dead_letter_to_proto(delivery, notification) for delivery, notification in rows[:limit]]
@@ -339,6 +350,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         violations.raise_if_any()
         async with self._sessions.begin() as session:
             replayed = await NotificationRepository(session).replay(
+                project=caller_project().project_id,
                 ids=ids,
                 channel=channel,
                 user_id=user_id,
@@ -368,7 +380,14 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         violations.check(end - start <= MAX_STATS_WINDOW, "start_time", "the window must be at most 366 days")
         violations.raise_if_any()
         async with self._sessions() as session:
-            stats = await delivery_stats(session, start=start, end=end, channel=channel, provider=request.provider)
+            stats = await delivery_stats(
+                session,
+                start=start,
+                end=end,
+                channel=channel,
+                provider=request.provider,
+                project=caller_project().readable,
+            )
         return stats_to_proto(stats)
 
 

@@ -56,9 +56,16 @@ def _empty_group() -> StatsGroup:
 
 
 async def delivery_stats(
-    session: AsyncSession, *, start: datetime, end: datetime, channel: str = "", provider: str = ""
+    session: AsyncSession,
+    *,
+    start: datetime,
+    end: datetime,
+    channel: str = "",
+    provider: str = "",
+    project: str | None = None,
 ) -> DeliveryStats:
-    """Statistics of the deliveries created in [start, end), optionally only one channel's or one provider's."""
+    """Statistics of the deliveries created in [start, end), optionally only one channel's or one provider's, of
+    one project (None: of every project)."""
     d, n = m.DeliveryRow, m.NotificationRow
     seconds = func.extract("epoch", d.sent_at - n.created_at)
     sent = d.status == m.SENT
@@ -80,6 +87,8 @@ async def delivery_stats(
         query = query.where(d.channel == channel)
     if provider:
         query = query.where(d.provider == provider)
+    if project is not None:
+        query = query.where(n.project_id == project)
     totals = _empty_group()
     channels: list[StatsGroup] = []
     providers: list[StatsGroup] = []
