@@ -59,14 +59,14 @@ typecheck: $(STAMP)  ## mypy strict on hand-written code
 breaking: googleapis  ## buf breaking against the contracts on $(BREAKING_AGAINST) (a release tag, or main)
 	$(BIN)/python scripts/buf_breaking.py "$(BREAKING_AGAINST)"
 
-# Two workers: chaos and fuzz in one, the rest in the other (tests/conftest.py). TEST_WORKERS=0 runs in one process.
+# Two workers, each taking whole groups of tests (tests/conftest.py). TEST_WORKERS=0 runs in one process.
 TEST_WORKERS ?= 2
 test: $(STAMP) node-client  ## run the whole test suite, as CI does (needs PostgreSQL, RabbitMQ, Redis on loopback)
 	@mkdir -p build
 	$(BIN)/python -m pytest -n $(TEST_WORKERS) --junitxml=build/test-results.xml $(PYTEST_ARGS)
 
 check: $(STAMP)  ## the everyday fast lane: unit and integration tests (no chaos, fuzz, e2e or client tests)
-	$(BIN)/python -m pytest tests/unit tests/integration tests/deploy $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) tests/unit tests/integration tests/deploy $(PYTEST_ARGS)
 
 # `make bench BENCH_ARGS="--duration 10 --rate 500"` for a shorter run.
 BENCH_ARGS ?=

@@ -28,22 +28,33 @@ REQUIRE_SERVICES = bool(os.environ.get("CLARION_REQUIRE_SERVICES"))
 TEST_POSTGRES_URL = os.environ.get("CLARION_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 
 
-# `make test` runs two pytest workers (pytest-xdist): the chaos and fuzz suites in one, everything else in the
-# other. Chaos brings its own PostgreSQL and RabbitMQ and spends most of its time waiting out the outages it causes,
-# so the halves overlap well on two cores; inside each half, tests still run one at a time, as they were written to.
-# (A scheduler of our own, not `--dist loadgroup`: with pytest 9, xdist 3.8 no longer sees the groups' marks.)
-_SEPARATE_WORKER = frozenset({"chaos", "fuzz"})
+# `make test` and `make check` run two pytest workers (pytest-xdist), each taking whole groups of tests: chaos and
+# fuzz (their own PostgreSQL and RabbitMQ; chaos mostly waits out the outages it causes), the delivery and
+# notification integration tests, and everything else. Inside a group tests run one at a time, as they were
+# written to. (A scheduler of our own, not `--dist loadgroup`: with pytest 9, xdist 3.8 no longer sees the marks.)
+_OWN_INFRASTRUCTURE = frozenset({"chaos", "fuzz"})
+_DELIVERY = frozenset({"delivery", "notifications"})
+
+
+def group_of(nodeid: str) -> str:
+    """The group a test runs in: `tests/<suite>/<area>/...`."""
+    parts = nodeid.split("/")
+    suite, area = [*parts, "", ""][1:3]
+    if suite in _OWN_INFRASTRUCTURE:
+        return "chaos-and-fuzz"
+    if suite == "integration" and area in _DELIVERY:
+        return "delivery"
+    return "everything-else"
 
 
 def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
     from xdist.scheduler import LoadScopeScheduling  # type: ignore[import-untyped]  # only with xdist, untyped
 
-    class TwoHalves(LoadScopeScheduling):  # type: ignore[misc]  # xdist is untyped
+    class ByGroup(LoadScopeScheduling):  # type: ignore[misc]  # xdist is untyped
         def _split_scope(self, nodeid: str) -> str:
-            suite = nodeid.split("/")[1] if nodeid.startswith("tests/") else ""
-            return "long-runs" if suite in _SEPARATE_WORKER else "everything-else"
+            return group_of(nodeid)
 
-    return TwoHalves(config, log)
+    return ByGroup(config, log)
 
 
 def free_port() -> int:

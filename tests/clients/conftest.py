@@ -9,7 +9,12 @@ from pathlib import Path
 import pytest
 
 # The running services and Envoy in front of them, from the integration tests' fixtures.
-from tests.integration.conftest import clarion, migrated_database, start_clarion  # noqa: F401 - fixtures, by name
+from tests.integration.conftest import (  # noqa: F401 - fixtures, by name
+    clarion,
+    migrated_database,
+    start_clarion,
+    template_processes,
+)
 from tests.integration.gateway.conftest import gateway, start_gateway  # noqa: F401 - fixtures, by name
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import os
 import uuid
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -76,8 +76,28 @@ class RunningClarion:
         return issued.token
 
 
+class _SharedTemplateProcesses(TemplateProcesses):
+    """One pool of template workers for the session's servers: spawning one per test cost each test that renders
+    Jinja most of a second. Closed by its fixture, not by each server's Resources."""
+
+    def close(self) -> None:
+        pass
+
+    def close_for_good(self) -> None:
+        super().close()
+
+
+@pytest.fixture(scope="session")
+def template_processes() -> Iterator[TemplateProcesses]:
+    processes = _SharedTemplateProcesses(workers=1)
+    yield processes
+    processes.close_for_good()
+
+
 @pytest.fixture
-async def start_clarion(migrated_database: str) -> AsyncIterator[Callable[..., Any]]:
+async def start_clarion(
+    migrated_database: str, template_processes: TemplateProcesses
+) -> AsyncIterator[Callable[..., Any]]:
     """Factory: `await start_clarion(cache=..., **settings)` runs every service on a new port, all on one database;
     NotificationService calls this instance's users and templates over gRPC unless the settings say otherwise, or
     in process with `in_process=True`."""
@@ -93,9 +113,8 @@ async def start_clarion(migrated_database: str) -> AsyncIterator[Callable[..., A
         authenticator = Authenticator.from_settings(SqlKeyStore(sessions), settings) if settings.auth_required else None
         clients = app.service_clients(settings, own_address=f"127.0.0.1:{port}")
         fast = FastPath(migrated_database, max_size=settings.database_pool_size)
-        processes = TemplateProcesses(workers=1)
         resources = app.Resources(
-            settings, engine, sessions, cache or MemoryCache(), clients, authenticator, fast, processes
+            settings, engine, sessions, cache or MemoryCache(), clients, authenticator, fast, template_processes
         )
         stack.push_async_callback(resources.close)
         registrations = {name: registration(resources) for name, registration in app.SERVICES.items()}
