@@ -104,6 +104,12 @@ def test_the_renderer_writes_what_is_stale_and_check_reports_it(
     assert gateway_k8s.main([*out, "--check", "--cors-origin", "https://console.example.com"]) == 1
 
 
+def test_by_default_no_browser_origin_may_call_the_kubernetes_edge() -> None:
+    config = gateway_k8s.render_kubernetes_gateway()[gateway_k8s.CONFIG_FILE].decode()
+
+    assert "CorsPolicy" not in config
+
+
 def test_an_origin_given_replaces_any_origin() -> None:
     files = gateway_k8s.render_kubernetes_gateway(cors_origins=["https://console.example.com"])
     config = files[gateway_k8s.CONFIG_FILE].decode()

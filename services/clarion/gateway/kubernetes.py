@@ -62,7 +62,7 @@ _HEADER = (
 )
 
 
-def kubernetes_gateway_config(*, cors_origins: Sequence[str] = ("*",)) -> GatewayConfig:
+def kubernetes_gateway_config(*, cors_origins: Sequence[str] = ()) -> GatewayConfig:
     """The edge as it runs in the cluster: every interface, no admin interface, one upstream per Deployment."""
     return GatewayConfig(
         listen_host="0.0.0.0",
@@ -86,7 +86,7 @@ def _without_source_info(descriptor_set: descriptor_pb2.FileDescriptorSet) -> de
 
 
 def render_kubernetes_gateway(
-    *, source_descriptor_set: Path | None = None, cors_origins: Sequence[str] = ("*",)
+    *, source_descriptor_set: Path | None = None, cors_origins: Sequence[str] = ()
 ) -> dict[str, bytes]:
     """File name → contents of the gateway ConfigMap's files; nothing is written."""
     config = kubernetes_gateway_config(cors_origins=cors_origins)
@@ -117,13 +117,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         action="append",
         dest="cors_origins",
         metavar="URL",
-        help="a browser origin allowed to call the API (repeatable; default: any origin)",
+        help="a browser origin allowed to call the API (repeatable; default: none, no browser page may)",
     )
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the stale files into `args.out` (or, with `args.check`, only report them); the exit code."""
-    files = render_kubernetes_gateway(cors_origins=args.cors_origins or ("*",))
+    files = render_kubernetes_gateway(cors_origins=args.cors_origins or ())
     stale = stale_files(args.out, files)
     if args.check:
         if stale:
