@@ -200,14 +200,34 @@ def check_format_spec(spec: str, limits: RenderLimits) -> None:
     check_width(sum(_format_number(number, limits) for number in _DIGITS.findall(spec)), limits, "a format width")
 
 
+# A key reference: read wherever `%(` appears, even in `%%(a)` (a literal), which only ever counts too much.
+_KEY_REFERENCE = re.compile(r"%\(([^()]*)\)")
+
+
+def check_percent_operation(template: str | bytes | bytearray, values: Any, limits: RenderLimits) -> None:
+    """Check `template % values` before Python runs it: the widths (check_percent_format), and what it prints. A
+    mapping's value is printed once per `%(key)` naming it: `('%(a)s' * 50000) % {'a': big}` would print `big`
+    50,000 times."""
+    text = template if isinstance(template, str) else bytes(template).decode("latin-1")
+    check_percent_format(text, limits)
+    measure(values, limits.max_value_size, data_only=True)
+    if not isinstance(values, Mapping):
+        return  # each field takes an item of its own: the result is the format plus the values, once each
+    printed = len(text)
+    for key in _KEY_REFERENCE.findall(text):
+        name: Any = key if isinstance(template, str) else key.encode("latin-1")
+        if name in values:
+            printed += measure(values[name], limits.max_value_size, data_only=True)
+            check_width(printed, limits, "the result of % formatting")
+
+
 _SEQUENCES = (str, bytes, bytearray, list, tuple)
 
 
 def check_binop(operator: str, left: Any, right: Any, limits: RenderLimits) -> None:
     """Check an intercepted operator before Python runs it: each can make a result far larger than its operands."""
-    if operator == "%" and isinstance(left, str):
-        check_percent_format(left, limits)
-        measure(right, limits.max_value_size, data_only=True)
+    if operator == "%" and isinstance(left, str | bytes | bytearray):
+        check_percent_operation(left, right, limits)
     elif operator == "**" and isinstance(left, int) and isinstance(right, int):
         if abs(left) > 1 and right > 0 and left.bit_length() * right > limits.max_int_bits:
             raise LimitExceeded(f"the result of ** would be larger than {limits.max_int_bits} bits")
@@ -319,8 +339,9 @@ def check_filter_call(
         # Each link repeats target and rel, and there are at most as many links as words.
         extras = sum(len(str(param(args, kwargs, i, n) or "")) for i, n in ((2, "target"), (3, "rel")))
         check_width(len(text.split()) * extras, limits, "the result of urlize")
-    elif name == "format" and isinstance(value, str):
-        check_percent_format(value, limits)
+    elif name == "format":
+        # Jinja's filter formats the value as text, whatever it is: `soft_str(value) % (kwargs or args)`.
+        check_percent_operation(value if isinstance(value, str) else str(value), kwargs or args, limits)
     elif name in ("batch", "slice"):
         # batch pads its last group to the count; slice loops over it.
         check_width(param(args, kwargs, 0, "linecount" if name == "batch" else "slices"), limits, f"{name}'s count")

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import sys
 import threading
+import tracemalloc
 from collections.abc import Iterator
 from contextlib import contextmanager
 
@@ -230,6 +231,13 @@ BOMBS: list[tuple[str, type[TemplateRenderError]]] = [
     ("{{ '%((a))999999999s' % {'(a)': 1} }}", RenderError),
     ("{{ '%%%999999999d' % 1 }}", RenderLimitError),
     ("{{ '%(a)s%(b)999999999s' % {'a': 1, 'b': 2} }}", RenderLimitError),
+    # Bytes format as readily as text, and the format filter formats any value as text.
+    ("{{ '%999999999s'.encode() % 'x'.encode() }}", RenderLimitError),
+    ("{{ '%999999999s'.encode()|format('x') }}", RenderLimitError),
+    # One key named many times prints its value as many times.
+    ("{{ ('%(a)s' * 50000) % {'a': 'x' * 200000} }}", RenderLimitError),
+    ("{{ ('%(a)s' * 50000)|format(a='x' * 200000) }}", RenderLimitError),
+    ("{{ ('%(a)s' * 50000).encode() % {'a'.encode(): ('x' * 200000).encode()} }}", RenderLimitError),
     ("{{ '{:>999999999}'.format(1) }}", RenderLimitError),
     ("{{ '{:{w}}'.format(1, w=999999999) }}", RenderLimitError),
     ("{{ '{:>200000}{:>200000}'.format(1, 2) }}", RenderLimitError),
@@ -298,6 +306,28 @@ def test_a_bomb_fails_instead_of_hanging(bomb: str, error: type[TemplateRenderEr
     # The per-test timeout is the backstop against a hang; how long it took is not asserted (speed lives in bench/).
     with pytest.raises(error):
         compiled.render({"x": "text"})
+
+
+AMPLIFYING_FORMATS = [
+    "{{ '%99999999s'.encode() % 'x'.encode() }}",
+    "{{ '%99999999s'.encode()|format('x') }}",
+    "{{ ('%(a)s' * 5000) % {'a': 'x' * 200000} }}",
+    "{{ ('%(a)s' * 5000)|format(a='x' * 200000) }}",
+]
+
+
+@pytest.mark.parametrize("bomb", AMPLIFYING_FORMATS)
+def test_an_amplifying_format_is_refused_before_it_allocates(bomb: str) -> None:
+    compiled = compile_content(Content(body=bomb), Syntax.JINJA)
+    tracemalloc.start()
+    try:
+        with pytest.raises(RenderLimitError):
+            compiled.render({})
+        _, peak_bytes = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    # The operands are under a megabyte; what they would make is 100 MB to a GB, measured only once made.
+    assert peak_bytes < 20 * 2**20, f"{peak_bytes / 2**20:.0f} MiB allocated"
 
 
 def test_percent_formats_without_widening_fields_render_as_in_python() -> None:
