@@ -15,7 +15,6 @@ import asyncio
 import multiprocessing
 import time
 from collections.abc import Hashable, Mapping, Sequence
-from concurrent.futures import CancelledError as FutureCancelled
 from typing import Any
 
 import pebble
@@ -36,7 +35,8 @@ from clarion.templates.rendering import (
 log = get_logger(__name__)
 
 # A worker's soft deadline (RenderLimits.max_render_s) stops a render between two operations; this much longer,
-# the worker is killed. Compiling has no soft deadline: its budget is the hard one.
+# the worker is killed. Compiling has no soft deadline: its budget is the hard one, and a render may have to
+# compile first (a worker compiles each template once), so a render's hard budget includes it.
 _KILL_AFTER_S = 1.0
 COMPILE_BUDGET_S = 10.0
 
@@ -78,7 +78,7 @@ class TemplateProcesses:
 
     async def render(self, key: Hashable, content: Content, syntax: Syntax, data: Mapping[str, Any]) -> Rendered:
         """`content` rendered with `data` (compiled once per worker and `key`); raises TemplateRenderError."""
-        timeout_s = self._limits.max_render_s + _KILL_AFTER_S
+        timeout_s = COMPILE_BUDGET_S + self._limits.max_render_s + _KILL_AFTER_S
         rendered: Rendered = await self._run(_render, (key, content, syntax, data), timeout_s, part="template")
         return rendered
 
@@ -87,7 +87,7 @@ class TemplateProcesses:
     ) -> list[Rendered | TemplateRenderError | None]:
         """Each job rendered, or its error, in one task; None for those left when `budget_s` was spent. The
         worker is killed if the batch overruns that by a render's budget and more: then RenderLimitError."""
-        timeout_s = budget_s + self._limits.max_render_s + _KILL_AFTER_S
+        timeout_s = COMPILE_BUDGET_S + budget_s + self._limits.max_render_s + _KILL_AFTER_S
         outcomes: list[Rendered | TemplateRenderError | None] = await self._run(
             _render_many, (list(jobs), budget_s), timeout_s, part="template"
         )
@@ -112,14 +112,17 @@ class TemplateProcesses:
             self._pool = pebble.ProcessPool(max_workers=self._workers, context=multiprocessing.get_context("spawn"))
         future = self._pool.schedule(function, args=args, timeout=timeout_s)
         try:
-            return await asyncio.wrap_future(future)
+            # Shielded: a caller that goes away (a client's deadline) must not cancel a running task, which would
+            # kill its worker and the templates it compiled; it finishes within its budget and is dropped.
+            return await asyncio.shield(asyncio.wrap_future(future))
         except asyncio.CancelledError:
-            future.cancel()  # type: ignore[no-untyped-call]  # pebble is untyped; a running task's worker is killed
+            if not future.running():
+                future.cancel()  # type: ignore[no-untyped-call]  # pebble is untyped; still queued: dropped
             raise
         except TimeoutError:
             log.warning("template_worker_killed", reason="over budget", budget_s=timeout_s)
             raise RenderLimitError("the template took too long and was stopped", part=part) from None
-        except (pebble.ProcessExpired, FutureCancelled) as error:
+        except pebble.ProcessExpired as error:
             # The worker died under the task: out of memory, or killed from outside.
             log.warning("template_worker_died", error=str(error))
             raise RenderLimitError("the template stopped its worker (too much memory?)", part=part) from None

@@ -278,7 +278,9 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
                     budget_s=BATCH_RENDER_BUDGET_S,
                 )
             except RenderLimitError:
-                in_worker = [None] * len(jinja)  # the batch's worker was stopped: each may be asked for again
+                # The batch's worker was stopped, by one of its templates: each alone, so that one answers for it
+                # (INVALID_ARGUMENT) instead of the whole batch coming back to be asked for again, and again.
+                in_worker = [await self._render_alone(job) for job in jinja]
         from_worker = iter(in_worker)
         for job in jobs:
             if job.syntax is not Syntax.BRACES:
@@ -290,6 +292,12 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
             except TemplateRenderError as exc:
                 outcomes.append(exc)
         return outcomes
+
+    async def _render_alone(self, job: _RenderJob) -> Rendered | TemplateRenderError:
+        try:
+            return await self._processes.render(job.cache_key, job.content, job.syntax, job.data)
+        except TemplateRenderError as exc:
+            return exc
 
     async def _prepare(self, request: templates_pb2.RenderTemplateRequest) -> _RenderJob:
         """Everything a render needs but the rendering: checked request, template version, locale, compiled."""
