@@ -181,6 +181,7 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> None:
                         end=end,
                         channel=args.channel,
                         provider=args.provider,
+                        project=None,  # an operator's view, of every project
                     )
                 report = format_stats(stats)
             else:

@@ -121,8 +121,12 @@ class NotificationRepository:
     async def cancel(self, notification_id: uuid.UUID, *, project: str) -> bool:
         """Cancel what of `project`'s notification has not been handed to a provider; False when nothing could be
         cancelled. Another project's notification is NOT_FOUND."""
-        row = await self._session.get(m.NotificationRow, notification_id, with_for_update=True)
-        if row is None or row.project_id != project:
+        # The project in the query, not checked after: another project's row is never locked.
+        query = select(m.NotificationRow).where(
+            m.NotificationRow.id == notification_id, m.NotificationRow.project_id == project
+        )
+        row = (await self._session.execute(query.with_for_update())).scalar_one_or_none()
+        if row is None:
             raise notification_not_found(str(notification_id))
         now = utcnow()
         if row.status in m.PENDING_STATUSES:

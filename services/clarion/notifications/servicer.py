@@ -163,7 +163,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             holder = await self._key_holder(project, key) if key else None
             if holder is None:
                 raise
-            return await self._replay(key, holder, fingerprint)
+            return await self._replay(key, holder, fingerprint, project)
         row.project_id = project
         async with self._fast.connection() as connection:
             inserted = await accepting.insert_notification(
@@ -174,7 +174,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             # Another request holds the key: it answers for both.
             if winner is None:  # it expired in between: vanishingly rare, and safe to ask again
                 raise Aborted("the idempotency key changed hands; retry", reason="IDEMPOTENCY_KEY_RACE")
-            return await self._replay(key, winner, fingerprint)
+            return await self._replay(key, winner, fingerprint, project)
         # Just inserted: no deliveries yet, so the row is the whole view (no read-back queries).
         response = notifications_pb2.SendNotificationResponse(
             notification=notification_to_proto(NotificationView(row, [], {}))
@@ -230,7 +230,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             return await accepting.find_key(connection, project, key)
 
     async def _replay(
-        self, key: str, holder: accepting.KeyHolder, fingerprint: str
+        self, key: str, holder: accepting.KeyHolder, fingerprint: str, project: str
     ) -> notifications_pb2.SendNotificationResponse:
         if holder.fingerprint != fingerprint:
             raise AlreadyExists(
@@ -239,8 +239,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
                 metadata={"idempotency_key": key, "notification_id": str(holder.notification_id)},
             )
         async with self._sessions() as session:
-            # The key's holder is of the caller's project: keys are per project.
-            view = await NotificationRepository(session).get(holder.notification_id, project=None)
+            view = await NotificationRepository(session).get(holder.notification_id, project=project)
         NOTIFICATIONS_REPLAYED.inc()
         log.info("notification_replayed", notification_id=str(holder.notification_id))
         return notifications_pb2.SendNotificationResponse(notification=notification_to_proto(view), replayed=True)

@@ -62,7 +62,7 @@ async def delivery_stats(
     end: datetime,
     channel: str = "",
     provider: str = "",
-    project: str | None = None,
+    project: str | None,
 ) -> DeliveryStats:
     """Statistics of the deliveries created in [start, end), optionally only one channel's or one provider's, of
     one project (None: of every project)."""
