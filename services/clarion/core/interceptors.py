@@ -166,7 +166,7 @@ async def _abort(
 
 
 def _parsed(request: Any, deserialize: Callable[[bytes], Any] | None) -> Any:
-    if deserialize is None or not isinstance(request, bytes):
+    if deserialize is None:
         return request
     try:
         return deserialize(request)

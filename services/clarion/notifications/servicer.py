@@ -158,13 +158,14 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         # the original notification still answers for it.
         project = caller_project().project_id
         try:
-            row = await self._checked_row(request, normalize_data(raw_data), channels, priority, key, now, due)
+            row = await self._checked_row(
+                request, normalize_data(raw_data), channels, priority, key, now, due, project=project
+            )
         except ClarionError:
             holder = await self._key_holder(project, key) if key else None
             if holder is None:
                 raise
             return await self._replay(key, holder, fingerprint, project)
-        row.project_id = project
         async with self._fast.connection() as connection:
             inserted = await accepting.insert_notification(
                 connection, row, fingerprint=fingerprint, key_expires_at=now + self._idempotency_ttl
@@ -192,6 +193,8 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         key: str,
         now: datetime,
         due: datetime,
+        *,
+        project: str,
     ) -> m.NotificationRow:
         """The notification to record, once its user exists and its template renders with its data."""
         user = await self._clients.get_user(request.user_id)
@@ -208,6 +211,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             )
         return m.NotificationRow(
             id=uuid.uuid4(),
+            project_id=project,
             user_id=request.user_id,
             template_key=request.template_key,
             template_version=rendered.version,

@@ -40,6 +40,9 @@ log = get_logger(__name__)
 _KILL_AFTER_S = 1.0
 COMPILE_BUDGET_S = 10.0
 
+# One render: the compiled template's key (template, version, locale), its content and syntax, and the data.
+RenderJob = tuple[Hashable, Content, Syntax, Mapping[str, Any]]
+
 # Each worker process keeps the templates it compiled, by the caller's key (template, version, locale).
 _compiled = CompiledTemplateCache()
 
@@ -48,9 +51,7 @@ def _render(key: Hashable, content: Content, syntax: Syntax, data: Mapping[str, 
     return _compiled.get_or_compile(key, content, syntax).render(data)
 
 
-def _render_many(
-    jobs: Sequence[tuple[Hashable, Content, Syntax, Mapping[str, Any]]], budget_s: float
-) -> list[Rendered | TemplateRenderError | None]:
+def _render_many(jobs: Sequence[RenderJob], budget_s: float) -> list[Rendered | TemplateRenderError | None]:
     # Renders after the batch's budget is spent are left out (None), to be asked for again; each render still has
     # its own deadline.
     deadline = time.monotonic() + budget_s
@@ -67,7 +68,8 @@ def _render_many(
 
 
 class TemplateProcesses:
-    """The pool of processes that compile and render Jinja templates; started on first use, stopped by close()."""
+    """Where templates compile and render: Jinja in a pool of worker processes (started on first use, stopped by
+    close()); braces here, linear in their size and bounded by the output limit (braces.py), cheaper than a hop."""
 
     def __init__(self, *, workers: int, limits: RenderLimits | None = None) -> None:
         if workers < 1:
@@ -75,28 +77,48 @@ class TemplateProcesses:
         self._workers = workers
         self._limits = limits or RenderLimits()
         self._pool: pebble.ProcessPool | None = None
+        self._here = CompiledTemplateCache()  # brace templates
 
     async def render(self, key: Hashable, content: Content, syntax: Syntax, data: Mapping[str, Any]) -> Rendered:
-        """`content` rendered with `data` (compiled once per worker and `key`); raises TemplateRenderError."""
+        """`content` rendered with `data` (compiled once per process and `key`); raises TemplateRenderError."""
+        if syntax is Syntax.BRACES:
+            return self._here.get_or_compile(key, content, syntax).render(data)
         timeout_s = COMPILE_BUDGET_S + self._limits.max_render_s + _KILL_AFTER_S
         rendered: Rendered = await self._run(_render, (key, content, syntax, data), timeout_s, part="template")
         return rendered
 
     async def render_many(
-        self, jobs: Sequence[tuple[Hashable, Content, Syntax, Mapping[str, Any]]], *, budget_s: float
+        self, jobs: Sequence[RenderJob], *, budget_s: float
     ) -> list[Rendered | TemplateRenderError | None]:
-        """Each job rendered, or its error, in one task; None for those left when `budget_s` was spent. The
-        worker is killed if the batch overruns that by a render's budget and more: then RenderLimitError."""
-        timeout_s = COMPILE_BUDGET_S + budget_s + self._limits.max_render_s + _KILL_AFTER_S
-        outcomes: list[Rendered | TemplateRenderError | None] = await self._run(
-            _render_many, (list(jobs), budget_s), timeout_s, part="template"
-        )
-        return outcomes
+        """Each job rendered, or its error, in order. The Jinja ones share `budget_s` in one task of a worker: None
+        for those left when it was spent. If that worker is killed (a render overran by far), each is rendered
+        alone, so that the template at fault answers for itself instead of the batch coming back again and again."""
+        jinja = [job for job in jobs if job[2] is not Syntax.BRACES]
+        in_worker: list[Rendered | TemplateRenderError | None] = []
+        if jinja:
+            timeout_s = COMPILE_BUDGET_S + budget_s + self._limits.max_render_s + _KILL_AFTER_S
+            try:
+                in_worker = await self._run(_render_many, (jinja, budget_s), timeout_s, part="template")
+            except RenderLimitError:
+                in_worker = [await self._render_or_error(*job) for job in jinja]
+        from_worker = iter(in_worker)
+        return [next(from_worker) if job[2] is not Syntax.BRACES else await self._render_or_error(*job) for job in jobs]
+
+    async def _render_or_error(
+        self, key: Hashable, content: Content, syntax: Syntax, data: Mapping[str, Any]
+    ) -> Rendered | TemplateRenderError:
+        try:
+            return await self.render(key, content, syntax, data)
+        except TemplateRenderError as error:
+            return error
 
     async def first_syntax_error(
         self, contents: dict[str, Content], syntax: Syntax
     ) -> tuple[str, TemplateSyntaxError] | None:
-        """content.first_syntax_error in a worker, killed after COMPILE_BUDGET_S (then that is the error)."""
+        """content.first_syntax_error: here for braces, in a worker for Jinja, killed after COMPILE_BUDGET_S (then
+        that is the error)."""
+        if syntax is Syntax.BRACES:
+            return template_content.first_syntax_error(contents, syntax)
         try:
             found: tuple[str, TemplateSyntaxError] | None = await self._run(
                 template_content.first_syntax_error, (contents, syntax), COMPILE_BUDGET_S, part=""

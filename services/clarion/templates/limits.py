@@ -341,7 +341,7 @@ def check_filter_call(
         check_width(len(text.split()) * extras, limits, "the result of urlize")
     elif name == "format":
         # Jinja's filter formats the value as text, whatever it is: `soft_str(value) % (kwargs or args)`.
-        check_percent_operation(value if isinstance(value, str) else str(value), kwargs or args, limits)
+        check_percent_operation(str(value), kwargs or args, limits)
     elif name in ("batch", "slice"):
         # batch pads its last group to the count; slice loops over it.
         check_width(param(args, kwargs, 0, "linecount" if name == "batch" else "slices"), limits, f"{name}'s count")

@@ -18,14 +18,12 @@ from clarion.core.pagination import decode_keyset, encode_page_token, page_size,
 from clarion.core.server import ServiceRegistration, service_registration
 from clarion.core.validation import Violations, normalize_language_tag, struct_to_dict
 from clarion.templates import content
-from clarion.templates.isolation import TemplateProcesses
+from clarion.templates.isolation import RenderJob, TemplateProcesses
 from clarion.templates.models import TemplateVersionRow
 from clarion.templates.rendering import (
-    CompiledTemplateCache,
     Content,
     MissingVariablesError,
     Rendered,
-    RenderLimitError,
     Syntax,
     TemplateRenderError,
     normalize_data,
@@ -52,10 +50,7 @@ def _cache_key(key: str) -> str:
 async def _version_row(template: templates_pb2.Template, key: str, processes: TemplateProcesses) -> TemplateVersionRow:
     """The row of a new version, once every locale compiles (Jinja in a worker process, under its budget)."""
     default_locale, contents, syntax = content.validate_template(template)
-    if syntax is Syntax.BRACES:
-        failure = content.first_syntax_error(contents, syntax)  # linear in the size, and cheaper than a hop
-    else:
-        failure = await processes.first_syntax_error(contents, syntax)
+    failure = await processes.first_syntax_error(contents, syntax)
     if failure is not None:
         raise content.syntax_error(*failure, default_locale=default_locale)
     return TemplateVersionRow(
@@ -126,7 +121,6 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
         self._sessions = sessions
         self._cache = cache
         self._processes = processes
-        self._compiled = CompiledTemplateCache()  # brace templates, which render in this process
 
     async def CreateTemplate(
         self, request: templates_pb2.CreateTemplateRequest, context: Context
@@ -230,16 +224,10 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
         """Render with data, as a preview; nothing is sent."""
         job = await self._prepare(request)
         try:
-            rendered = await self._render(job)
+            rendered = await self._processes.render(*job.render_args)
         except TemplateRenderError as exc:
             raise render_error(exc, field_prefix="data.") from None
         return job.response(rendered)
-
-    async def _render(self, job: _RenderJob) -> Rendered:
-        if job.syntax is Syntax.BRACES:
-            # Linear in its input and bounded by the output limit (braces.py): a hop would cost more.
-            return self._compiled.get_or_compile(job.cache_key, job.content, job.syntax).render(job.data)
-        return await self._processes.render(job.cache_key, job.content, job.syntax, job.data)
 
     async def BatchRenderTemplates(
         self, request: templates_pb2.BatchRenderTemplatesRequest, context: Context
@@ -257,47 +245,16 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
                 results.append(templates_pb2.RenderTemplateResult(error=to_status(exc, request_id=request_id)))
                 continue
             results.append(templates_pb2.RenderTemplateResult())
-        rendered = await self._render_batch([job for _, job in jobs])
+        rendered = await self._processes.render_many(
+            [job.render_args for _, job in jobs], budget_s=BATCH_RENDER_BUDGET_S
+        )
         for (index, job), outcome in zip(jobs, rendered, strict=True):
             if isinstance(outcome, Rendered):
                 results[index].rendered.CopyFrom(job.response(outcome))
                 continue
-            error = render_error(outcome, field_prefix="data.") if isinstance(outcome, TemplateRenderError) else outcome
+            error = render_error(outcome, field_prefix="data.") if outcome is not None else _OUT_OF_TIME
             results[index].error.CopyFrom(to_status(error, request_id=request_id))
         return templates_pb2.BatchRenderTemplatesResponse(results=results)
-
-    async def _render_batch(self, jobs: list[_RenderJob]) -> list[Rendered | TemplateRenderError | ClarionError]:
-        """Brace templates here, the Jinja ones in one task of a worker process, sharing BATCH_RENDER_BUDGET_S."""
-        outcomes: list[Rendered | TemplateRenderError | ClarionError] = []
-        jinja = [job for job in jobs if job.syntax is not Syntax.BRACES]
-        in_worker: list[Rendered | TemplateRenderError | None] = []
-        if jinja:
-            try:
-                in_worker = await self._processes.render_many(
-                    [(job.cache_key, job.content, job.syntax, job.data) for job in jinja],
-                    budget_s=BATCH_RENDER_BUDGET_S,
-                )
-            except RenderLimitError:
-                # The batch's worker was stopped, by one of its templates: each alone, so that one answers for it
-                # (INVALID_ARGUMENT) instead of the whole batch coming back to be asked for again, and again.
-                in_worker = [await self._render_alone(job) for job in jinja]
-        from_worker = iter(in_worker)
-        for job in jobs:
-            if job.syntax is not Syntax.BRACES:
-                outcome = next(from_worker)
-                outcomes.append(_OUT_OF_TIME if outcome is None else outcome)
-                continue
-            try:
-                outcomes.append(self._compiled.get_or_compile(job.cache_key, job.content, job.syntax).render(job.data))
-            except TemplateRenderError as exc:
-                outcomes.append(exc)
-        return outcomes
-
-    async def _render_alone(self, job: _RenderJob) -> Rendered | TemplateRenderError:
-        try:
-            return await self._processes.render(job.cache_key, job.content, job.syntax, job.data)
-        except TemplateRenderError as exc:
-            return exc
 
     async def _prepare(self, request: templates_pb2.RenderTemplateRequest) -> _RenderJob:
         """Everything a render needs but the rendering: checked request, template version, locale, compiled."""
@@ -331,8 +288,9 @@ class _RenderJob:
     data: dict[str, Any]
 
     @property
-    def cache_key(self) -> tuple[str, int, str]:
-        return (self.key, self.version, self.locale)
+    def render_args(self) -> RenderJob:
+        """What TemplateProcesses renders: the compiled template's key (version and locale), content and data."""
+        return ((self.key, self.version, self.locale), self.content, self.syntax, self.data)
 
     def response(self, rendered: Rendered) -> templates_pb2.RenderTemplateResponse:
         response = templates_pb2.RenderTemplateResponse(template_key=self.key, version=self.version, locale=self.locale)

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -52,6 +54,13 @@ async def dead_letter(clarion: RunningClarion, project_id: str) -> str:
 LATER = datetime.now(UTC).replace(microsecond=0) + timedelta(hours=2)
 
 
+@contextlib.asynccontextmanager
+async def notifications_as(clarion: RunningClarion, api_key: str) -> AsyncIterator[Any]:
+    """NotificationService as the holder of `api_key` sees it."""
+    async with channel_with(clarion.address, api_key) as channel:
+        yield notifications_pb2_grpc.NotificationServiceStub(channel)
+
+
 def scheduled(user_id: str, key: str) -> notifications_pb2.SendNotificationRequest:
     """A send two hours ahead (so it can still be cancelled) with the idempotency key `key`."""
     later = timestamp_pb2.Timestamp()
@@ -68,12 +77,7 @@ async def test_a_second_projects_key_cannot_see_cancel_or_replay_the_first_proje
     second_dead = await dead_letter(clarion, SECOND)
     first_key = await clarion.make_key(Scope.SEND, name="first")
     second_key = await clarion.make_key(Scope.SEND, name="second", project=SECOND)
-    async with (
-        channel_with(clarion.address, first_key) as first_channel,
-        channel_with(clarion.address, second_key) as second_channel,
-    ):
-        first: Any = notifications_pb2_grpc.NotificationServiceStub(first_channel)
-        second: Any = notifications_pb2_grpc.NotificationServiceStub(second_channel)
+    async with notifications_as(clarion, first_key) as first, notifications_as(clarion, second_key) as second:
         sent = (await first.SendNotification(scheduled(user_id, "order-1"), timeout=10)).notification
         get = notifications_pb2.GetNotificationRequest(notification_id=sent.notification_id)
 
@@ -119,12 +123,7 @@ async def test_an_operator_key_reads_every_project_but_acts_in_its_own(clarion: 
     user_id = await seed(clarion)
     second_key = await clarion.make_key(Scope.SEND, name="second", project=SECOND)
     operator_key = await clarion.make_key(Scope.SEND, Scope.READ_ALL_PROJECTS, name="support")
-    async with (
-        channel_with(clarion.address, second_key) as second_channel,
-        channel_with(clarion.address, operator_key) as operator_channel,
-    ):
-        second: Any = notifications_pb2_grpc.NotificationServiceStub(second_channel)
-        operator: Any = notifications_pb2_grpc.NotificationServiceStub(operator_channel)
+    async with notifications_as(clarion, second_key) as second, notifications_as(clarion, operator_key) as operator:
         sent = (await second.SendNotification(scheduled(user_id, "k"), timeout=10)).notification
         get = notifications_pb2.GetNotificationRequest(notification_id=sent.notification_id)
         assert (await operator.GetNotification(get, timeout=10)).notification_id == sent.notification_id
