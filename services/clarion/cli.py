@@ -60,7 +60,7 @@ def _local_or_configured_database(settings: Settings) -> str:
     if settings.database_url is None and (settings.data_dir / "postgres" / "PG_VERSION").exists():
         from clarion.core.embedded_postgres import start_embedded_postgres
 
-        return start_embedded_postgres(settings.data_dir)
+        return start_embedded_postgres(settings.data_dir, exclusive=False)  # beside a running `clarion up`, too
     return _database_url(settings)
 
 

@@ -189,3 +189,19 @@ def test_up_stops_an_embedded_postgresql_left_by_a_killed_run_and_ctrl_c_stops_i
     while _alive(own) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert not _alive(own), "Ctrl-C stops the PostgreSQL it started"
+
+
+def test_keys_share_the_database_of_a_running_up(
+    clarion_process: Callable[..., subprocess.Popen[str]], tmp_path: Path
+) -> None:
+    state, http_port = tmp_path / "state", free_port()
+    process = clarion_process("up", "--port", str(free_port()), "--http-port", str(http_port), "--data-dir", str(state))
+    wait_until_rest_serves(http_port, process)
+    local = ["--data-dir", str(state)]
+    made = keys("create-project", "billing", *local, env={}, cwd=tmp_path)
+    assert made.returncode == 0, made.stderr
+    created = keys("create", "--name", "svc", "--scope", "manage", "--project", "billing", *local, env={}, cwd=tmp_path)
+    assert created.returncode == 0, created.stderr
+    # The key works at once, and clarion up's database outlived the keys command.
+    status, _ = rest(http_port, "POST", "/v1/users", {"email_address": "k@example.com"}, api_key=created.stdout.strip())
+    assert status == 200

@@ -22,11 +22,12 @@ class EmbeddedPostgresInUse(RuntimeError):
     """Another live process is using the embedded PostgreSQL of this data directory."""
 
 
-def start_embedded_postgres(data_dir: Path) -> str:
+def start_embedded_postgres(data_dir: Path, *, exclusive: bool = True) -> str:
     """Start (or reuse) the PostgreSQL whose data lives in `data_dir/postgres`; return its URL.
 
     Blocking (about a second, longer on first start while initdb runs). The server listens only on a Unix socket in
-    its data folder and is stopped when this process exits.
+    its data folder and is stopped when the last process using it exits. `exclusive` (`clarion up`) refuses a server
+    another live process uses; otherwise (`clarion keys`, beside a running `clarion up`) it is shared.
     """
     with warnings.catch_warnings():
         # platformdirs warns at import when XDG_RUNTIME_DIR is unset (any container, CI) and falls back to /tmp.
@@ -35,19 +36,19 @@ def start_embedded_postgres(data_dir: Path) -> str:
 
     data_dir.mkdir(parents=True, exist_ok=True)
     pgdata = data_dir.resolve() / "postgres"
-    stop_leftover_server(pgdata)
+    stop_leftover_server(pgdata, exclusive=exclusive)
     server = get_server(pgdata, cleanup_mode="stop")
     url: str = server.get_uri()
     log.info("embedded_postgres_started", pgdata=str(pgdata))
     return url
 
 
-def stop_leftover_server(pgdata: Path) -> None:
+def stop_leftover_server(pgdata: Path, *, exclusive: bool = True) -> None:
     """Stop a server left running in `pgdata` by a `clarion up` that was killed (SIGKILL skips the stop at exit).
 
     Adopted instead, it would list the dead process as a user of the server, so the wheel would never stop it when
     this run ends. A server still used by a live process (another `clarion up` on the same data directory) is
-    refused with EmbeddedPostgresInUse."""
+    refused with EmbeddedPostgresInUse when `exclusive`, and left running to be shared otherwise."""
     try:
         postmaster = int((pgdata / "postmaster.pid").read_text().split()[0])
     except (OSError, ValueError, IndexError):
@@ -60,6 +61,8 @@ def stop_leftover_server(pgdata: Path) -> None:
     except (OSError, ValueError, TypeError):
         users = []
     live = [pid for pid in users if pid != os.getpid() and _alive(pid)]
+    if live and not exclusive:
+        return  # in use by a live process: shared, not a leftover
     if live:
         raise EmbeddedPostgresInUse(
             f"the embedded PostgreSQL in {pgdata} is in use by process {live[0]} (another `clarion up`?); stop it, "
