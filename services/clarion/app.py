@@ -11,11 +11,9 @@ from typing import cast
 
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
 
-from clarion.core.apikeys import internal_token
-from clarion.core.auth import Authenticator, BearerAuth
 from clarion.core.broker import Broker, BrokerUnavailable, create_broker
 from clarion.core.cache import Cache, create_cache
-from clarion.core.config import Settings
+from clarion.core.config import Settings, SettingsError
 from clarion.core.db import FastPath, create_engine, session_factory
 from clarion.core.health_http import start_health_server
 from clarion.core.logging import get_logger
@@ -24,6 +22,7 @@ from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.providers.factory import create_email_provider, create_push_provider
 from clarion.delivery.sweeper import Sweeper
+from clarion.keys.auth import Authenticator, BearerAuth
 from clarion.keys.repository import SqlKeyStore
 from clarion.notifications import servicer as notifications
 from clarion.notifications.clients import ServiceClients, TemplateRendering, UserLookup
@@ -35,17 +34,27 @@ from clarion.users import servicer as users
 
 def service_clients(settings: Settings, *, own_address: str) -> ServiceClients:
     """Clients of UserService and TemplateService (this process's own port unless their addresses are set),
-    presenting the services' internal credential whenever there is a pepper to derive it from."""
-    pepper = settings.api_key_pepper
+    presenting this workload's service key (CLARION_SERVICE_KEY) when it has one."""
+    key = settings.service_key
     return ServiceClients(
         users_address=settings.users_address or own_address,
         templates_address=settings.templates_address or own_address,
         timeout_s=settings.dependency_timeout_s,
         breaker_failure_threshold=settings.breaker_failure_threshold,
         breaker_reset_s=settings.breaker_reset_s,
-        interceptors=[BearerAuth(internal_token(pepper))] if pepper is not None else [],
+        interceptors=[BearerAuth(key.get_secret_value())] if key is not None else [],
         max_message_bytes=settings.grpc_max_message_bytes,
     )
+
+
+def require_service_key(settings: Settings, workload: str) -> None:
+    """SettingsError when keys are checked and `workload`, which calls other services over the network, has no
+    service key to call them with."""
+    if settings.auth_required and settings.service_key is None:
+        raise SettingsError(
+            f"CLARION_SERVICE_KEY is not set: the {workload} workload calls other Clarion services with it while "
+            f"CLARION_AUTH_REQUIRED is true; make one with `clarion keys create-service {workload}`"
+        )
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,11 +74,15 @@ class Resources:
     template_processes: TemplateProcesses
 
     @classmethod
-    def open(cls, settings: Settings, database_url: str, *, own_address: str | None = None) -> Resources:
+    def open(
+        cls, settings: Settings, database_url: str, *, own_address: str | None = None, serves: bool = True
+    ) -> Resources:
         """Pools and clients for a process; `own_address` is where this process serves gRPC, used for the other
-        services when their addresses are not set. SettingsError when auth is on without a pepper."""
-        authenticate = settings.auth_required
-        if not authenticate:
+        services when their addresses are not set. A process that `serves` checks API keys (unless
+        CLARION_AUTH_REQUIRED is false): SettingsError when it has no pepper. A worker serves nothing and needs none.
+        """
+        authenticate = serves and settings.auth_required
+        if serves and not settings.auth_required:
             log.warning("api_keys_disabled", why="CLARION_AUTH_REQUIRED is false: every caller may call every RPC")
         engine = create_engine(database_url, settings=settings)
         sessions = session_factory(engine)
@@ -112,6 +125,9 @@ def wire_in_process(settings: Settings, clients: ServiceClients, registrations: 
 
 
 WORKER_KINDS = ("dispatcher", "email", "push", "sweeper")
+# The workers that call other services (and so need a service key when keys are checked): the dispatcher reads
+# users and renders templates, the push worker removes devices FCM no longer knows.
+CALLING_WORKERS = ("dispatcher", "push")
 
 
 async def _while_broker_away(action: Callable[[], Awaitable[None]], stop: asyncio.Event, *, max_delay_s: float) -> bool:
@@ -210,6 +226,13 @@ async def serve(
 ) -> None:
     """Serve the named services on one port (and, in local mode, the background workers) until SIGTERM/SIGINT or
     `stop`; then stop taking work, drain, and close."""
+    elsewhere = [
+        name
+        for name, address in (("users", settings.users_address), ("templates", settings.templates_address))
+        if address is not None or name not in names
+    ]
+    if elsewhere and ("notifications" in names or set(workers) & set(CALLING_WORKERS)):
+        require_service_key(settings, "notifications")
     resources = Resources.open(settings, database_url)
     broker = create_broker(
         settings.broker_url, namespace=settings.broker_namespace, publish_timeout_s=settings.broker_publish_timeout_s
@@ -247,7 +270,9 @@ async def serve(
 
 async def run_worker(settings: Settings, kind: str, *, database_url: str, stop: asyncio.Event | None = None) -> None:
     """One worker process (Kubernetes): dispatcher, email, push or sweeper. Runs until SIGTERM/SIGINT."""
-    resources = Resources.open(settings, database_url)
+    if kind in CALLING_WORKERS:
+        require_service_key(settings, kind)
+    resources = Resources.open(settings, database_url, serves=False)
     broker = create_broker(
         settings.broker_url, namespace=settings.broker_namespace, publish_timeout_s=settings.broker_publish_timeout_s
     )

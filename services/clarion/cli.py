@@ -14,8 +14,6 @@ from sqlalchemy.exc import ProgrammingError
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clarion import app
-from clarion.core.apikeys import local_pepper, require_pepper
-from clarion.core.auth import DEFAULT_PROJECT, Scope
 from clarion.core.config import Settings, SettingsError, load_settings
 from clarion.core.db import create_engine, migrate, session_factory
 from clarion.core.embedded_postgres import EmbeddedPostgresInUse
@@ -26,6 +24,8 @@ from clarion.core.tracing import configure_tracing
 from clarion.gateway import kubernetes
 from clarion.gateway.errors import GatewayError
 from clarion.keys.models import ApiKeyRow
+from clarion.keys.scopes import DEFAULT_PROJECT, SERVICE_KEY_SCOPES, Scope
+from clarion.keys.tokens import local_pepper, require_pepper
 
 log = get_logger(__name__)
 
@@ -195,8 +195,8 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> None:
 
 
 def cmd_keys(settings: Settings, args: argparse.Namespace) -> None:
-    """`clarion keys create|list|revoke|create-project|projects` on CLARION_DATABASE_URL, or on local mode's
-    embedded database (migrated first) with the pepper in the data dir."""
+    """`clarion keys create|create-service|list|revoke|create-project|projects` on CLARION_DATABASE_URL, or on
+    local mode's embedded database (migrated first) with the pepper in the data dir."""
     local = settings.database_url is None
     database_url = _local_or_configured_database(settings)
     settings = _with_local_pepper(settings, create=local)
@@ -221,7 +221,14 @@ def cmd_keys(settings: Settings, args: argparse.Namespace) -> None:
 async def _keys_action(
     settings: Settings, args: argparse.Namespace, sessions: async_sessionmaker[AsyncSession]
 ) -> None:
-    from clarion.keys.manage import create_key, create_project, list_keys, list_projects, revoke_key
+    from clarion.keys.manage import (
+        create_key,
+        create_project,
+        create_service_key,
+        list_keys,
+        list_projects,
+        revoke_key,
+    )
 
     if args.action == "create":
         issued = await create_key(
@@ -232,6 +239,13 @@ async def _keys_action(
         _note(
             f"API key {issued.row.id} ({issued.row.name!r}, scopes {', '.join(issued.row.scopes)}, project "
             f"{issued.row.project_id}) created. Store it now: it is not shown again and cannot be recovered."
+        )
+    elif args.action == "create-service":
+        issued = await create_service_key(sessions, pepper=require_pepper(settings), workload=args.workload)
+        _say(issued.token)
+        _note(
+            f"service key {issued.row.id} (scopes {', '.join(issued.row.scopes)}) created: give it to the "
+            f"{args.workload} workload as CLARION_SERVICE_KEY. It is not shown again; the edge refuses it."
         )
     elif args.action == "list":
         _say(format_keys(await list_keys(sessions)))
@@ -271,8 +285,8 @@ def format_keys(rows: Sequence[ApiKeyRow]) -> str:
 
 def cmd_migrate(settings: Settings) -> None:
     """Apply the database migrations and exit."""
-    _run(migrate(_database_url(settings)))
-    log.info("migrations_applied")
+    _run(migrate(_database_url(settings), app_role=settings.database_app_role))
+    log.info("migrations_applied", app_role=settings.database_app_role)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -321,11 +335,18 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         choices=[scope.value for scope in Scope],
         help="repeat for several: notifications:send (send and read notifications, dead letters), "
-        "manage (users and templates), projects:read_all (read every project's notifications), admin (everything)",
+        "manage (users and templates), users:read, templates:render, devices:write (parts of manage), "
+        "projects:read_all (read every project's notifications), admin (everything)",
     )
     create.add_argument(
         "--project", default=DEFAULT_PROJECT, help="the project the key acts in (default: default); see create-project"
     )
+    service = actions.add_parser(
+        "create-service",
+        parents=[local],
+        help="create the key one of Clarion's workloads calls the others with (only the scopes it needs)",
+    )
+    service.add_argument("workload", choices=list(SERVICE_KEY_SCOPES), help="the workload that will present it")
     new_project = actions.add_parser(
         "create-project", parents=[local], help="create a project: its keys see only its notifications"
     )

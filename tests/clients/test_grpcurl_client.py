@@ -11,7 +11,7 @@ from typing import Any
 
 import pytest
 
-from clarion.core.auth import Scope
+from clarion.keys.scopes import Scope
 from tests.integration.conftest import RunningClarion
 from tests.integration.gateway.conftest import RunningGateway
 

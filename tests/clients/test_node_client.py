@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from clarion.core.auth import Scope
+from clarion.keys.scopes import Scope
 from clarion.v1 import notifications_pb2
 from tests.conftest import unavailable
 from tests.integration.conftest import RunningClarion

@@ -13,6 +13,7 @@ from clarion.core.config import ENV_PREFIX, Settings
 from clarion.gateway import kubernetes as gateway_k8s
 from clarion.gateway.config import STREAMS_SUFFIX
 from clarion.gateway.descriptors import REFLECTION_SERVICE
+from clarion.keys.scopes import SERVICE_KEY_SCOPES
 from clarion.notifications.dispatcher import QUEUES
 from tests.deploy.conftest import K8S
 from tests.deploy.manifests import Manifests, Obj, Workload, container_port, selects
@@ -166,6 +167,44 @@ def test_secrets_are_referenced_never_committed_and_each_reference_is_documented
         assert any(f"`{name}`" in line and f"`{key}`" in line for line in readme), (
             f"deploy/k8s/README.md does not say how to create Secret {name} with key {key}"
         )
+
+
+def _secrets_of(workload: Workload) -> dict[str, tuple[str, str]]:
+    """Each CLARION_* variable a workload reads from a Secret, and which (Secret, key)."""
+    found = {}
+    for container in workload.containers:
+        for env in container.get("env", []):
+            ref = env.get("valueFrom", {}).get("secretKeyRef")
+            if ref and env["name"].startswith(ENV_PREFIX):
+                found[env["name"]] = (ref["name"], ref["key"])
+    return found
+
+
+def test_only_the_key_verifiers_hold_the_pepper_and_each_caller_its_own_service_key(manifests: Manifests) -> None:
+    clarion = manifests.workloads()
+    pepper = {w.name for w in clarion if "CLARION_API_KEY_PEPPER" in _secrets_of(w)}
+    assert pepper == {"users", "templates", "notifications"}, "only the gRPC servers verify keys"
+    service_keys = {
+        w.name: _secrets_of(w)["CLARION_SERVICE_KEY"] for w in clarion if "CLARION_SERVICE_KEY" in _secrets_of(w)
+    }
+    # Each workload that calls another service has a key for its own name in SERVICE_KEY_SCOPES, and no other does.
+    workload_names = {"notifications": "notifications", "dispatcher": "dispatcher", "push-worker": "push"}
+    assert service_keys == {w: ("clarion-service-keys", key) for w, key in workload_names.items()}
+    assert set(workload_names.values()) == set(SERVICE_KEY_SCOPES)
+
+
+def test_only_the_migrate_job_connects_as_the_schema_owner(manifests: Manifests) -> None:
+    for workload in manifests.workloads():
+        database = _secrets_of(workload).get("CLARION_DATABASE_URL")
+        if database is None:
+            continue
+        expected = "migrate-url" if workload.name == "migrate" else "url"
+        assert database == ("clarion-database", expected), workload
+    (migrate,) = [w for w in manifests.workloads() if w.name == "migrate"]
+    (container,) = migrate.containers
+    role = {env["name"]: env.get("value") for env in container["env"]}["CLARION_DATABASE_APP_ROLE"]
+    readme = (K8S / "README.md").read_text()
+    assert f"postgresql://{role}:" in readme, "the documented `url` connects as the role migrations grant"
 
 
 def test_no_secret_is_committed_anywhere_under_deploy() -> None:

@@ -15,8 +15,8 @@ import grpc
 import pytest
 from alembic.script import ScriptDirectory
 
-from clarion.core.auth import BearerAuth
 from clarion.core.db import alembic_config
+from clarion.keys.auth import BearerAuth
 from clarion.v1 import (
     common_pb2,
     notifications_pb2,

@@ -22,7 +22,7 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2_grpc
 
-from clarion.core.auth import BearerAuth
+from clarion.keys.auth import BearerAuth
 from clarion.v1 import (
     notifications_pb2,
     notifications_pb2_grpc,

@@ -17,14 +17,15 @@ import redis.asyncio
 from pydantic import SecretStr
 
 from clarion import app
-from clarion.core.auth import DEFAULT_PROJECT, Authenticator, BearerAuth, Scope
 from clarion.core.broker import Broker, create_broker
 from clarion.core.cache import Cache, MemoryCache, RedisCache
 from clarion.core.config import load_settings
 from clarion.core.db import FastPath, create_engine, session_factory
 from clarion.core.server import GrpcServer
-from clarion.keys.manage import create_key
+from clarion.keys.auth import Authenticator, BearerAuth
+from clarion.keys.manage import create_key, create_service_key
 from clarion.keys.repository import SqlKeyStore
+from clarion.keys.scopes import DEFAULT_PROJECT, Scope
 from clarion.templates.isolation import TemplateProcesses
 from clarion.v1 import notifications_pb2_grpc, templates_pb2_grpc, users_pb2_grpc
 from tests.conftest import free_port, unavailable
@@ -75,6 +76,12 @@ class RunningClarion:
         )
         return issued.token
 
+    async def make_service_key(self, workload: str) -> str:
+        """A new service key for `workload` (`clarion keys create-service`) in this instance's database."""
+        pepper = self.resources.settings.api_key_pepper
+        assert pepper is not None
+        return (await create_service_key(self.resources.sessions, pepper=pepper, workload=workload)).token
+
 
 class _SharedTemplateProcesses(TemplateProcesses):
     """One pool of template workers for the session's servers: spawning one per test cost each test that renders
@@ -111,6 +118,10 @@ async def start_clarion(
         engine = create_engine(migrated_database, settings=settings)
         sessions = session_factory(engine)
         authenticator = Authenticator.from_settings(SqlKeyStore(sessions), settings) if settings.auth_required else None
+        if settings.auth_required and settings.service_key is None and not in_process:
+            # NotificationService calls the other two over gRPC with its own service key, as in Kubernetes.
+            issued = await create_service_key(sessions, pepper=TEST_PEPPER_SECRET, workload="notifications")
+            settings = settings.model_copy(update={"service_key": SecretStr(issued.token)})
         clients = app.service_clients(settings, own_address=f"127.0.0.1:{port}")
         fast = FastPath(migrated_database, max_size=settings.database_pool_size)
         resources = app.Resources(

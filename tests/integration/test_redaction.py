@@ -13,7 +13,7 @@ from typing import Any
 import grpc
 import pytest
 
-from clarion.core.auth import BearerAuth
+from clarion.keys.auth import BearerAuth
 from clarion.v1 import notifications_pb2, templates_pb2, users_pb2, users_pb2_grpc
 from tests.integration.conftest import RunningClarion
 from tests.integration.templates.test_template_service import data

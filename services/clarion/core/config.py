@@ -36,6 +36,9 @@ class Settings(BaseSettings):
 
     # PostgreSQL. Unset in local mode means the embedded server under `data_dir`.
     database_url: str | None = None
+    # The role the services connect as, when it is not the one migrations run as: `clarion migrate` grants it data
+    # access (SELECT, INSERT, UPDATE, DELETE) to every table after migrating, and nothing of the schema.
+    database_app_role: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
     database_pool_size: int = Field(default=10, ge=1, le=200)
     database_echo: bool = False
 
@@ -117,7 +120,7 @@ class Settings(BaseSettings):
     outbox_dir: Path | None = None
     # --- end of delivery providers ---
 
-    # --- API keys and rate limits (read by clarion.core.auth) ---
+    # --- API keys and rate limits (read by clarion.keys.auth) ---
     # Every RPC but health and reflection needs `authorization: Bearer clr_…`. Off only for trusted experiments.
     auth_required: bool = True
     # The server-side secret keyed into every stored key hash (HMAC-SHA256). Without it a stolen `api_keys` table
@@ -129,6 +132,13 @@ class Settings(BaseSettings):
     # 0 turns the quota off.
     api_key_rate_per_s: float = Field(default=100.0, ge=0)
     api_key_burst: int = Field(default=200, ge=1)
+    # The key this process presents when it calls another Clarion service (`clarion keys create-service`): needed
+    # by NotificationService when UserService or TemplateService run elsewhere, by the dispatcher and by the push
+    # worker. It carries only its workload's scopes; the edge refuses it.
+    service_key: SecretStr | None = None
+    # The quota of each service key (one carries every project's traffic); 0 turns it off.
+    service_key_rate_per_s: float = Field(default=2000.0, ge=0)
+    service_key_burst: int = Field(default=4000, ge=1)
     # --- end of API keys and rate limits ---
 
     # OpenTelemetry: export traces over OTLP/gRPC to this collector, e.g. http://otel-collector:4317 (https:// for
@@ -167,6 +177,15 @@ class Settings(BaseSettings):
         if len(value.get_secret_value()) < 32:
             raise ValueError("must be at least 32 characters, e.g. from `openssl rand -base64 32`")
         return value
+
+    @field_validator("service_key")
+    @classmethod
+    def _service_key_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is None or not value.get_secret_value():
+            return None
+        if not value.get_secret_value().strip().startswith("clr_svc-"):
+            raise ValueError("must be a service key (clr_svc-…), made by `clarion keys create-service WORKLOAD`")
+        return SecretStr(value.get_secret_value().strip())
 
     @field_validator("database_url")
     @classmethod

@@ -182,6 +182,27 @@ def upgrade_database(url: str, revision: str = "head") -> None:
     command.upgrade(alembic_config(url), revision)
 
 
-async def migrate(url: str) -> None:
-    """Apply every migration without blocking the event loop."""
+async def migrate(url: str, *, app_role: str | None = None) -> None:
+    """Apply every migration without blocking the event loop; then, with `app_role`, give that role data access
+    (and no more) to every table: the services connect as it, and only migrations, as the schema's owner, change
+    the schema."""
     await asyncio.to_thread(upgrade_database, url)
+    if app_role is not None:
+        await grant_data_access(url, app_role)
+
+
+async def grant_data_access(url: str, role: str) -> None:
+    """SELECT, INSERT, UPDATE and DELETE on every table of the public schema, and the sequences, for `role` (a
+    checked identifier): what the services need, and nothing of the schema (no CREATE, ALTER, DROP, TRUNCATE).
+    Run after every migration, so tables a migration adds are granted too."""
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        quoted = '"' + role.replace('"', '""') + '"'
+        async with connection.transaction():
+            await connection.execute(f"GRANT USAGE ON SCHEMA public TO {quoted}")
+            await connection.execute(f"GRANT SELECT, INSERT, UPDATE, DELETE ON ALL TABLES IN SCHEMA public TO {quoted}")
+            await connection.execute(f"GRANT USAGE, SELECT ON ALL SEQUENCES IN SCHEMA public TO {quoted}")
+            # Which migrations ran is the migrations' business: the services may read it, never write it.
+            await connection.execute(f"REVOKE INSERT, UPDATE, DELETE ON alembic_version FROM {quoted}")
+    finally:
+        await connection.close()

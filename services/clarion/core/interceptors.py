@@ -111,7 +111,7 @@ def _wrap(
         code = grpc.StatusCode.OK
         trailer = ((REQUEST_ID_HEADER, request_id),)
         try:
-            response = await behavior(_parsed(request, deserialize), context)
+            response = await behavior(parse_request(request, deserialize), context)
             context.set_trailing_metadata(trailer)
             return response
         except ClarionError as error:
@@ -165,7 +165,9 @@ async def _abort(
     await context.abort(grpc_status.code, grpc_status.details, tuple(grpc_status.trailing_metadata) + trailer)
 
 
-def _parsed(request: Any, deserialize: Callable[[bytes], Any] | None) -> Any:
+def parse_request(request: Any, deserialize: Callable[[bytes], Any] | None) -> Any:
+    """The request message from its bytes (as it is when there is no deserializer); INVALID_ARGUMENT when the bytes
+    are not a message of the RPC."""
     if deserialize is None:
         return request
     try:

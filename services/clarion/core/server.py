@@ -14,10 +14,10 @@ from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
-from clarion.core.auth import Authenticator, AuthInterceptor
 from clarion.core.config import Settings
 from clarion.core.interceptors import ServerInterceptor
 from clarion.core.logging import get_logger
+from clarion.keys.auth import Authenticator, AuthInterceptor
 
 log = get_logger(__name__)
 

@@ -16,7 +16,6 @@ from typing import Any
 
 import jinja2
 
-from clarion.core.apikeys import INTERNAL_KEY_ID, KEY_PREFIX
 from clarion.core.errors import ERROR_DOMAIN
 from clarion.gateway.descriptors import (
     HEALTH_SERVICE,
@@ -26,6 +25,7 @@ from clarion.gateway.descriptors import (
     service_names,
 )
 from clarion.gateway.errors import GatewayError
+from clarion.keys.tokens import KEY_PREFIX, SERVICE_KEY_ID_PREFIX
 
 # Found in a source checkout or an editable install; a wheel must ship them next to this module.
 _ROOT = Path(__file__).resolve().parents[3]
@@ -253,7 +253,7 @@ def render_envoy_config(config: GatewayConfig, transcoded_services: Sequence[str
         clusters=_clusters(config),
         max_streams_per_connection=config.max_streams_per_connection,
         # Anywhere in the header: the services strip more kinds of whitespace than RE2's \s knows.
-        internal_credential_pattern=rf".*{KEY_PREFIX}_{INTERNAL_KEY_ID}_.*",
+        service_key_pattern=rf".*{KEY_PREFIX}_{SERVICE_KEY_ID_PREFIX}.*",
     )
 
 

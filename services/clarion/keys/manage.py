@@ -1,4 +1,5 @@
-"""What `clarion keys` does, and local mode's first key: create, list, revoke, ensure."""
+"""What `clarion keys` does, and local mode's first key: create (a client's or a service's key), list, revoke,
+projects, ensure."""
 
 from __future__ import annotations
 
@@ -11,12 +12,12 @@ from pathlib import Path
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from clarion.core.apikeys import generate_key, hash_secret, parse_key, write_secret_file
-from clarion.core.auth import DEFAULT_PROJECT, Scope
 from clarion.core.errors import InvalidArgument
 from clarion.core.logging import get_logger
 from clarion.keys.models import ApiKeyRow, ProjectRow
 from clarion.keys.repository import KeyRepository
+from clarion.keys.scopes import DEFAULT_PROJECT, SERVICE_KEY_SCOPES, Scope
+from clarion.keys.tokens import NewKey, generate_key, hash_secret, parse_key, write_secret_file
 
 log = get_logger(__name__)
 
@@ -59,7 +60,30 @@ async def create_key(
     """Create a key with `scopes` in `project_id` (which must exist); the returned token is shown once and never
     stored."""
     name, checked_scopes = _checked(name, scopes)
-    new = generate_key()
+    return await _insert(sessions, pepper, generate_key(), name, checked_scopes, project_id)
+
+
+async def create_service_key(
+    sessions: async_sessionmaker[AsyncSession], *, pepper: SecretStr, workload: str
+) -> IssuedKey:
+    """Create a service key for one of Clarion's workloads (SERVICE_KEY_SCOPES): only the scopes its calls need,
+    an id the edge refuses (`svc-<workload>-…`), revocable like any key. Rotate by creating a new one, rolling it
+    out, and revoking the old."""
+    if workload not in SERVICE_KEY_SCOPES:
+        raise InvalidArgument.for_field("workload", f"must be one of {', '.join(SERVICE_KEY_SCOPES)}")
+    scopes = sorted(scope.value for scope in SERVICE_KEY_SCOPES[workload])
+    new = generate_key(service=workload)
+    return await _insert(sessions, pepper, new, f"{workload} service", scopes, DEFAULT_PROJECT)
+
+
+async def _insert(
+    sessions: async_sessionmaker[AsyncSession],
+    pepper: SecretStr,
+    new: NewKey,
+    name: str,
+    checked_scopes: list[str],
+    project_id: str,
+) -> IssuedKey:
     row = ApiKeyRow(
         id=new.key_id,
         name=name,

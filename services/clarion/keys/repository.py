@@ -7,11 +7,11 @@ from datetime import timedelta
 from sqlalchemy import or_, select, update
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from clarion.core.apikeys import LAST_USED_RESOLUTION_S
-from clarion.core.auth import StoredKey
 from clarion.core.db import utcnow
 from clarion.core.errors import AlreadyExists, NotFound
+from clarion.keys.auth import StoredKey
 from clarion.keys.models import ApiKeyRow, ProjectRow
+from clarion.keys.tokens import LAST_USED_RESOLUTION_S
 
 
 def project_not_found(project_id: str) -> NotFound:

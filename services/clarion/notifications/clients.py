@@ -216,7 +216,7 @@ def render_request(
 
 class ServiceClients:
     """Clients of UserService and TemplateService behind one circuit breaker each. `interceptors` wrap every call
-    (core.auth.BearerAuth: the credential the services present to each other)."""
+    (keys.auth.BearerAuth: the credential the services present to each other)."""
 
     def __init__(
         self,

@@ -11,8 +11,8 @@ from sqlalchemy import BigInteger, DateTime, ForeignKey, Index, Integer, SmallIn
 from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
-from clarion.core.auth import DEFAULT_PROJECT
 from clarion.core.db import Base, utcnow
+from clarion.keys.scopes import DEFAULT_PROJECT
 
 # Notification.status. The first two are the dispatcher's queue; after dispatch the status is derived from the
 # deliveries (see status.py) and stored, so clients can filter and page on it.

@@ -13,7 +13,6 @@ import structlog
 from grpc.aio import ServicerContext
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from clarion.core.auth import caller_project
 from clarion.core.db import FastPath, snapshot
 from clarion.core.errors import Aborted, AlreadyExists, ClarionError, FailedPrecondition, InvalidArgument
 from clarion.core.logging import get_logger
@@ -28,6 +27,7 @@ from clarion.core.validation import (
     parse_timestamp,
     struct_to_dict,
 )
+from clarion.keys.auth import caller_project
 from clarion.notifications import accepting
 from clarion.notifications import models as m
 from clarion.notifications.clients import ServiceClients

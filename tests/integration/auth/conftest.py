@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from clarion.core.auth import BearerAuth
+from clarion.keys.auth import BearerAuth
 from clarion.v1 import (
     notifications_pb2,
     notifications_pb2_grpc,

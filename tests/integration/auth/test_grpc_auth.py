@@ -16,8 +16,8 @@ import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 
-from clarion.core.auth import Scope
 from clarion.keys.manage import list_keys, revoke_key
+from clarion.keys.scopes import Scope
 from clarion.v1 import notifications_pb2_grpc, templates_pb2, templates_pb2_grpc, users_pb2, users_pb2_grpc
 from tests.helpers import health_status, status_detail
 from tests.integration.auth.conftest import SERVICES, channel_with, one_rpc
@@ -57,7 +57,11 @@ async def test_each_scope_against_one_rpc_of_each_service(
             assert code == grpc.StatusCode.PERMISSION_DENIED, service
             assert reason(status) == "SCOPE_MISSING"
             info = status_detail(status, error_details_pb2.ErrorInfo)
-            assert info.metadata["scope"] == ("notifications:send" if service == "notifications" else "manage")
+            # The narrowest scope that would do: ListUsers needs users:read (which manage includes).
+            needed = {"notifications": "notifications:send", "users": "users:read", "templates": "manage"}[service]
+            assert info.metadata["scope"] == needed
+            if service == "users":
+                assert "'manage' or 'admin', which include it" in status.message
             assert status_detail(status, error_details_pb2.RequestInfo).request_id
 
 
@@ -78,6 +82,19 @@ async def test_a_missing_or_bad_key_is_unauthenticated_on_every_service(
             assert code == grpc.StatusCode.UNAUTHENTICATED, service
             assert reason(status) == expected
             assert "x" * 43 not in status.message, "the key is never repeated back"
+
+
+async def test_the_key_is_checked_before_the_request_is_parsed(clarion: RunningClarion) -> None:
+    # Bytes that are no GetUserRequest (a string that is not UTF-8): without a key, the answer is about the key.
+    async with channel_with(clarion.address, None) as channel:
+        call: Any = channel.unary_unary("/clarion.v1.UserService/GetUser")  # bytes in, bytes out
+        code, status = await rpc_error(call(b"\x0a\x02\xff\xfe", timeout=10))
+    assert code == grpc.StatusCode.UNAUTHENTICATED
+    assert reason(status) == "API_KEY_MISSING"
+    # With the key, the same bytes are the client's malformed request.
+    call = clarion.channel.unary_unary("/clarion.v1.UserService/GetUser")
+    code, status = await rpc_error(call(b"\x0a\x02\xff\xfe", timeout=10))
+    assert (code, reason(status)) == (grpc.StatusCode.INVALID_ARGUMENT, "MALFORMED_REQUEST")
 
 
 async def test_a_wrong_secret_for_a_real_key_is_invalid(clarion: RunningClarion) -> None:

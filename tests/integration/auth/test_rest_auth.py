@@ -12,12 +12,11 @@ from typing import Any
 import grpc
 import pytest
 
-from clarion.core.apikeys import internal_token
-from clarion.core.auth import Scope
 from clarion.gateway.config import GatewayConfig, RateLimit, local_gateway_config, write_gateway_files
 from clarion.gateway.descriptors import default_descriptor_set_path, load_descriptor_set, service_names
 from clarion.gateway.process import run_envoy
 from clarion.keys.manage import revoke_key
+from clarion.keys.scopes import Scope
 from tests.conftest import free_port
 from tests.helpers import health_status
 from tests.integration.auth.conftest import channel_with, one_rpc
@@ -56,23 +55,27 @@ async def test_a_bad_key_is_a_json_401(rest: RestClient) -> None:
     assert reason(status_of(basic, 401, 16)) == "API_KEY_INVALID"
 
 
-async def test_the_internal_credential_is_refused_at_the_edge_and_works_inside(
+async def test_a_service_key_is_refused_at_the_edge_and_works_inside(
     clarion: RunningClarion, gateway: RunningGateway
 ) -> None:
-    pepper = clarion.resources.settings.api_key_pepper
-    assert pepper is not None
-    internal = internal_token(pepper)
-    for header in (f"Bearer {internal}", f"bearer   {internal}", f"  BEARER {internal}"):
-        response = await gateway.rest.get("/v1/templates?page_size=1", headers={"authorization": header})
+    service = await clarion.make_service_key("dispatcher")
+    for header in (f"Bearer {service}", f"bearer   {service}", f"  BEARER {service}", f"Bearer x {service}"):
+        response = await gateway.rest.get("/v1/users?page_size=1", headers={"authorization": header})
         error = status_of(response, 403, 7)
-        assert "internal service credential" in error["message"]
-    async with channel_with(gateway.address, internal) as through_edge:
+        assert "service keys" in error["message"]
+    async with channel_with(gateway.address, service) as through_edge:
         with pytest.raises(grpc.aio.AioRpcError) as refused:
-            await one_rpc(through_edge, "templates")
+            await one_rpc(through_edge, "users")
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    # Inside, where Clarion's services call each other, it is what it was.
-    async with channel_with(clarion.address, internal) as direct:
-        await one_rpc(direct, "templates")
+    # Inside, where Clarion's workloads call each other, it may do what its workload needs and nothing else.
+    async with channel_with(clarion.address, service) as direct:
+        await one_rpc(direct, "users")
+        with pytest.raises(grpc.aio.AioRpcError) as beyond:
+            await one_rpc(direct, "templates")  # listing templates is `manage`, not `templates:render`
+        assert beyond.value.code() == grpc.StatusCode.PERMISSION_DENIED
+        with pytest.raises(grpc.aio.AioRpcError) as beyond:
+            await one_rpc(direct, "notifications")
+        assert beyond.value.code() == grpc.StatusCode.PERMISSION_DENIED
 
 
 async def test_a_key_without_the_scope_is_a_json_403_naming_the_scope(

@@ -14,7 +14,7 @@ from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
 from grpc_status import rpc_status
 
-from clarion.core.auth import BearerAuth
+from clarion.keys.auth import BearerAuth
 from clarion.v1 import templates_pb2, templates_pb2_grpc, users_pb2, users_pb2_grpc
 from tests.helpers import health_status, status_detail
 from tests.integration.gateway.conftest import RunningGateway

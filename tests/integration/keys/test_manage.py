@@ -10,13 +10,13 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from clarion.core.apikeys import hash_secret, parse_key
-from clarion.core.auth import Scope
 from clarion.core.config import load_settings
 from clarion.core.db import create_engine, session_factory
 from clarion.core.errors import InvalidArgument, NotFound
 from clarion.keys.manage import create_key, ensure_local_key, list_keys, revoke_key
 from clarion.keys.repository import SqlKeyStore
+from clarion.keys.scopes import Scope
+from clarion.keys.tokens import hash_secret, parse_key
 
 pytestmark = pytest.mark.integration
 

@@ -12,8 +12,8 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
-from clarion.core.auth import DEFAULT_PROJECT, Scope
 from clarion.keys.manage import create_project
+from clarion.keys.scopes import DEFAULT_PROJECT, Scope
 from clarion.notifications import models as m
 from clarion.v1 import notifications_pb2, notifications_pb2_grpc
 from tests.helpers import notification_row

@@ -1,5 +1,4 @@
-"""API key material: the `clr_<id>_<secret>` format, the keyed hash that is stored, the services' internal
-credential, and local mode's pepper file.
+"""API key material: the `clr_<id>_<secret>` format, the keyed hash that is stored, and local mode's pepper file.
 
 The `clr_` prefix lets secret scanners find leaked keys; the id (public, the primary key of `api_keys`) says which
 key a caller claims to hold; only HMAC-SHA256(pepper, id:secret) is stored, so neither a database dump nor a backup
@@ -8,7 +7,6 @@ can be replayed as a key, nor brute-forced without the pepper, which lives outsi
 
 from __future__ import annotations
 
-import base64
 import hashlib
 import hmac
 import os
@@ -28,9 +26,11 @@ log = get_logger(__name__)
 KEY_PREFIX = "clr"
 KEY_ID_LENGTH = 10
 _ID_ALPHABET = string.ascii_lowercase + string.digits
-_KEY = re.compile(r"^clr_([a-z0-9]{1,32})_([A-Za-z0-9_-]{32,128})$")
-# The id of the credential services use to call each other; key ids are always KEY_ID_LENGTH long, so never this.
-INTERNAL_KEY_ID = "internal"
+# The id never holds `_`, so the first `_` after the prefix ends it; the secret may hold `_` and `-`.
+_KEY = re.compile(r"^clr_([a-z0-9][a-z0-9-]{0,31})_([A-Za-z0-9_-]{32,128})$")
+# The ids of service keys (`svc-dispatcher-k3v9x0q2ma`), which Clarion's workloads call each other with. Other ids
+# never hold a `-`, so the edge can refuse every service key by its shape (`clr_svc-`) without a lookup.
+SERVICE_KEY_ID_PREFIX = "svc-"
 # last_used_at is exact to this: each process writes it at most once per key and interval.
 LAST_USED_RESOLUTION_S = 60.0
 
@@ -48,10 +48,18 @@ class NewKey:
         return f"{KEY_PREFIX}_{self.key_id}_{self.secret}"
 
 
-def generate_key() -> NewKey:
-    """A new random key: a 10-character id and a 256-bit secret (43 URL-safe characters)."""
+def generate_key(*, service: str | None = None) -> NewKey:
+    """A new random key: a 10-character id (after `svc-<service>-` for a service's key) and a 256-bit secret
+    (43 URL-safe characters)."""
     key_id = "".join(secrets.choice(_ID_ALPHABET) for _ in range(KEY_ID_LENGTH))
+    if service is not None:
+        key_id = f"{SERVICE_KEY_ID_PREFIX}{service}-{key_id}"
     return NewKey(key_id, secrets.token_urlsafe(32))
+
+
+def is_service_key(key_id: str) -> bool:
+    """Whether the id is a service key's: one Clarion's own workloads present to each other, refused at the edge."""
+    return key_id.startswith(SERVICE_KEY_ID_PREFIX)
 
 
 def parse_key(token: str) -> NewKey | None:
@@ -64,14 +72,6 @@ def hash_secret(pepper: SecretStr, key_id: str, secret: str) -> bytes:
     """The keyed hash stored for a key. The id is in the message, so a hash cannot be moved to another row."""
     message = f"{key_id}:{secret}".encode()
     return hmac.new(pepper.get_secret_value().encode(), message, hashlib.sha256).digest()
-
-
-def internal_token(pepper: SecretStr) -> str:
-    """The credential Clarion's services present to each other (NotificationService and the workers calling
-    UserService and TemplateService). Derived from the pepper, so every process that can check keys can make it and
-    nothing has to be provisioned; it is as secret as the pepper, and changes with it."""
-    mac = hmac.new(pepper.get_secret_value().encode(), b"clarion internal service credential v1", hashlib.sha256)
-    return f"{KEY_PREFIX}_{INTERNAL_KEY_ID}_{base64.urlsafe_b64encode(mac.digest()).decode().rstrip('=')}"
 
 
 def write_secret_file(path: Path, text: str) -> None:

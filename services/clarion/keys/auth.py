@@ -3,7 +3,7 @@
 
 Lookups are cached in-process for CLARION_API_KEY_CACHE_TTL_S (30 s): a revoked key stops working on every
 instance within that bound, and the database sees one query per key per instance and TTL. The secret is checked
-against the cached hash on every call, in constant time. The key format and hashing are in core/apikeys.py.
+against the cached hash on every call, in constant time. The key format and hashing are in keys/tokens.py.
 """
 
 from __future__ import annotations
@@ -12,107 +12,25 @@ import asyncio
 import hmac
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping
+from collections.abc import Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, Protocol, TypeVar, cast
 
 import grpc
 import structlog
 from pydantic import SecretStr
 
-from clarion.core.apikeys import (
-    INTERNAL_KEY_ID,
-    KEY_PREFIX,
-    LAST_USED_RESOLUTION_S,
-    hash_secret,
-    internal_token,
-    parse_key,
-    require_pepper,
-)
 from clarion.core.call_details import with_metadata
 from clarion.core.config import Settings
 from clarion.core.errors import PermissionDenied, ResourceExhausted, Unauthenticated
-from clarion.core.interceptors import UnaryBehavior
+from clarion.core.interceptors import UnaryBehavior, parse_request
 from clarion.core.logging import get_logger
-from clarion.core.ratelimit import KeyedRateLimiter
+from clarion.keys.quotas import KeyedRateLimiter
+from clarion.keys.scopes import DEFAULT_PROJECT, Scope, broader, grants, required_scope
+from clarion.keys.tokens import LAST_USED_RESOLUTION_S, hash_secret, is_service_key, parse_key, require_pepper
 
 log = get_logger(__name__)
-
-
-class Scope(StrEnum):
-    """What a key may do. `admin` includes every other scope."""
-
-    SEND = "notifications:send"
-    MANAGE = "manage"
-    # Reading (never changing) the notifications, dead letters and statistics of every project, not only the
-    # key's own: for operators and support.
-    READ_ALL_PROJECTS = "projects:read_all"
-    ADMIN = "admin"
-
-
-# The project of every key and notification made before projects existed, and of calls made with keys off.
-DEFAULT_PROJECT = "default"
-
-
-# Anyone may ask whether the server is up and what it serves: probes and grpcurl `list` carry no key.
-OPEN_SERVICES = frozenset(
-    {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"}
-)
-# Each service's RPCs and the scope they need. An RPC missing here needs `admin` (closed until someone decides),
-# and a test fails for every RPC of the contracts that is not listed.
-SERVICE_SCOPES: Mapping[str, tuple[Scope, tuple[str, ...]]] = {
-    "clarion.v1.NotificationService": (
-        Scope.SEND,
-        (
-            "SendNotification",
-            "GetNotification",
-            "ListNotifications",
-            "CancelNotification",
-            "ListDeadLetters",
-            "ReplayDeadLetters",
-            "GetDeliveryStats",
-        ),
-    ),
-    "clarion.v1.UserService": (
-        Scope.MANAGE,
-        (
-            "CreateUser",
-            "GetUser",
-            "BatchGetUsers",
-            "ListUsers",
-            "UpdateUser",
-            "DeleteUser",
-            "AddDevice",
-            "RemoveDevice",
-        ),
-    ),
-    "clarion.v1.TemplateService": (
-        Scope.MANAGE,
-        (
-            "CreateTemplate",
-            "GetTemplate",
-            "ListTemplates",
-            "UpdateTemplate",
-            "DeleteTemplate",
-            "ListTemplateVersions",
-            "RenderTemplate",
-            "BatchRenderTemplates",
-        ),
-    ),
-}
-METHOD_SCOPES: Mapping[str, Scope] = {
-    f"/{service}/{method}": scope for service, (scope, methods) in SERVICE_SCOPES.items() for method in methods
-}
-
-
-def required_scope(method: str) -> Scope | None:
-    """The scope a full gRPC method name (`/clarion.v1.UserService/GetUser`) needs; None for open services."""
-    service = method.split("/")[1] if method.count("/") == 2 else ""
-    if service in OPEN_SERVICES:
-        return None
-    return METHOD_SCOPES.get(method, Scope.ADMIN)
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,8 +67,8 @@ class Principal:
     project_id: str = DEFAULT_PROJECT
 
     def allows(self, scope: Scope) -> bool:
-        """Whether this caller holds `scope` (admin holds them all)."""
-        return Scope.ADMIN in self.scopes or scope in self.scopes
+        """Whether this caller holds `scope`, itself or through a broader one (admin holds them all)."""
+        return grants(self.scopes, scope)
 
 
 # The caller of the call being handled, set by AuthInterceptor; None for open services and with keys off.
@@ -202,20 +120,27 @@ class Authenticator:
         cache_ttl_s: float = 30.0,
         rate_per_s: float = 0.0,
         burst: int = 1,
+        service_rate_per_s: float = 0.0,
+        service_burst: int = 1,
         touch_interval_s: float = LAST_USED_RESOLUTION_S,
         clock: Callable[[], float] = time.monotonic,
         max_cached: int = 10_000,
     ) -> None:
         self._store = store
         self._pepper = pepper
-        self._internal = Principal(INTERNAL_KEY_ID, "clarion services", frozenset({Scope.MANAGE}))
-        self._internal_token = internal_token(pepper)
         self._cache_ttl_s = cache_ttl_s
         self._clock = clock
         self._max_cached = max_cached
         # Unknown ids are cached too, so a flood of made-up keys costs one query per id and TTL, not one per call.
         self._cache: OrderedDict[str, tuple[float, StoredKey | None]] = OrderedDict()
         self._limiter = KeyedRateLimiter(rate_per_s=rate_per_s, burst=burst, clock=clock) if rate_per_s > 0 else None
+        # Service keys get a quota of their own: one carries every project's sends, so it needs more than one
+        # client's, yet a leaked or looping one is still held back.
+        self._service_limiter = (
+            KeyedRateLimiter(rate_per_s=service_rate_per_s, burst=service_burst, clock=clock)
+            if service_rate_per_s > 0
+            else None
+        )
         # last_used_at is written at most once per key and interval from each process, off the request's path.
         self._touch_interval_s = touch_interval_s
         self._touched: dict[str, float] = {}
@@ -223,13 +148,15 @@ class Authenticator:
 
     @classmethod
     def from_settings(cls, store: KeyStore, settings: Settings) -> Authenticator:
-        """An authenticator configured by the CLARION_API_KEY_* settings."""
+        """An authenticator configured by the CLARION_API_KEY_* and CLARION_SERVICE_KEY_* settings."""
         return cls(
             store,
             pepper=require_pepper(settings),
             cache_ttl_s=settings.api_key_cache_ttl_s,
             rate_per_s=settings.api_key_rate_per_s,
             burst=settings.api_key_burst,
+            service_rate_per_s=settings.service_key_rate_per_s,
+            service_burst=settings.service_key_burst,
         )
 
     async def check(self, method: str, metadata: tuple[tuple[str, str | bytes], ...] | None) -> Principal | None:
@@ -239,8 +166,11 @@ class Authenticator:
             return None
         principal = await self.authenticate(bearer_token(metadata))
         if not principal.allows(scope):
+            wider = broader(scope)
+            which = "which include it" if len(wider) > 1 else "which includes it"
+            also = f" (or {' or '.join(repr(other.value) for other in wider)}, {which})" if wider else ""
             raise PermissionDenied(
-                f"this API key lacks the {scope.value!r} scope that {method} needs",
+                f"this API key lacks the {scope.value!r} scope{also} that {method} needs",
                 reason="SCOPE_MISSING",
                 metadata={"scope": scope.value, "method": method},
             )
@@ -255,10 +185,6 @@ class Authenticator:
             )
         if not token:
             raise _invalid("the authorization header must read `Bearer KEY`")
-        if token.startswith(f"{KEY_PREFIX}_{INTERNAL_KEY_ID}_"):
-            if hmac.compare_digest(token.encode(), self._internal_token.encode()):
-                return self._internal
-            raise _invalid()
         parsed = parse_key(token)
         if parsed is None:
             raise _invalid()
@@ -292,15 +218,16 @@ class Authenticator:
         return stored
 
     def _throttle(self, principal: Principal) -> None:
-        if self._limiter is None or principal is self._internal:
-            return  # service-to-service calls are already counted against the caller's key
-        wait_s = self._limiter.acquire(principal.key_id)
+        limiter = self._service_limiter if is_service_key(principal.key_id) else self._limiter
+        if limiter is None:
+            return
+        wait_s = limiter.acquire(principal.key_id)
         if wait_s > 0:
             raise ResourceExhausted(
-                f"API key {principal.key_id} is over its rate limit of {self._limiter.rate_per_s:g} calls per second",
+                f"API key {principal.key_id} is over its rate limit of {limiter.rate_per_s:g} calls per second",
                 retry_after_s=wait_s,
                 reason="API_KEY_RATE_LIMITED",
-                metadata={"key_id": principal.key_id, "rate_per_s": f"{self._limiter.rate_per_s:g}"},
+                metadata={"key_id": principal.key_id, "rate_per_s": f"{limiter.rate_per_s:g}"},
             )
 
     def _touch(self, key_id: str) -> None:
@@ -326,8 +253,9 @@ class Authenticator:
 
 
 class AuthInterceptor(grpc.aio.ServerInterceptor):
-    """Checks the API key of every call but health and reflection. It sits inside the error-mapping interceptor,
-    so its typed errors reach the client as statuses with ErrorInfo and the request id."""
+    """Checks the API key of every call but health and reflection, before the request is parsed: a caller without
+    a key costs no decoding. It sits inside the error-mapping interceptor, so its typed errors reach the client as
+    statuses with ErrorInfo and the request id."""
 
     def __init__(self, authenticator: Authenticator) -> None:
         self._authenticator = authenticator
@@ -347,18 +275,18 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
             return None
         behavior = cast(UnaryBehavior, handler.unary_unary)
         authenticator, metadata = self._authenticator, handler_call_details.invocation_metadata
+        deserialize = handler.request_deserializer
 
-        async def guarded(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def guarded(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
             principal = await authenticator.check(method, metadata)
             if principal is not None:
                 structlog.contextvars.bind_contextvars(api_key_id=principal.key_id)
             _CALLER.set(principal)  # this call's task only
-            return await behavior(request, context)
+            return await behavior(parse_request(request, deserialize), context)
 
+        # The request stays bytes until the key is checked (the error-mapping interceptor outside passes bytes on).
         return grpc.unary_unary_rpc_method_handler(
-            guarded,
-            request_deserializer=handler.request_deserializer,
-            response_serializer=handler.response_serializer,
+            guarded, request_deserializer=None, response_serializer=handler.response_serializer
         )
 
 

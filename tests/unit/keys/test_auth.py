@@ -16,28 +16,20 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
-from clarion.core.apikeys import (
+from clarion.core.config import SettingsError, load_settings
+from clarion.core.errors import PermissionDenied, ResourceExhausted, Unauthenticated
+from clarion.core.logging import configure_logging, get_logger
+from clarion.keys.auth import Authenticator, Principal, StoredKey, bearer_token
+from clarion.keys.quotas import KeyedRateLimiter
+from clarion.keys.scopes import METHOD_SCOPES, OPEN_SERVICES, SERVICE_KEY_SCOPES, Scope, grants, required_scope
+from clarion.keys.tokens import (
     generate_key,
     hash_secret,
-    internal_token,
+    is_service_key,
     local_pepper,
     parse_key,
     require_pepper,
 )
-from clarion.core.auth import (
-    METHOD_SCOPES,
-    OPEN_SERVICES,
-    Authenticator,
-    Principal,
-    Scope,
-    StoredKey,
-    bearer_token,
-    required_scope,
-)
-from clarion.core.config import SettingsError, load_settings
-from clarion.core.errors import PermissionDenied, ResourceExhausted, Unauthenticated
-from clarion.core.logging import configure_logging, get_logger
-from clarion.core.ratelimit import KeyedRateLimiter
 from clarion.v1 import notifications_pb2, templates_pb2, users_pb2
 
 PEPPER = SecretStr("unit-test-pepper-0123456789abcdef-0123456789")
@@ -56,7 +48,7 @@ def contract_methods() -> dict[str, str]:
 def test_every_rpc_of_the_contracts_has_an_explicit_scope() -> None:
     methods = contract_methods()
     unmapped = sorted(set(methods) - set(METHOD_SCOPES))
-    assert not unmapped, f"map these RPCs in clarion.core.auth.SERVICE_SCOPES (until then they need admin): {unmapped}"
+    assert not unmapped, f"map these RPCs in clarion.keys.auth.SERVICE_SCOPES (until then they need admin): {unmapped}"
     assert not set(METHOD_SCOPES) - set(methods), "the table names RPCs the contracts no longer have"
 
 
@@ -66,7 +58,10 @@ def test_every_rpc_of_the_contracts_has_an_explicit_scope() -> None:
         ("/clarion.v1.NotificationService/SendNotification", Scope.SEND),
         ("/clarion.v1.NotificationService/ReplayDeadLetters", Scope.SEND),
         ("/clarion.v1.UserService/CreateUser", Scope.MANAGE),
-        ("/clarion.v1.TemplateService/RenderTemplate", Scope.MANAGE),
+        ("/clarion.v1.TemplateService/RenderTemplate", Scope.TEMPLATES_RENDER),
+        ("/clarion.v1.TemplateService/UpdateTemplate", Scope.MANAGE),
+        ("/clarion.v1.UserService/BatchGetUsers", Scope.USERS_READ),
+        ("/clarion.v1.UserService/RemoveDevice", Scope.DEVICES_WRITE),
         ("/clarion.v1.UserService/SomethingNew", Scope.ADMIN),
         ("/clarion.v2.Whatever/Do", Scope.ADMIN),
         ("/grpc.health.v1.Health/Check", None),
@@ -92,6 +87,31 @@ def test_admin_holds_every_scope_and_the_others_only_their_own() -> None:
     assert not sender.allows(Scope.ADMIN)
 
 
+def test_manage_includes_the_narrow_scopes_and_they_include_nothing() -> None:
+    narrow = (Scope.USERS_READ, Scope.TEMPLATES_RENDER, Scope.DEVICES_WRITE)
+    assert all(grants(frozenset({"manage"}), scope) for scope in narrow)
+    assert not grants(frozenset({"manage"}), Scope.SEND)
+    for scope in narrow:
+        assert [other for other in Scope if grants(frozenset({scope.value}), other)] == [scope]
+    assert not grants(frozenset({"no-such-scope"}), Scope.USERS_READ)
+
+
+def test_service_keys_hold_only_what_their_calls_need() -> None:
+    assert set(SERVICE_KEY_SCOPES) == {"notifications", "dispatcher", "push"}
+    for scopes in SERVICE_KEY_SCOPES.values():
+        assert not scopes & {Scope.MANAGE, Scope.ADMIN, Scope.SEND, Scope.READ_ALL_PROJECTS}
+    # What each workload calls (notifications/clients.py) is allowed, and nothing that changes users or templates.
+    reads = {"/clarion.v1.UserService/GetUser", "/clarion.v1.UserService/BatchGetUsers"}
+    renders = {"/clarion.v1.TemplateService/RenderTemplate", "/clarion.v1.TemplateService/BatchRenderTemplates"}
+    for workload, calls in {"notifications": reads | renders, "dispatcher": reads | renders}.items():
+        held = frozenset(scope.value for scope in SERVICE_KEY_SCOPES[workload])
+        allowed = {method for method, scope in METHOD_SCOPES.items() if grants(held, scope)}
+        assert allowed == calls | {"/clarion.v1.UserService/ListUsers"}
+    push = frozenset(scope.value for scope in SERVICE_KEY_SCOPES["push"])
+    allowed = {method for method, scope in METHOD_SCOPES.items() if grants(push, scope)}
+    assert allowed == {"/clarion.v1.UserService/RemoveDevice", "/clarion.v1.UserService/AddDevice"}
+
+
 def test_a_generated_key_parses_back_and_looks_like_a_clarion_key() -> None:
     key = generate_key()
     assert key.token.startswith(f"clr_{key.key_id}_")
@@ -99,6 +119,17 @@ def test_a_generated_key_parses_back_and_looks_like_a_clarion_key() -> None:
     assert len(key.secret) >= 43  # 256 bits of randomness
     assert parse_key(key.token) == key
     assert generate_key().key_id != key.key_id
+    assert not is_service_key(key.key_id)
+
+
+def test_a_service_key_says_whose_it_is_and_only_service_keys_look_like_one() -> None:
+    for workload in SERVICE_KEY_SCOPES:
+        key = generate_key(service=workload)
+        assert key.token.startswith(f"clr_svc-{workload}-")
+        assert len(key.key_id) <= 32
+        assert parse_key(key.token) == key
+        assert is_service_key(key.key_id)
+    assert all("-" not in generate_key().key_id for _ in range(200)), "client keys never hold the service mark"
 
 
 @pytest.mark.parametrize(
@@ -114,12 +145,6 @@ def test_the_stored_hash_is_hmac_sha256_keyed_by_the_pepper_and_bound_to_the_id(
     assert hash_secret(PEPPER, "abc", "secret") == expected
     assert hash_secret(PEPPER, "abd", "secret") != expected
     assert hash_secret(SecretStr("another-pepper-0123456789abcdef-0123"), "abc", "secret") != expected
-
-
-def test_the_internal_token_depends_on_the_pepper_only() -> None:
-    assert internal_token(PEPPER) == internal_token(PEPPER)
-    assert internal_token(PEPPER).startswith("clr_internal_")
-    assert internal_token(PEPPER) != internal_token(SecretStr("x" * 40))
 
 
 @pytest.mark.parametrize(
@@ -192,8 +217,8 @@ class FakeStore:
         self.finds = 0
         self.touches: list[str] = []
 
-    def add(self, *scopes: str, revoked: bool = False) -> str:
-        key = generate_key()
+    def add(self, *scopes: str, revoked: bool = False, service: str | None = None) -> str:
+        key = generate_key(service=service)
         self.keys[key.key_id] = StoredKey(
             key.key_id, "k", hash_secret(PEPPER, key.key_id, key.secret), frozenset(scopes), revoked
         )
@@ -233,7 +258,16 @@ def clock() -> FakeClock:
 
 @pytest.fixture
 def authenticator(store: FakeStore, clock: FakeClock) -> Authenticator:
-    return Authenticator(store, pepper=PEPPER, cache_ttl_s=30, rate_per_s=2, burst=3, clock=clock)
+    return Authenticator(
+        store,
+        pepper=PEPPER,
+        cache_ttl_s=30,
+        rate_per_s=2,
+        burst=3,
+        service_rate_per_s=20,
+        service_burst=10,
+        clock=clock,
+    )
 
 
 async def reason_of(authenticator: Authenticator, method: str, metadata: tuple[tuple[str, str], ...] | None) -> str:
@@ -324,16 +358,22 @@ async def test_the_quota_refuses_with_a_retry_delay_and_recovers(
     assert await authenticator.check(SEND, bearer(token)) is not None
 
 
-async def test_the_services_internal_credential_may_manage_and_is_not_throttled(
-    authenticator: Authenticator, store: FakeStore
+async def test_a_service_key_is_a_key_with_its_own_quota_and_revocable(
+    authenticator: Authenticator, store: FakeStore, clock: FakeClock
 ) -> None:
-    internal = internal_token(PEPPER)
-    for _ in range(10):
-        principal = await authenticator.check("/clarion.v1.UserService/GetUser", bearer(internal))
-        assert principal is not None
-    assert await reason_of(authenticator, "/clarion.v1.Admin/Anything", bearer(internal)) == "SCOPE_MISSING"
-    assert await reason_of(authenticator, SEND, bearer(internal[:-2] + "xx")) == "API_KEY_INVALID"
-    assert store.finds == 0, "the internal credential never touches the database"
+    scopes = sorted(SERVICE_KEY_SCOPES["dispatcher"])
+    service = store.add(*scopes, service="dispatcher")
+    get_user = "/clarion.v1.UserService/GetUser"
+    for _ in range(10):  # its burst, past a client key's 3
+        assert await authenticator.check(get_user, bearer(service)) is not None
+    assert await reason_of(authenticator, get_user, bearer(service)) == "API_KEY_RATE_LIMITED"
+    clock.now += 1
+    assert await reason_of(authenticator, CREATE_USER, bearer(service)) == "SCOPE_MISSING"
+    assert await reason_of(authenticator, SEND, bearer(service)) == "SCOPE_MISSING"
+    assert await reason_of(authenticator, get_user, bearer(service[:-2] + "xx")) == "API_KEY_INVALID"
+    store.revoke(service)
+    clock.now += 31
+    assert await reason_of(authenticator, get_user, bearer(service)) == "API_KEY_REVOKED"
 
 
 def test_the_token_bucket() -> None:

@@ -1,0 +1,103 @@
+"""What a key may do: the scopes, the scope each RPC needs, and the service keys Clarion's own workloads call each
+other with (each holding only the scopes its calls need)."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from enum import StrEnum
+
+
+class Scope(StrEnum):
+    """What a key may do. `manage` includes the narrow user and template scopes; `admin` includes every scope."""
+
+    SEND = "notifications:send"
+    MANAGE = "manage"
+    # The narrow scopes Clarion's service keys hold (and that a key for a read-only tool may hold).
+    USERS_READ = "users:read"
+    TEMPLATES_RENDER = "templates:render"
+    DEVICES_WRITE = "devices:write"
+    # Reading (never changing) the notifications, dead letters and statistics of every project, not only the
+    # key's own: for operators and support.
+    READ_ALL_PROJECTS = "projects:read_all"
+    ADMIN = "admin"
+
+
+# What holding a scope grants besides itself.
+_INCLUDES: Mapping[Scope, frozenset[Scope]] = {
+    Scope.MANAGE: frozenset({Scope.USERS_READ, Scope.TEMPLATES_RENDER, Scope.DEVICES_WRITE}),
+    Scope.ADMIN: frozenset(Scope),
+}
+
+
+def grants(held: frozenset[str], needed: Scope) -> bool:
+    """Whether a key holding the scopes `held` may do what `needed` allows."""
+    # A StrEnum hashes as its value, so the stored strings look the scopes up directly.
+    return needed in held or any(needed in _INCLUDES.get(scope, ()) for scope in held)  # type: ignore[call-overload]
+
+
+def broader(scope: Scope) -> list[Scope]:
+    """The scopes that include `scope`, narrowest first (`users:read` → manage, admin)."""
+    return [held for held in (Scope.MANAGE, Scope.ADMIN) if held != scope and scope in _INCLUDES[held]]
+
+
+# The project of every key and notification made before projects existed, and of calls made with keys off.
+DEFAULT_PROJECT = "default"
+
+# Anyone may ask whether the server is up and what it serves: probes and grpcurl `list` carry no key.
+OPEN_SERVICES = frozenset(
+    {"grpc.health.v1.Health", "grpc.reflection.v1alpha.ServerReflection", "grpc.reflection.v1.ServerReflection"}
+)
+# Each RPC and the scope it needs. An RPC missing here needs `admin` (closed until someone decides), and a test
+# fails for every RPC of the contracts that is not listed.
+SERVICE_SCOPES: Mapping[str, Mapping[str, Scope]] = {
+    "clarion.v1.NotificationService": {
+        "SendNotification": Scope.SEND,
+        "GetNotification": Scope.SEND,
+        "ListNotifications": Scope.SEND,
+        "CancelNotification": Scope.SEND,
+        "ListDeadLetters": Scope.SEND,
+        "ReplayDeadLetters": Scope.SEND,
+        "GetDeliveryStats": Scope.SEND,
+    },
+    "clarion.v1.UserService": {
+        "CreateUser": Scope.MANAGE,
+        "GetUser": Scope.USERS_READ,
+        "BatchGetUsers": Scope.USERS_READ,
+        "ListUsers": Scope.USERS_READ,
+        "UpdateUser": Scope.MANAGE,
+        "DeleteUser": Scope.MANAGE,
+        "AddDevice": Scope.DEVICES_WRITE,
+        "RemoveDevice": Scope.DEVICES_WRITE,
+    },
+    "clarion.v1.TemplateService": {
+        "CreateTemplate": Scope.MANAGE,
+        "GetTemplate": Scope.MANAGE,
+        "ListTemplates": Scope.MANAGE,
+        "UpdateTemplate": Scope.MANAGE,
+        "DeleteTemplate": Scope.MANAGE,
+        "ListTemplateVersions": Scope.MANAGE,
+        "RenderTemplate": Scope.TEMPLATES_RENDER,
+        "BatchRenderTemplates": Scope.TEMPLATES_RENDER,
+    },
+}
+METHOD_SCOPES: Mapping[str, Scope] = {
+    f"/{service}/{method}": scope for service, methods in SERVICE_SCOPES.items() for method, scope in methods.items()
+}
+
+
+def required_scope(method: str) -> Scope | None:
+    """The scope a full gRPC method name (`/clarion.v1.UserService/GetUser`) needs; None for open services."""
+    service = method.split("/")[1] if method.count("/") == 2 else ""
+    if service in OPEN_SERVICES:
+        return None
+    return METHOD_SCOPES.get(method, Scope.ADMIN)
+
+
+# The workloads that call other Clarion services, and the scopes of their service keys: what their calls need and
+# nothing more. NotificationService and the dispatcher read users and render templates; the push worker removes a
+# device FCM says is gone. The email worker and the sweeper call no service and have no key.
+SERVICE_KEY_SCOPES: Mapping[str, frozenset[Scope]] = {
+    "notifications": frozenset({Scope.USERS_READ, Scope.TEMPLATES_RENDER}),
+    "dispatcher": frozenset({Scope.USERS_READ, Scope.TEMPLATES_RENDER}),
+    "push": frozenset({Scope.DEVICES_WRITE}),
+}
