@@ -402,7 +402,10 @@ async def main(args: argparse.Namespace) -> None:
         rest = rest_unloaded = None
         if args.rest_rate:
             print(f"REST load through Envoy: {args.rest_rate}/s for {args.rest_duration} s...", flush=True)
-            settings = load_settings(http_port=http_port, data_dir=folder / "gateway", log_level="warning")
+            # Keys are off in the benchmark, as in the server it measures: no per-client buckets at the edge.
+            settings = load_settings(
+                http_port=http_port, data_dir=folder / "gateway", log_level="warning", auth_required=False
+            )
             async with local_gateway(settings, grpc_port=port):
                 rest = await rest_load(http_port, users, args.rest_rate, args.rest_duration)
                 print(f"REST latency at {unloaded_rate:.0f}/s (half the gRPC rate sustained) for 15 s...", flush=True)

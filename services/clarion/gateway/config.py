@@ -76,6 +76,22 @@ class RateLimit:
 
 
 @dataclass(frozen=True, slots=True)
+class ClientLimits:
+    """Token buckets per client, in each Envoy process, on top of the flood guard: one per API key id for requests
+    that carry a key-shaped `Bearer clr_<id>_…`, and one per remote address, much smaller, for requests without
+    one (health exempt, so probes answer through an anonymous flood). Each bucket holds `*_requests`, and gets
+    `*_per_fill` back every `fill_interval_s`."""
+
+    key_requests: int = 2000
+    key_per_fill: int = 100  # 1,000 a second
+    anonymous_requests: int = 100
+    anonymous_per_fill: int = 2  # 20 a second
+    fill_interval_s: float = 0.1
+    # Buckets kept (the least recently used go first): ids and addresses are the client's to choose.
+    max_clients: int = 10_000
+
+
+@dataclass(frozen=True, slots=True)
 class Upstream:
     """A gRPC backend: Envoy's cluster name for it, its address, and the gRPC services it serves."""
 
@@ -121,6 +137,12 @@ class GatewayConfig:
     # with `tokens_per_fill` every `fill_interval_s` (1,000/s, bursts of 2,000). Per-key quotas are the services'.
     # None: no flood guard.
     rate_limit: RateLimit | None = RateLimit()
+    # Buckets per key and per anonymous address (see ClientLimits); None: the flood guard only (with keys off, where
+    # nothing tells callers apart).
+    client_limits: ClientLimits | None = ClientLimits()
+    # Proxies in front of Envoy whose X-Forwarded-For is trusted to name the client (an Ingress: 1). With 0, the
+    # client is the connection's peer; behind a proxy every anonymous caller would then share one bucket.
+    trusted_proxy_hops: int = 0
 
 
 def _duration(seconds: float) -> str:
@@ -184,6 +206,35 @@ def _clusters(config: GatewayConfig) -> list[dict[str, Any]]:
             name = upstream.name + STREAMS_SUFFIX
             clusters.append({"name": name, **endpoint, **limits, "max_requests": config.max_streams})
     return clusters
+
+
+# A key-shaped authorization header, and the key id inside it (the rest of the header is the secret). The id never
+# holds `-` here: service keys (`clr_svc-…`) are refused at the edge, and count as anonymous until then.
+# Any scheme word will do for the bucket: the services refuse what is not `Bearer` (RE2's default program size
+# budget, 100, leaves no room for spelling it case-insensitively).
+_KEY_SHAPED = r"^\w+\s+clr_[a-z0-9]+_.*$"
+# For header_to_metadata's rewrite: the id, or "" (and no metadata) for any other header; the alternation makes the
+# whole value match either way, so nothing of a header that is not a key is kept.
+_KEY_ID_REWRITE = r"^(?:\w+\s+clr_([a-z0-9]+)_.*|.*)$"
+# Probes and status checks: never in the anonymous bucket.
+_HEALTH_PATHS = r"^/(v1/health|grpc\.health\.v1\.Health/Check)(\?.*)?$"
+
+
+def _client_limits(limits: ClientLimits | None) -> dict[str, Any] | None:
+    if limits is None:
+        return None
+    numbers = (limits.key_requests, limits.key_per_fill, limits.anonymous_requests, limits.anonymous_per_fill)
+    if min(numbers) < 1 or limits.fill_interval_s < 0.05 or limits.max_clients < 1:
+        raise GatewayError(f"client limits need counts >= 1 and a fill interval >= 0.05 s: {limits}")
+    return {
+        "key": {"max_tokens": limits.key_requests, "tokens_per_fill": limits.key_per_fill},
+        "anonymous": {"max_tokens": limits.anonymous_requests, "tokens_per_fill": limits.anonymous_per_fill},
+        "fill_interval": _duration(limits.fill_interval_s),
+        "max_clients": limits.max_clients,
+        "key_shaped": _KEY_SHAPED,
+        "key_id_rewrite": _KEY_ID_REWRITE,
+        "health_paths": _HEALTH_PATHS,
+    }
 
 
 def _rate_limit(limit: RateLimit | None) -> dict[str, Any] | None:
@@ -250,6 +301,8 @@ def render_envoy_config(config: GatewayConfig, transcoded_services: Sequence[str
         transcoded_services=list(transcoded_services),
         connect_timeout=_duration(config.connect_timeout_s),
         rate_limit=_rate_limit(config.rate_limit),
+        client_limits=_client_limits(config.client_limits) if config.rate_limit else None,
+        trusted_proxy_hops=config.trusted_proxy_hops,
         clusters=_clusters(config),
         max_streams_per_connection=config.max_streams_per_connection,
         # Anywhere in the header: the services strip more kinds of whitespace than RE2's \s knows.
@@ -284,8 +337,10 @@ def local_gateway_config(
     grpc_port: int,
     services: Sequence[str],
     descriptor_path: Path,
+    client_limits: bool = True,
 ) -> GatewayConfig:
-    """Local mode: Envoy on `listen_host:listen_port` in front of the one local gRPC server serving `services`."""
+    """Local mode: Envoy on `listen_host:listen_port` in front of the one local gRPC server serving `services`;
+    buckets per client unless `client_limits` is false (keys off: nothing tells the callers apart)."""
     # A server bound to every interface is still reached on loopback.
     upstream_host = "127.0.0.1" if grpc_host in ("0.0.0.0", "") else ("::1" if grpc_host == "::" else grpc_host)
     upstream = Upstream("clarion", upstream_host, grpc_port, (*services, HEALTH_SERVICE, REFLECTION_SERVICE))
@@ -294,4 +349,5 @@ def local_gateway_config(
         listen_port=listen_port,
         upstreams=(upstream,),
         descriptor_path=descriptor_path,
+        client_limits=ClientLimits() if client_limits else None,
     )

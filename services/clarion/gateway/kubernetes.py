@@ -62,7 +62,7 @@ _HEADER = (
 )
 
 
-def kubernetes_gateway_config(*, cors_origins: Sequence[str] = ()) -> GatewayConfig:
+def kubernetes_gateway_config(*, cors_origins: Sequence[str] = (), trusted_proxy_hops: int = 0) -> GatewayConfig:
     """The edge as it runs in the cluster: every interface, no admin interface, one upstream per Deployment."""
     return GatewayConfig(
         listen_host="0.0.0.0",
@@ -72,6 +72,7 @@ def kubernetes_gateway_config(*, cors_origins: Sequence[str] = ()) -> GatewayCon
         # The admin interface can stop Envoy and dump its config; in a pod nothing needs it (probes use the listener).
         admin_host=None,
         cors_origins=tuple(cors_origins),
+        trusted_proxy_hops=trusted_proxy_hops,
     )
 
 
@@ -86,10 +87,10 @@ def _without_source_info(descriptor_set: descriptor_pb2.FileDescriptorSet) -> de
 
 
 def render_kubernetes_gateway(
-    *, source_descriptor_set: Path | None = None, cors_origins: Sequence[str] = ()
+    *, source_descriptor_set: Path | None = None, cors_origins: Sequence[str] = (), trusted_proxy_hops: int = 0
 ) -> dict[str, bytes]:
     """File name → contents of the gateway ConfigMap's files; nothing is written."""
-    config = kubernetes_gateway_config(cors_origins=cors_origins)
+    config = kubernetes_gateway_config(cors_origins=cors_origins, trusted_proxy_hops=trusted_proxy_hops)
     descriptor_set = gateway_descriptor_set(load_descriptor_set(source_descriptor_set or default_descriptor_set_path()))
     served = {service for upstream in config.upstreams for service in upstream.services}
     # As write_gateway_files does: the services with an HTTP mapping that some upstream serves.
@@ -119,11 +120,20 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         metavar="URL",
         help="a browser origin allowed to call the API (repeatable; default: none, no browser page may)",
     )
+    parser.add_argument(
+        "--trusted-proxy-hops",
+        type=int,
+        default=0,
+        choices=range(4),
+        metavar="N",
+        help="proxies in front of the gateway (an Ingress: 1) whose X-Forwarded-For names the client, for the "
+        "per-address rate limit of calls without a key (default: 0, the connection's peer)",
+    )
 
 
 def run(args: argparse.Namespace) -> int:
     """Write the stale files into `args.out` (or, with `args.check`, only report them); the exit code."""
-    files = render_kubernetes_gateway(cors_origins=args.cors_origins or ())
+    files = render_kubernetes_gateway(cors_origins=args.cors_origins or (), trusted_proxy_hops=args.trusted_proxy_hops)
     stale = stale_files(args.out, files)
     if args.check:
         if stale:
@@ -139,7 +149,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """`python -m clarion.gateway.kubernetes [--out DIR] [--check] [--cors-origin URL ...]`."""
+    """`python -m clarion.gateway.kubernetes [--out DIR] [--check] [--cors-origin URL ...] [--trusted-proxy-hops N]`."""
     parser = argparse.ArgumentParser(
         prog="python -m clarion.gateway.kubernetes",
         description="Render Envoy's Kubernetes configuration (envoy.yaml, gateway.binpb) for the gateway ConfigMap.",

@@ -45,6 +45,7 @@ def write_local_gateway(settings: Settings, *, grpc_port: int) -> Path:
         # The local server runs every service the contracts define.
         services=service_names(load_descriptor_set(source)),
         descriptor_path=data_dir / DESCRIPTOR_FILE,
+        client_limits=settings.auth_required,
     )
     return write_gateway_files(config, config_path=data_dir / CONFIG_FILE, source_descriptor_set=source)
 

@@ -1,5 +1,6 @@
-"""Who may call what: the scope each RPC needs, the Authenticator that turns a call's `authorization: Bearer
-<key>` into a caller, the server interceptor that applies it, and the client interceptor that sends a key.
+"""Who is calling: the Authenticator that turns a call's `authorization: Bearer <key>` into a caller allowed to
+call the method (the scopes are in keys/scopes.py), the server interceptor that applies it, the caller's project for
+the call, and the client interceptor that sends a key.
 
 Lookups are cached in-process for CLARION_API_KEY_CACHE_TTL_S (30 s): a revoked key stops working on every
 instance within that bound, and the database sees one query per key per instance and TTL. The secret is checked

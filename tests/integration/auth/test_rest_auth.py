@@ -11,8 +11,15 @@ from typing import Any
 
 import grpc
 import pytest
+from grpc_health.v1 import health_pb2
 
-from clarion.gateway.config import GatewayConfig, RateLimit, local_gateway_config, write_gateway_files
+from clarion.gateway.config import (
+    ClientLimits,
+    GatewayConfig,
+    RateLimit,
+    local_gateway_config,
+    write_gateway_files,
+)
 from clarion.gateway.descriptors import default_descriptor_set_path, load_descriptor_set, service_names
 from clarion.gateway.process import run_envoy
 from clarion.keys.manage import revoke_key
@@ -210,3 +217,64 @@ async def test_envoys_flood_guard_is_a_json_429_for_rest_and_resource_exhausted_
 
         await asyncio.sleep(1.1)
         assert (await rest.get("/v1/health")).status == 200
+
+
+async def test_each_key_and_each_anonymous_address_has_a_bucket_of_its_own_at_the_edge(
+    clarion: RunningClarion, tmp_path: Path
+) -> None:
+    # Small buckets that do not refill during the test (however slow the machine), under a roomy shared one. The
+    # anonymous one is the larger here, to show that headers which are not keys share no key's bucket.
+    limits = ClientLimits(
+        key_requests=3, key_per_fill=1, anonymous_requests=6, anonymous_per_fill=1, fill_interval_s=600
+    )
+    config = local_config(tmp_path, grpc_port=int(clarion.address.rsplit(":", 1)[1]), client_limits=limits)
+    config_path = write_gateway_files(
+        config, config_path=tmp_path / "envoy.yaml", source_descriptor_set=default_descriptor_set_path()
+    )
+    first, second = await clarion.make_key(Scope.MANAGE), await clarion.make_key(Scope.MANAGE)
+    async with run_envoy(config_path, run_dir=tmp_path):
+        rest = RestClient("127.0.0.1", config.listen_port)
+
+        async def statuses(client: RestClient, path: str, count: int) -> list[int]:
+            return [(await client.get(path)).status for _ in range(count)]
+
+        # A key's bucket: 3 calls, then 429 RATE_LIMITED, whatever the path.
+        assert await statuses(rest.with_key(first), "/v1/users?page_size=1", 3) == [200] * 3
+        limited = await rest.with_key(first).get("/v1/templates?page_size=1")
+        assert reason(status_of(limited, 429, 8)) == "RATE_LIMITED"
+        # ... which is that key's only: another key, and callers without one, are untouched.
+        assert await statuses(rest.with_key(second), "/v1/users?page_size=1", 3) == [200] * 3
+        # Without a key (or with anything that is not one), the address has a bucket of its own: 6, then 429.
+        not_keys = [None, "letmein", "clr_", "clr_UPPER_" + "z" * 43, None, "Bearer"]
+        anonymous = [(await rest.with_key(header).get("/v1/users")).status for header in not_keys]
+        basic = await rest.get("/v1/users", headers={"authorization": "Basic YWRhOmxvdmVsYWNl"})
+        assert [*anonymous, basic.status] == [401] * 6 + [429]
+        # Health is never in it: probes answer through an anonymous flood from their own address.
+        assert await statuses(rest.with_key(None), "/v1/health", 10) == [200] * 10
+        async with grpc.aio.insecure_channel(f"127.0.0.1:{config.listen_port}") as channel:
+            for _ in range(5):
+                assert await health_status(channel) == health_pb2.HealthCheckResponse.SERVING
+        # A made-up key id is a bucket of its own too (its calls are the service's 401s).
+        made_up = rest.with_key("clr_madeupid01_" + "z" * 43)
+        assert await statuses(made_up, "/v1/users", 4) == [401] * 3 + [429]
+        # Native gRPC callers are counted the same way, and get RESOURCE_EXHAUSTED.
+        async with channel_with(f"127.0.0.1:{config.listen_port}", second) as channel:
+            with pytest.raises(grpc.aio.AioRpcError) as exhausted:
+                await one_rpc(channel, "users")
+            assert exhausted.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
+
+
+def test_with_keys_off_the_edge_has_the_flood_guard_only(tmp_path: Path) -> None:
+    config = local_config(tmp_path, grpc_port=50051)
+    rendered = write_gateway_files(
+        config, config_path=tmp_path / "envoy.yaml", source_descriptor_set=default_descriptor_set_path()
+    ).read_text()
+    assert "max_dynamic_descriptors: 10000" in rendered
+    assert "envoy.filters.http.header_to_metadata" in rendered
+    off = dataclasses.replace(config, client_limits=None)
+    rendered = write_gateway_files(
+        off, config_path=tmp_path / "off.yaml", source_descriptor_set=default_descriptor_set_path()
+    ).read_text()
+    assert "descriptors" not in rendered
+    assert "header_to_metadata" not in rendered
+    assert "max_tokens: 2000" in rendered

@@ -7,11 +7,13 @@ import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Any
 
 import grpc
 import pytest
 from google.rpc import error_details_pb2
 from grpc_health.v1 import health_pb2
+from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 from grpc_status import rpc_status
 
 from clarion.keys.auth import BearerAuth
@@ -116,3 +118,20 @@ async def test_grpcurl_lists_and_calls_by_reflection_through_envoy(gateway: Runn
     code, output, errors = await grpcurl("-H", key, "-d", created, gateway.address, "clarion.v1.UserService/CreateUser")
     assert code == 0, errors
     assert json.loads(output)["userId"] == "curl"
+
+
+async def test_a_reflection_stream_through_envoy_answers_each_request_while_it_stays_open(
+    gateway: RunningGateway,
+) -> None:
+    # An interactive client asks, reads the answer, asks again: the edge must not hold the stream's messages
+    # until the client closes its side (the request buffer is off on streaming routes).
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        stub: Any = reflection_pb2_grpc.ServerReflectionStub(channel)  # its hints lack the streaming methods
+        stream = stub.ServerReflectionInfo()
+        for _ in range(2):
+            await stream.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+            answer = await asyncio.wait_for(stream.read(), timeout=10)
+            names = {service.name for service in answer.list_services_response.service}
+            assert "clarion.v1.UserService" in names
+        await stream.done_writing()
+        assert await stream.code() == grpc.StatusCode.OK
