@@ -231,7 +231,14 @@ async def serve(
         for name, address in (("users", settings.users_address), ("templates", settings.templates_address))
         if address is not None or name not in names
     ]
-    if elsewhere and ("notifications" in names or set(workers) & set(CALLING_WORKERS)):
+    if elsewhere and settings.auth_required and set(workers) & set(CALLING_WORKERS):
+        # One process has one service key, and the dispatcher's and the push worker's need other scopes.
+        raise SettingsError(
+            f"local mode runs the workers beside every service and calls {' and '.join(elsewhere)} in process: "
+            "unset CLARION_USERS_ADDRESS and CLARION_TEMPLATES_ADDRESS, or run each worker as its own process "
+            "(`clarion worker KIND`) with its own service key"
+        )
+    if elsewhere and "notifications" in names:
         require_service_key(settings, "notifications")
     resources = Resources.open(settings, database_url)
     broker = create_broker(

@@ -335,7 +335,7 @@ def build_parser() -> argparse.ArgumentParser:
         required=True,
         choices=[scope.value for scope in Scope],
         help="repeat for several: notifications:send (send and read notifications, dead letters), "
-        "manage (users and templates), users:read, templates:render, devices:write (parts of manage), "
+        "manage (users and templates), users:get, templates:render, devices:remove (parts of manage), "
         "projects:read_all (read every project's notifications), admin (everything)",
     )
     create.add_argument(

@@ -165,3 +165,15 @@ async def _run_as_kubernetes_does(clarion_process: Callable[..., subprocess.Pope
             assert all(worker.poll() is None for worker in workers), "no worker needed a pepper"
         finally:
             await _cleanup(namespace, [*workers, server])
+
+
+@pytest.mark.parametrize(
+    ("role", "said"), [("postgres", "is the role migrations run as"), ("no_such_role_x", "no such role")]
+)
+def test_migrate_refuses_an_app_role_it_cannot_grant(make_database: Callable[..., str], role: str, said: str) -> None:
+    database_url = make_database(migrated=True)
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    environment |= {"CLARION_DATABASE_URL": database_url, "CLARION_DATABASE_APP_ROLE": role}
+    done = subprocess.run([CLARION, "migrate"], env=environment, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert said in done.stderr + done.stdout

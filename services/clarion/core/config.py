@@ -38,7 +38,8 @@ class Settings(BaseSettings):
     database_url: str | None = None
     # The role the services connect as, when it is not the one migrations run as: `clarion migrate` grants it data
     # access (SELECT, INSERT, UPDATE, DELETE) to every table after migrating, and nothing of the schema.
-    database_app_role: str | None = Field(default=None, pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,62}$")
+    # Lowercase, as PostgreSQL folds an unquoted CREATE ROLE name.
+    database_app_role: str | None = Field(default=None, pattern=r"^[a-z_][a-z0-9_]{0,62}$")
     database_pool_size: int = Field(default=10, ge=1, le=200)
     database_echo: bool = False
 

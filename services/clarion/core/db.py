@@ -18,7 +18,7 @@ from sqlalchemy.exc import DBAPIError, IntegrityError
 from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker, create_async_engine
 from sqlalchemy.orm import DeclarativeBase
 
-from clarion.core.config import Settings
+from clarion.core.config import Settings, SettingsError
 
 # Stable constraint names, so migrations can refer to them.
 NAMING_CONVENTION = {
@@ -186,9 +186,29 @@ async def migrate(url: str, *, app_role: str | None = None) -> None:
     """Apply every migration without blocking the event loop; then, with `app_role`, give that role data access
     (and no more) to every table: the services connect as it, and only migrations, as the schema's owner, change
     the schema."""
+    if app_role is not None:
+        await _check_app_role(url, app_role)
     await asyncio.to_thread(upgrade_database, url)
     if app_role is not None:
         await grant_data_access(url, app_role)
+
+
+async def _check_app_role(url: str, role: str) -> None:
+    """SettingsError unless `role` exists and is not the role migrations run as (revoking its write on
+    alembic_version would break the next migration)."""
+    connection = await asyncpg.connect(asyncpg_dsn(url))
+    try:
+        current, exists = await connection.fetchrow(
+            "SELECT current_user, EXISTS (SELECT 1 FROM pg_roles WHERE rolname = $1)", role
+        )
+    finally:
+        await connection.close()
+    if role == current:
+        raise SettingsError(
+            f"CLARION_DATABASE_APP_ROLE={role!r} is the role migrations run as: name the role the services use"
+        )
+    if not exists:
+        raise SettingsError(f"CLARION_DATABASE_APP_ROLE={role!r}: no such role (CREATE ROLE {role} LOGIN PASSWORD …)")
 
 
 async def grant_data_access(url: str, role: str) -> None:

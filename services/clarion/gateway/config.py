@@ -77,13 +77,17 @@ class RateLimit:
 
 @dataclass(frozen=True, slots=True)
 class ClientLimits:
-    """Token buckets per client, in each Envoy process, on top of the flood guard: one per API key id for requests
-    that carry a key-shaped `Bearer clr_<id>_…`, and one per remote address, much smaller, for requests without
-    one (health exempt, so probes answer through an anonymous flood). Each bucket holds `*_requests`, and gets
-    `*_per_fill` back every `fill_interval_s`."""
+    """Token buckets per client, in each Envoy process, on top of the flood guard. Envoy cannot tell a real key
+    from a made-up one, so every bucket is also per remote address: one per address for all its requests; one per
+    address and key id for requests carrying a key-shaped `Bearer clr_<id>_…` (someone elsewhere presenting a
+    victim's public id spends a bucket of their own); and a much smaller one per address for requests without a
+    key. Health is in none of them, so probes answer through a flood from their own address. Each bucket holds
+    `*_requests`, and gets `*_per_fill` back every `fill_interval_s`."""
 
-    key_requests: int = 2000
-    key_per_fill: int = 100  # 1,000 a second
+    address_requests: int = 2000
+    address_per_fill: int = 100  # 1,000 a second
+    key_requests: int = 1000
+    key_per_fill: int = 50  # 500 a second
     anonymous_requests: int = 100
     anonymous_per_fill: int = 2  # 20 a second
     fill_interval_s: float = 0.1
@@ -223,12 +227,15 @@ _HEALTH_PATHS = r"^/(v1/health|grpc\.health\.v1\.Health/Check)(\?.*)?$"
 def _client_limits(limits: ClientLimits | None) -> dict[str, Any] | None:
     if limits is None:
         return None
-    numbers = (limits.key_requests, limits.key_per_fill, limits.anonymous_requests, limits.anonymous_per_fill)
-    if min(numbers) < 1 or limits.fill_interval_s < 0.05 or limits.max_clients < 1:
+    buckets = {
+        "address": (limits.address_requests, limits.address_per_fill),
+        "key": (limits.key_requests, limits.key_per_fill),
+        "anonymous": (limits.anonymous_requests, limits.anonymous_per_fill),
+    }
+    if min(min(pair) for pair in buckets.values()) < 1 or limits.fill_interval_s < 0.05 or limits.max_clients < 1:
         raise GatewayError(f"client limits need counts >= 1 and a fill interval >= 0.05 s: {limits}")
     return {
-        "key": {"max_tokens": limits.key_requests, "tokens_per_fill": limits.key_per_fill},
-        "anonymous": {"max_tokens": limits.anonymous_requests, "tokens_per_fill": limits.anonymous_per_fill},
+        **{name: {"max_tokens": size, "tokens_per_fill": fill} for name, (size, fill) in buckets.items()},
         "fill_interval": _duration(limits.fill_interval_s),
         "max_clients": limits.max_clients,
         "key_shaped": _KEY_SHAPED,
@@ -276,6 +283,8 @@ def render_envoy_config(config: GatewayConfig, transcoded_services: Sequence[str
         raise GatewayError(f"upstream names must be present and distinct: {names}")
     if config.admin_host is not None and not _is_loopback(config.admin_host):
         raise GatewayError(f"Envoy's admin interface must listen on loopback, not {config.admin_host}")
+    if config.client_limits is not None and config.rate_limit is None:
+        raise GatewayError("client limits live in the flood guard's filter: set rate_limit too, or neither")
     admin = {"host": config.admin_host, "port": config.admin_port} if config.admin_host else None
     return _template().render(
         admin=admin,
@@ -301,7 +310,7 @@ def render_envoy_config(config: GatewayConfig, transcoded_services: Sequence[str
         transcoded_services=list(transcoded_services),
         connect_timeout=_duration(config.connect_timeout_s),
         rate_limit=_rate_limit(config.rate_limit),
-        client_limits=_client_limits(config.client_limits) if config.rate_limit else None,
+        client_limits=_client_limits(config.client_limits),
         trusted_proxy_hops=config.trusted_proxy_hops,
         clusters=_clusters(config),
         max_streams_per_connection=config.max_streams_per_connection,

@@ -12,10 +12,11 @@ class Scope(StrEnum):
 
     SEND = "notifications:send"
     MANAGE = "manage"
-    # The narrow scopes Clarion's service keys hold (and that a key for a read-only tool may hold).
-    USERS_READ = "users:read"
+    # The narrow scopes of Clarion's service keys: exactly the calls one service makes of another, so a leaked
+    # service key can neither list users nor register a device of its own.
+    USERS_GET = "users:get"
     TEMPLATES_RENDER = "templates:render"
-    DEVICES_WRITE = "devices:write"
+    DEVICES_REMOVE = "devices:remove"
     # Reading (never changing) the notifications, dead letters and statistics of every project, not only the
     # key's own: for operators and support.
     READ_ALL_PROJECTS = "projects:read_all"
@@ -24,7 +25,7 @@ class Scope(StrEnum):
 
 # What holding a scope grants besides itself.
 _INCLUDES: Mapping[Scope, frozenset[Scope]] = {
-    Scope.MANAGE: frozenset({Scope.USERS_READ, Scope.TEMPLATES_RENDER, Scope.DEVICES_WRITE}),
+    Scope.MANAGE: frozenset({Scope.USERS_GET, Scope.TEMPLATES_RENDER, Scope.DEVICES_REMOVE}),
     Scope.ADMIN: frozenset(Scope),
 }
 
@@ -36,7 +37,7 @@ def grants(held: frozenset[str], needed: Scope) -> bool:
 
 
 def broader(scope: Scope) -> list[Scope]:
-    """The scopes that include `scope`, narrowest first (`users:read` → manage, admin)."""
+    """The scopes that include `scope`, narrowest first (`users:get` → manage, admin)."""
     return [held for held in (Scope.MANAGE, Scope.ADMIN) if held != scope and scope in _INCLUDES[held]]
 
 
@@ -61,13 +62,13 @@ SERVICE_SCOPES: Mapping[str, Mapping[str, Scope]] = {
     },
     "clarion.v1.UserService": {
         "CreateUser": Scope.MANAGE,
-        "GetUser": Scope.USERS_READ,
-        "BatchGetUsers": Scope.USERS_READ,
-        "ListUsers": Scope.USERS_READ,
+        "GetUser": Scope.USERS_GET,
+        "BatchGetUsers": Scope.USERS_GET,
+        "ListUsers": Scope.MANAGE,
         "UpdateUser": Scope.MANAGE,
         "DeleteUser": Scope.MANAGE,
-        "AddDevice": Scope.DEVICES_WRITE,
-        "RemoveDevice": Scope.DEVICES_WRITE,
+        "AddDevice": Scope.MANAGE,
+        "RemoveDevice": Scope.DEVICES_REMOVE,
     },
     "clarion.v1.TemplateService": {
         "CreateTemplate": Scope.MANAGE,
@@ -97,7 +98,7 @@ def required_scope(method: str) -> Scope | None:
 # nothing more. NotificationService and the dispatcher read users and render templates; the push worker removes a
 # device FCM says is gone. The email worker and the sweeper call no service and have no key.
 SERVICE_KEY_SCOPES: Mapping[str, frozenset[Scope]] = {
-    "notifications": frozenset({Scope.USERS_READ, Scope.TEMPLATES_RENDER}),
-    "dispatcher": frozenset({Scope.USERS_READ, Scope.TEMPLATES_RENDER}),
-    "push": frozenset({Scope.DEVICES_WRITE}),
+    "notifications": frozenset({Scope.USERS_GET, Scope.TEMPLATES_RENDER}),
+    "dispatcher": frozenset({Scope.USERS_GET, Scope.TEMPLATES_RENDER}),
+    "push": frozenset({Scope.DEVICES_REMOVE}),
 }

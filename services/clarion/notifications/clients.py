@@ -189,6 +189,8 @@ class UserLookup(Protocol):
         self, request: users_pb2.BatchGetUsersRequest, context: Any
     ) -> users_pb2.BatchGetUsersResponse: ...
 
+    async def RemoveDevice(self, request: users_pb2.RemoveDeviceRequest, context: Any) -> Any: ...
+
 
 class TemplateRendering(Protocol):
     async def RenderTemplate(
@@ -393,7 +395,7 @@ class ServiceClients:
         """Remove a user's device (an unregistered push token); a device already gone is fine."""
         request = users_pb2.RemoveDeviceRequest(user_id=user_id, device_id=device_id)
         with contextlib.suppress(NotFound):
-            await self._call("UserService", lambda: self._users.RemoveDevice(request, timeout=self._timeout_s))
+            await self._invoke("UserService", "RemoveDevice", request)
 
     async def close(self) -> None:
         await self._users_channel.close()

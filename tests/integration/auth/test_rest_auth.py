@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
+import uuid
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -13,6 +14,7 @@ import grpc
 import pytest
 from grpc_health.v1 import health_pb2
 
+from clarion.core.config import load_settings
 from clarion.gateway.config import (
     ClientLimits,
     GatewayConfig,
@@ -21,9 +23,11 @@ from clarion.gateway.config import (
     write_gateway_files,
 )
 from clarion.gateway.descriptors import default_descriptor_set_path, load_descriptor_set, service_names
+from clarion.gateway.local import write_local_gateway
 from clarion.gateway.process import run_envoy
 from clarion.keys.manage import revoke_key
 from clarion.keys.scopes import Scope
+from clarion.v1 import users_pb2, users_pb2_grpc
 from tests.conftest import free_port
 from tests.helpers import health_status
 from tests.integration.auth.conftest import channel_with, one_rpc
@@ -74,15 +78,39 @@ async def test_a_service_key_is_refused_at_the_edge_and_works_inside(
         with pytest.raises(grpc.aio.AioRpcError) as refused:
             await one_rpc(through_edge, "users")
         assert refused.value.code() == grpc.StatusCode.PERMISSION_DENIED
-    # Inside, where Clarion's workloads call each other, it may do what its workload needs and nothing else.
-    async with channel_with(clarion.address, service) as direct:
-        await one_rpc(direct, "users")
-        with pytest.raises(grpc.aio.AioRpcError) as beyond:
-            await one_rpc(direct, "templates")  # listing templates is `manage`, not `templates:render`
-        assert beyond.value.code() == grpc.StatusCode.PERMISSION_DENIED
-        with pytest.raises(grpc.aio.AioRpcError) as beyond:
-            await one_rpc(direct, "notifications")
-        assert beyond.value.code() == grpc.StatusCode.PERMISSION_DENIED
+    # Inside, where Clarion's workloads call each other, each key may make its workload's calls and nothing else.
+    push = await clarion.make_service_key("push")
+    expected = {
+        (service, "GetUser"): grpc.StatusCode.NOT_FOUND,  # allowed: there is no such user
+        (service, "ListUsers"): grpc.StatusCode.PERMISSION_DENIED,
+        (service, "RemoveDevice"): grpc.StatusCode.PERMISSION_DENIED,
+        (push, "RemoveDevice"): grpc.StatusCode.NOT_FOUND,
+        (push, "AddDevice"): grpc.StatusCode.PERMISSION_DENIED,
+        (push, "GetUser"): grpc.StatusCode.PERMISSION_DENIED,
+    }
+    for (key, method), code in expected.items():
+        async with channel_with(clarion.address, key) as direct:
+            with pytest.raises(grpc.aio.AioRpcError) as answered:
+                await user_call(users_pb2_grpc.UserServiceStub(direct), method)
+            assert answered.value.code() == code, (key[:20], method)
+        async with channel_with(clarion.address, key) as direct:
+            with pytest.raises(grpc.aio.AioRpcError) as beyond:
+                await one_rpc(direct, "notifications")
+            assert beyond.value.code() == grpc.StatusCode.PERMISSION_DENIED
+
+
+async def user_call(users: Any, method: str) -> Any:
+    """`method` of UserService about a user that does not exist."""
+    if method == "GetUser":
+        return await users.GetUser(users_pb2.GetUserRequest(user_id="nobody"), timeout=10)
+    if method == "ListUsers":
+        return await users.ListUsers(users_pb2.ListUsersRequest(), timeout=10)
+    if method == "RemoveDevice":
+        return await users.RemoveDevice(
+            users_pb2.RemoveDeviceRequest(user_id="nobody", device_id=str(uuid.uuid4())), timeout=10
+        )
+    device = {"token": "t" * 20, "platform": "DEVICE_PLATFORM_ANDROID"}
+    return await users.AddDevice(users_pb2.AddDeviceRequest(user_id="nobody", device=device), timeout=10)
 
 
 async def test_a_key_without_the_scope_is_a_json_403_naming_the_scope(
@@ -219,15 +247,23 @@ async def test_envoys_flood_guard_is_a_json_429_for_rest_and_resource_exhausted_
         assert (await rest.get("/v1/health")).status == 200
 
 
-async def test_each_key_and_each_anonymous_address_has_a_bucket_of_its_own_at_the_edge(
+async def test_each_address_key_and_anonymous_caller_has_a_bucket_of_its_own_at_the_edge(
     clarion: RunningClarion, tmp_path: Path
 ) -> None:
     # Small buckets that do not refill during the test (however slow the machine), under a roomy shared one. The
-    # anonymous one is the larger here, to show that headers which are not keys share no key's bucket.
+    # clients are told apart by X-Forwarded-For, which one trusted proxy hop makes Envoy believe.
     limits = ClientLimits(
-        key_requests=3, key_per_fill=1, anonymous_requests=6, anonymous_per_fill=1, fill_interval_s=600
+        address_requests=10,
+        address_per_fill=1,
+        key_requests=3,
+        key_per_fill=1,
+        anonymous_requests=6,
+        anonymous_per_fill=1,
+        fill_interval_s=600,
     )
-    config = local_config(tmp_path, grpc_port=int(clarion.address.rsplit(":", 1)[1]), client_limits=limits)
+    config = local_config(
+        tmp_path, grpc_port=int(clarion.address.rsplit(":", 1)[1]), client_limits=limits, trusted_proxy_hops=1
+    )
     config_path = write_gateway_files(
         config, config_path=tmp_path / "envoy.yaml", source_descriptor_set=default_descriptor_set_path()
     )
@@ -235,46 +271,50 @@ async def test_each_key_and_each_anonymous_address_has_a_bucket_of_its_own_at_th
     async with run_envoy(config_path, run_dir=tmp_path):
         rest = RestClient("127.0.0.1", config.listen_port)
 
-        async def statuses(client: RestClient, path: str, count: int) -> list[int]:
-            return [(await client.get(path)).status for _ in range(count)]
+        async def statuses(address: str, authorization: str | None, count: int, path: str = "/v1/users") -> list[int]:
+            headers = {"x-forwarded-for": address} | ({"authorization": authorization} if authorization else {})
+            return [(await rest.with_key(None).get(path, headers=headers)).status for _ in range(count)]
 
-        # A key's bucket: 3 calls, then 429 RATE_LIMITED, whatever the path.
-        assert await statuses(rest.with_key(first), "/v1/users?page_size=1", 3) == [200] * 3
-        limited = await rest.with_key(first).get("/v1/templates?page_size=1")
+        # A key's bucket at an address: 3 calls, then 429 RATE_LIMITED; another key there has its own.
+        assert await statuses("198.51.100.1", f"Bearer {first}", 4) == [200] * 3 + [429]
+        limited = await rest.with_key(first).get("/v1/templates", headers={"x-forwarded-for": "198.51.100.1"})
         assert reason(status_of(limited, 429, 8)) == "RATE_LIMITED"
-        # ... which is that key's only: another key, and callers without one, are untouched.
-        assert await statuses(rest.with_key(second), "/v1/users?page_size=1", 3) == [200] * 3
-        # Without a key (or with anything that is not one), the address has a bucket of its own: 6, then 429.
-        not_keys = [None, "letmein", "clr_", "clr_UPPER_" + "z" * 43, None, "Bearer"]
-        anonymous = [(await rest.with_key(header).get("/v1/users")).status for header in not_keys]
-        basic = await rest.get("/v1/users", headers={"authorization": "Basic YWRhOmxvdmVsYWNl"})
-        assert [*anonymous, basic.status] == [401] * 6 + [429]
-        # Health is never in it: probes answer through an anonymous flood from their own address.
-        assert await statuses(rest.with_key(None), "/v1/health", 10) == [200] * 10
+        assert await statuses("198.51.100.1", f"Bearer {second}", 3) == [200] * 3
+        # Someone elsewhere presenting the first key's public id with a made-up secret spends a bucket of their
+        # own: the key's holder, at its address, is untouched.
+        victim_id = first.split("_")[1]
+        assert await statuses("198.51.100.2", f"Bearer clr_{victim_id}_{'z' * 43}", 4) == [401] * 3 + [429]
+        assert await statuses("198.51.100.3", f"Bearer {first}", 3) == [200] * 3
+        # Made-up ids, a new one per call, get no further than their address's bucket (10).
+        made_up = [(await statuses("198.51.100.4", f"Bearer clr_madeup{n:04d}_{'z' * 43}", 1))[0] for n in range(11)]
+        assert made_up == [401] * 10 + [429]
+        # Without a key (or with anything that is not one), a small bucket per address: 6, then 429.
+        not_keys = [None, "letmein", "clr_", "Bearer clr_UPPER_" + "z" * 43, "Basic YWRhOmxvdmVsYWNl", "Bearer"]
+        anonymous = [(await statuses("198.51.100.5", header, 1))[0] for header in not_keys]
+        assert [*anonymous, *await statuses("198.51.100.5", None, 1)] == [401] * 6 + [429]
+        # Health is in no bucket: probes answer through a flood from their own address.
+        assert await statuses("198.51.100.5", None, 12, path="/v1/health") == [200] * 12
         async with grpc.aio.insecure_channel(f"127.0.0.1:{config.listen_port}") as channel:
-            for _ in range(5):
+            for _ in range(12):
                 assert await health_status(channel) == health_pb2.HealthCheckResponse.SERVING
-        # A made-up key id is a bucket of its own too (its calls are the service's 401s).
-        made_up = rest.with_key("clr_madeupid01_" + "z" * 43)
-        assert await statuses(made_up, "/v1/users", 4) == [401] * 3 + [429]
         # Native gRPC callers are counted the same way, and get RESOURCE_EXHAUSTED.
-        async with channel_with(f"127.0.0.1:{config.listen_port}", second) as channel:
+        async with channel_with(f"127.0.0.1:{config.listen_port}", first) as channel:
+            users = users_pb2_grpc.UserServiceStub(channel)
+            request, forwarded = users_pb2.ListUsersRequest(), (("x-forwarded-for", "198.51.100.1"),)
             with pytest.raises(grpc.aio.AioRpcError) as exhausted:
-                await one_rpc(channel, "users")
+                await users.ListUsers(request, timeout=10, metadata=forwarded)
             assert exhausted.value.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
 
 
-def test_with_keys_off_the_edge_has_the_flood_guard_only(tmp_path: Path) -> None:
-    config = local_config(tmp_path, grpc_port=50051)
-    rendered = write_gateway_files(
-        config, config_path=tmp_path / "envoy.yaml", source_descriptor_set=default_descriptor_set_path()
-    ).read_text()
-    assert "max_dynamic_descriptors: 10000" in rendered
-    assert "envoy.filters.http.header_to_metadata" in rendered
-    off = dataclasses.replace(config, client_limits=None)
-    rendered = write_gateway_files(
-        off, config_path=tmp_path / "off.yaml", source_descriptor_set=default_descriptor_set_path()
-    ).read_text()
-    assert "descriptors" not in rendered
-    assert "header_to_metadata" not in rendered
-    assert "max_tokens: 2000" in rendered
+def test_with_keys_off_local_mode_has_the_flood_guard_only(tmp_path: Path) -> None:
+    def rendered(**settings: Any) -> str:
+        folder = tmp_path / str(len(list(tmp_path.iterdir())))
+        return write_local_gateway(load_settings(data_dir=folder, **settings), grpc_port=50051).read_text()
+
+    on = rendered()
+    assert "max_dynamic_descriptors: 10000" in on
+    assert "envoy.filters.http.header_to_metadata" in on
+    off = rendered(auth_required=False)
+    assert "descriptors" not in off
+    assert "header_to_metadata" not in off
+    assert "max_tokens: 2000" in off, "the flood guard stays"

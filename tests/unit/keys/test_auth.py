@@ -48,7 +48,9 @@ def contract_methods() -> dict[str, str]:
 def test_every_rpc_of_the_contracts_has_an_explicit_scope() -> None:
     methods = contract_methods()
     unmapped = sorted(set(methods) - set(METHOD_SCOPES))
-    assert not unmapped, f"map these RPCs in clarion.keys.auth.SERVICE_SCOPES (until then they need admin): {unmapped}"
+    assert not unmapped, (
+        f"map these RPCs in clarion.keys.scopes.SERVICE_SCOPES (until then they need admin): {unmapped}"
+    )
     assert not set(METHOD_SCOPES) - set(methods), "the table names RPCs the contracts no longer have"
 
 
@@ -60,8 +62,10 @@ def test_every_rpc_of_the_contracts_has_an_explicit_scope() -> None:
         ("/clarion.v1.UserService/CreateUser", Scope.MANAGE),
         ("/clarion.v1.TemplateService/RenderTemplate", Scope.TEMPLATES_RENDER),
         ("/clarion.v1.TemplateService/UpdateTemplate", Scope.MANAGE),
-        ("/clarion.v1.UserService/BatchGetUsers", Scope.USERS_READ),
-        ("/clarion.v1.UserService/RemoveDevice", Scope.DEVICES_WRITE),
+        ("/clarion.v1.UserService/BatchGetUsers", Scope.USERS_GET),
+        ("/clarion.v1.UserService/ListUsers", Scope.MANAGE),
+        ("/clarion.v1.UserService/RemoveDevice", Scope.DEVICES_REMOVE),
+        ("/clarion.v1.UserService/AddDevice", Scope.MANAGE),
         ("/clarion.v1.UserService/SomethingNew", Scope.ADMIN),
         ("/clarion.v2.Whatever/Do", Scope.ADMIN),
         ("/grpc.health.v1.Health/Check", None),
@@ -88,12 +92,12 @@ def test_admin_holds_every_scope_and_the_others_only_their_own() -> None:
 
 
 def test_manage_includes_the_narrow_scopes_and_they_include_nothing() -> None:
-    narrow = (Scope.USERS_READ, Scope.TEMPLATES_RENDER, Scope.DEVICES_WRITE)
+    narrow = (Scope.USERS_GET, Scope.TEMPLATES_RENDER, Scope.DEVICES_REMOVE)
     assert all(grants(frozenset({"manage"}), scope) for scope in narrow)
     assert not grants(frozenset({"manage"}), Scope.SEND)
     for scope in narrow:
         assert [other for other in Scope if grants(frozenset({scope.value}), other)] == [scope]
-    assert not grants(frozenset({"no-such-scope"}), Scope.USERS_READ)
+    assert not grants(frozenset({"no-such-scope"}), Scope.USERS_GET)
 
 
 def test_service_keys_hold_only_what_their_calls_need() -> None:
@@ -106,10 +110,10 @@ def test_service_keys_hold_only_what_their_calls_need() -> None:
     for workload, calls in {"notifications": reads | renders, "dispatcher": reads | renders}.items():
         held = frozenset(scope.value for scope in SERVICE_KEY_SCOPES[workload])
         allowed = {method for method, scope in METHOD_SCOPES.items() if grants(held, scope)}
-        assert allowed == calls | {"/clarion.v1.UserService/ListUsers"}
+        assert allowed == calls
     push = frozenset(scope.value for scope in SERVICE_KEY_SCOPES["push"])
     allowed = {method for method, scope in METHOD_SCOPES.items() if grants(push, scope)}
-    assert allowed == {"/clarion.v1.UserService/RemoveDevice", "/clarion.v1.UserService/AddDevice"}
+    assert allowed == {"/clarion.v1.UserService/RemoveDevice"}
 
 
 def test_a_generated_key_parses_back_and_looks_like_a_clarion_key() -> None:
