@@ -10,6 +10,7 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from clarion.delivery.lifecycle import NotificationStatus
 from clarion.notifications import models as m
 
 M = TypeVar("M", bound=Message)
@@ -45,7 +46,7 @@ def notification_row(**fields: Any) -> m.NotificationRow:
         "channels": [],
         "priority": 1,
         "locale": "",
-        "status": m.IN_PROGRESS,
+        "status": NotificationStatus.IN_PROGRESS,
         "send_at": now,
         "created_at": now,
         "updated_at": now,

@@ -21,7 +21,7 @@ import asyncpg
 import grpc
 
 from clarion.core.db import asyncpg_dsn
-from clarion.notifications import models as m
+from clarion.delivery.lifecycle import AttemptOutcome, DeliveryStatus
 from clarion.v1 import (
     notifications_pb2,
     notifications_pb2_grpc,
@@ -251,13 +251,15 @@ async def check(
         )
         attempts = {
             str(r["delivery_id"]): (int(r["may_have_sent"]), int(r["unknown"]))
-            for r in await connection.fetch(_ATTEMPTS, ids, m.ATTEMPT_SUCCEEDED, m.ATTEMPT_UNKNOWN)
+            for r in await connection.fetch(_ATTEMPTS, ids, AttemptOutcome.SUCCEEDED, AttemptOutcome.UNKNOWN)
         }
     finally:
         await connection.close()
     receipts = provider_receipts()
     known = {str(d["id"]) for d in deliveries}
-    never_received = [str(d["id"]) for d in deliveries if d["status"] == m.SENT and not receipts[str(d["id"])]]
+    never_received = [
+        str(d["id"]) for d in deliveries if d["status"] == DeliveryStatus.SENT and not receipts[str(d["id"])]
+    ]
     return Outcome(
         statuses=statuses,
         lost=sorted(missing | set(never_received)),
@@ -265,7 +267,7 @@ async def check(
         unexpected=sorted(set(receipts) - known),
         duplicates=sum(n - 1 for n in receipts.values()),
         unexplained=sorted(d for d, n in receipts.items() if n > attempts.get(d, (0, 0))[0]),
-        failed_attempts=[int(d["attempt_count"]) for d in deliveries if d["status"] == m.FAILED],
+        failed_attempts=[int(d["attempt_count"]) for d in deliveries if d["status"] == DeliveryStatus.FAILED],
         unknown_attempts=sum(unknown for _, unknown in attempts.values()),
     )
 

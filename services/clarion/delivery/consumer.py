@@ -21,6 +21,7 @@ from clarion.core.logging import get_logger, redact_text
 from clarion.core.metrics import ATTEMPT_SECONDS, DEAD_LETTERED, DELIVERIES, TIME_TO_SEND
 from clarion.core.tracing import extract, tracer
 from clarion.delivery.breaker import ProviderBreaker
+from clarion.delivery.lifecycle import AttemptOutcome, DeliveryStatus, settle
 from clarion.delivery.outcomes import Attempt, Claimed, Outcome, claim_many, finish_many
 from clarion.delivery.providers.base import (
     EmailMessage,
@@ -33,7 +34,6 @@ from clarion.delivery.providers.base import (
     TransientFailure,
     UnregisteredToken,
 )
-from clarion.notifications import models as m
 from clarion.notifications.clients import ServiceClients
 
 log = get_logger(__name__)
@@ -312,7 +312,12 @@ class DeliveryWorker:
         delivery = str(claimed.delivery_id)
         if error is None:
             outcome = Outcome(
-                claimed, attempts, m.SENT, provider=provider, provider_message_id=message_id, payload=payload
+                claimed,
+                attempts,
+                DeliveryStatus.SENT,
+                provider=provider,
+                provider_message_id=message_id,
+                payload=payload,
             )
             if await self._finish(outcome):
                 self._count(claimed, provider, "sent")
@@ -320,11 +325,21 @@ class DeliveryWorker:
             await received.ack()
             return
         reason = redact_text(str(error))
-        if isinstance(error, TransientFailure) and claimed.attempt < self._max_attempts:
-            delay_s = backoff_s(claimed.attempt, error.retry_after_s, base_s=self._backoff_base_s)
+        status = settle(
+            outcome_of(error), attempt=claimed.attempt, max_attempts=self._max_attempts, partial_success=partial_success
+        )
+        if status is DeliveryStatus.RETRYING:
+            retry_after_s = error.retry_after_s if isinstance(error, TransientFailure) else None
+            delay_s = backoff_s(claimed.attempt, retry_after_s, base_s=self._backoff_base_s)
             retry_at = datetime.now(UTC) + timedelta(seconds=retry_tier_s(delay_s))
             outcome = Outcome(
-                claimed, attempts, m.RETRYING, reason=reason, provider=provider, payload=payload, retry_at=retry_at
+                claimed,
+                attempts,
+                DeliveryStatus.RETRYING,
+                reason=reason,
+                provider=provider,
+                payload=payload,
+                retry_at=retry_at,
             )
             if not await self._finish(outcome):
                 await received.ack()  # another claim owns the delivery now
@@ -333,7 +348,7 @@ class DeliveryWorker:
             log.info("delivery_retrying", delivery_id=delivery, attempt=claimed.attempt, delay_s=round(delay_s, 1))
             await received.retry(delay_s)
             return
-        final = m.SENT if partial_success else m.FAILED
+        final = status  # FAILED, or SENT when some of a push's devices got it
         why = reason if isinstance(error, PermanentFailure) else f"attempts exhausted: {reason}"
         outcome = Outcome(
             claimed, attempts, final, reason=why, provider=provider, provider_message_id=message_id, payload=payload
@@ -341,9 +356,9 @@ class DeliveryWorker:
         if not await self._finish(outcome):
             await received.ack()
             return
-        self._count(claimed, provider, "sent" if final == m.SENT else "failed")
+        self._count(claimed, provider, "sent" if final == DeliveryStatus.SENT else "failed")
         log.warning("delivery_failed", delivery_id=delivery, attempt=claimed.attempt, reason=why)
-        if final == m.FAILED:
+        if final == DeliveryStatus.FAILED:
             await received.dead_letter(why[:200])
         else:
             await received.ack()
@@ -358,6 +373,17 @@ class DeliveryWorker:
             DEAD_LETTERED.labels(channel=claimed.channel, provider=provider).inc()
 
 
+def outcome_of(error: ProviderError | None) -> AttemptOutcome:
+    """What a provider call came to, by the error it raised (None: it succeeded)."""
+    if error is None:
+        return AttemptOutcome.SUCCEEDED
+    if isinstance(error, OutcomeUnknown):
+        return AttemptOutcome.UNKNOWN
+    if isinstance(error, TransientFailure):
+        return AttemptOutcome.TRANSIENT_FAILURE
+    return AttemptOutcome.PERMANENT_FAILURE
+
+
 async def _attempt(provider: str, call: Any) -> tuple[Attempt, str, ProviderError | None]:
     """Run one provider call and describe it for the attempt log."""
     started_at = datetime.now(UTC)
@@ -366,13 +392,8 @@ async def _attempt(provider: str, call: Any) -> tuple[Attempt, str, ProviderErro
     error: ProviderError | None = None
     try:
         message_id = await call
-        outcome = m.ATTEMPT_SUCCEEDED
-    except OutcomeUnknown as exc:
-        error, outcome = exc, m.ATTEMPT_UNKNOWN
-    except TransientFailure as exc:
-        error, outcome = exc, m.ATTEMPT_TRANSIENT
-    except PermanentFailure as exc:
-        error, outcome = exc, m.ATTEMPT_PERMANENT
+    except ProviderError as exc:
+        error = exc
     duration_ms = (time.perf_counter() - started) * 1000
     text = redact_text(str(error)) if error else ""
-    return Attempt(provider, outcome, text, started_at, duration_ms), message_id, error
+    return Attempt(provider, outcome_of(error), text, started_at, duration_ms), message_id, error

@@ -13,7 +13,7 @@ from typing import Any
 import asyncpg
 
 from clarion.core.db import utcnow
-from clarion.notifications.status import derive_status
+from clarion.delivery.lifecycle import derive_notification_status
 
 
 @dataclass(frozen=True, slots=True)
@@ -230,12 +230,12 @@ async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -
                 [a.started_at for _, a in attempts],
                 [a.duration_ms for _, a in attempts],
             )
-        # Each notification's status derived from its deliveries, as everywhere else (status.derive_status).
+        # Each notification's status derived from its deliveries, as everywhere else (the lifecycle's rule).
         rows = await connection.fetch(_DELIVERY_STATUSES, list({o.claimed.notification_id for o in outcomes}))
         await connection.execute(
             _SET_STATUSES,
             [row["notification_id"] for row in rows],
-            [derive_status(row["statuses"]) for row in rows],
+            [derive_notification_status(row["statuses"]) for row in rows],
             now,
         )
     return settled | recorded

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from google.protobuf import struct_pb2
 
+from clarion.delivery.lifecycle import AttemptOutcome, DeliveryStatus, NotificationStatus
 from clarion.notifications import models as m
 from clarion.notifications.repository import NotificationView
 from clarion.notifications.stats import DeliveryStats, StatsGroup
@@ -13,32 +14,6 @@ from clarion.v1 import common_pb2, notifications_pb2
 
 CHANNELS = {"email": common_pb2.CHANNEL_EMAIL, "push": common_pb2.CHANNEL_PUSH}
 CHANNEL_NAMES = {value: name for name, value in CHANNELS.items()}
-NOTIFICATION_STATUSES = {
-    m.ACCEPTED: notifications_pb2.NOTIFICATION_STATUS_ACCEPTED,
-    m.SCHEDULED: notifications_pb2.NOTIFICATION_STATUS_SCHEDULED,
-    m.IN_PROGRESS: notifications_pb2.NOTIFICATION_STATUS_IN_PROGRESS,
-    m.SENT_ALL: notifications_pb2.NOTIFICATION_STATUS_SENT,
-    m.PARTIALLY_SENT: notifications_pb2.NOTIFICATION_STATUS_PARTIALLY_SENT,
-    m.FAILED_ALL: notifications_pb2.NOTIFICATION_STATUS_FAILED,
-    m.SKIPPED_ALL: notifications_pb2.NOTIFICATION_STATUS_SKIPPED,
-    m.CANCELLED: notifications_pb2.NOTIFICATION_STATUS_CANCELLED,
-}
-STATUS_NAMES = {value: name for name, value in NOTIFICATION_STATUSES.items()}
-DELIVERY_STATUSES = {
-    m.QUEUED: notifications_pb2.DELIVERY_STATUS_QUEUED,
-    m.SENDING: notifications_pb2.DELIVERY_STATUS_SENDING,
-    m.RETRYING: notifications_pb2.DELIVERY_STATUS_RETRYING,
-    m.SENT: notifications_pb2.DELIVERY_STATUS_SENT,
-    m.FAILED: notifications_pb2.DELIVERY_STATUS_FAILED,
-    m.SKIPPED: notifications_pb2.DELIVERY_STATUS_SKIPPED,
-    m.DELIVERY_CANCELLED: notifications_pb2.DELIVERY_STATUS_CANCELLED,
-}
-OUTCOMES = {
-    m.ATTEMPT_SUCCEEDED: notifications_pb2.ATTEMPT_OUTCOME_SUCCEEDED,
-    m.ATTEMPT_TRANSIENT: notifications_pb2.ATTEMPT_OUTCOME_TRANSIENT_FAILURE,
-    m.ATTEMPT_PERMANENT: notifications_pb2.ATTEMPT_OUTCOME_PERMANENT_FAILURE,
-    m.ATTEMPT_UNKNOWN: notifications_pb2.ATTEMPT_OUTCOME_UNKNOWN,
-}
 
 
 def delivery_to_proto(row: m.DeliveryRow, attempts: list[m.DeliveryAttemptRow]) -> notifications_pb2.Delivery:
@@ -46,7 +21,7 @@ def delivery_to_proto(row: m.DeliveryRow, attempts: list[m.DeliveryAttemptRow]) 
     delivery = notifications_pb2.Delivery(
         delivery_id=str(row.id),
         channel=CHANNELS[row.channel],
-        status=DELIVERY_STATUSES[row.status],
+        status=DeliveryStatus(row.status).proto,
         status_reason=row.status_reason,
         provider=row.provider,
         provider_message_id=row.provider_message_id,
@@ -58,7 +33,7 @@ def delivery_to_proto(row: m.DeliveryRow, attempts: list[m.DeliveryAttemptRow]) 
         shown = delivery.attempts.add(
             attempt_number=attempt.attempt_number,
             provider=attempt.provider,
-            outcome=OUTCOMES.get(attempt.outcome, notifications_pb2.ATTEMPT_OUTCOME_UNSPECIFIED),
+            outcome=AttemptOutcome(attempt.outcome).proto,
             error=attempt.error,
         )
         shown.start_time.FromDatetime(attempt.started_at)
@@ -80,7 +55,7 @@ def notification_to_proto(view: NotificationView) -> notifications_pb2.Notificat
         message_data=data,
         channels=[CHANNELS[c] for c in row.channels],
         priority=row.priority,  # type: ignore[arg-type]
-        status=NOTIFICATION_STATUSES[row.status],
+        status=NotificationStatus(row.status).proto,
         locale=row.locale,
         request_id=row.request_id or "",
         deliveries=[delivery_to_proto(d, view.attempts.get(d.id, [])) for d in view.deliveries],

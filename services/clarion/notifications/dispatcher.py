@@ -33,11 +33,11 @@ from clarion.core.metrics import (
     QUEUE_MESSAGES,
 )
 from clarion.core.tracing import from_traceparent, inject, tracer
+from clarion.delivery.lifecycle import DeliveryStatus, derive_notification_status
 from clarion.notifications import models as m
 from clarion.notifications.clients import ServiceClients, render_request
 from clarion.notifications.repository import DISPATCH_CHANNEL, NotificationRepository
 from clarion.notifications.schedule import quiet_hours_end
-from clarion.notifications.status import derive_status
 from clarion.users.servicer import platform_name
 from clarion.v1 import notifications_pb2, templates_pb2, users_pb2
 
@@ -136,12 +136,12 @@ def _channel_plan(
 ) -> tuple[str, str, datetime, dict[str, Any]]:
     """(status, reason, due, payload) of one channel's delivery."""
     if not (rendered.HasField("email") if channel == "email" else rendered.HasField("push")):
-        return m.SKIPPED, f"template_has_no_{channel}_content", now, {}
+        return DeliveryStatus.SKIPPED, f"template_has_no_{channel}_content", now, {}
     if channel == "email":
         if not user.preferences.email_enabled:
-            return m.SKIPPED, "email_disabled_by_user", now, {}
+            return DeliveryStatus.SKIPPED, "email_disabled_by_user", now, {}
         if not user.email_address:
-            return m.SKIPPED, "no_email_address", now, {}
+            return DeliveryStatus.SKIPPED, "no_email_address", now, {}
         payload: dict[str, Any] = {
             "to": user.email_address,
             "subject": rendered.email.subject,
@@ -150,9 +150,9 @@ def _channel_plan(
         }
     else:
         if not user.preferences.push_enabled:
-            return m.SKIPPED, "push_disabled_by_user", now, {}
+            return DeliveryStatus.SKIPPED, "push_disabled_by_user", now, {}
         if not user.devices:
-            return m.SKIPPED, "no_devices", now, {}
+            return DeliveryStatus.SKIPPED, "no_devices", now, {}
         payload = {
             "devices": [
                 {"device_id": d.device_id, "token": d.token, "platform": platform_name(d.platform)}
@@ -172,8 +172,8 @@ def _channel_plan(
             timezone=user.timezone or "UTC",
         )
     if quiet_end is not None:
-        return m.QUEUED, "quiet_hours", quiet_end, payload
-    return m.QUEUED, "", now, payload
+        return DeliveryStatus.QUEUED, "quiet_hours", quiet_end, payload
+    return DeliveryStatus.QUEUED, "", now, payload
 
 
 def _deliveries(
@@ -283,7 +283,10 @@ class Dispatcher:
                 await connection.execute(
                     _SET_DISPATCHED,
                     [n.id for n, _ in planned],
-                    [derive_status([d["status"] for d in plan.deliveries], reason=plan.reason) for _, plan in planned],
+                    [
+                        derive_notification_status([d["status"] for d in plan.deliveries], reason=plan.reason)
+                        for _, plan in planned
+                    ],
                     [plan.reason for _, plan in planned],
                     now,
                 )
@@ -291,7 +294,7 @@ class Dispatcher:
             log.info("notification_dispatched", notification_id=str(notification.id), reason=plan.reason or None)
         # Counted once committed. The reasons are a closed set (_channel_plan), never user data.
         for delivery in deliveries:
-            if delivery["status"] == m.SKIPPED:
+            if delivery["status"] == DeliveryStatus.SKIPPED:
                 DELIVERIES_SKIPPED.labels(channel=delivery["channel"], reason=delivery["status_reason"]).inc()
         return len(planned)
 
@@ -370,13 +373,15 @@ class Dispatcher:
             oldest = (
                 await session.execute(
                     select(func.min(m.DeliveryRow.due_at)).where(
-                        m.DeliveryRow.status == m.QUEUED,
+                        m.DeliveryRow.status == DeliveryStatus.QUEUED,
                         m.DeliveryRow.published_at.is_(None),
                         m.DeliveryRow.due_at <= now,
                     )
                 )
             ).scalar_one()
-            dead = (await session.execute(select(func.count()).where(m.DeliveryRow.status == m.FAILED))).scalar_one()
+            dead = (
+                await session.execute(select(func.count()).where(m.DeliveryRow.status == DeliveryStatus.FAILED))
+            ).scalar_one()
         DISPATCHER_LAG.set(max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0)
         DEAD_LETTERS.set(dead)
         for queue in (*QUEUES.values(), FAILED_QUEUE):

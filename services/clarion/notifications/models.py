@@ -12,36 +12,11 @@ from sqlalchemy.dialects.postgresql import ARRAY, JSONB
 from sqlalchemy.orm import Mapped, mapped_column
 
 from clarion.core.db import Base, utcnow
+from clarion.delivery.lifecycle import PENDING_NOTIFICATION_STATUSES, DeliveryStatus
 from clarion.keys.scopes import DEFAULT_PROJECT
 
-# Notification.status. The first two are the dispatcher's queue; after dispatch the status is derived from the
-# deliveries (see status.py) and stored, so clients can filter and page on it.
-ACCEPTED = "accepted"
-SCHEDULED = "scheduled"
-IN_PROGRESS = "in_progress"
-SENT_ALL = "sent"
-PARTIALLY_SENT = "partially_sent"
-FAILED_ALL = "failed"
-SKIPPED_ALL = "skipped"
-CANCELLED = "cancelled"
-PENDING_STATUSES = (ACCEPTED, SCHEDULED)
-
-# Delivery.status
-QUEUED = "queued"
-SENDING = "sending"
-RETRYING = "retrying"
-SENT = "sent"
-FAILED = "failed"
-SKIPPED = "skipped"
-DELIVERY_CANCELLED = "cancelled"
-FINAL_DELIVERY_STATUSES = (SENT, FAILED, SKIPPED, DELIVERY_CANCELLED)
-
-# DeliveryAttemptRow.outcome. UNKNOWN: the request may have reached the provider but no answer was recorded (a
-# timeout, or a worker that stopped before recording); it is what accounts for a duplicate send.
-ATTEMPT_SUCCEEDED = "succeeded"
-ATTEMPT_TRANSIENT = "transient_failure"
-ATTEMPT_PERMANENT = "permanent_failure"
-ATTEMPT_UNKNOWN = "unknown"
+# The statuses (of notifications and deliveries) and attempt outcomes are clarion.delivery.lifecycle's, stored as
+# their string values.
 
 
 class NotificationRow(Base):
@@ -74,7 +49,9 @@ class NotificationRow(Base):
 
     __table_args__ = (
         # The dispatcher's claim: due pending notifications, oldest first.
-        Index("ix_notifications_pending_send_at", "send_at", postgresql_where=status.in_(PENDING_STATUSES)),
+        Index(
+            "ix_notifications_pending_send_at", "send_at", postgresql_where=status.in_(PENDING_NOTIFICATION_STATUSES)
+        ),
         Index("ix_notifications_user_created", "user_id", "created_at", "id"),
         Index("ix_notifications_status_created", "status", "created_at", "id"),
         Index("ix_notifications_created", "created_at", "id"),
@@ -121,15 +98,19 @@ class DeliveryRow(Base):
         # One delivery per channel, however many dispatchers race for the notification.
         UniqueConstraint("notification_id", "channel"),
         # The relay's scan: committed, due, not yet published.
-        Index("ix_deliveries_unpublished_due", "due_at", postgresql_where=(status == QUEUED) & published_at.is_(None)),
+        Index(
+            "ix_deliveries_unpublished_due",
+            "due_at",
+            postgresql_where=(status == DeliveryStatus.QUEUED) & published_at.is_(None),
+        ),
         # The sweeper's scan: published, then neither claimed nor finished (delivery.sweeper).
         Index(
             "ix_deliveries_published_unfinished",
             "published_at",
-            postgresql_where=status.in_((QUEUED, RETRYING)) & published_at.isnot(None),
+            postgresql_where=status.in_((DeliveryStatus.QUEUED, DeliveryStatus.RETRYING)) & published_at.isnot(None),
         ),
         # Dead letters, newest first (ListDeadLetters), and their count (the dead-letter gauge).
-        Index("ix_deliveries_failed_updated", "updated_at", "id", postgresql_where=status == FAILED),
+        Index("ix_deliveries_failed_updated", "updated_at", "id", postgresql_where=status == DeliveryStatus.FAILED),
         # GetDeliveryStats' window.
         Index("ix_deliveries_created", "created_at"),
     )

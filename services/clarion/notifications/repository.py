@@ -12,8 +12,13 @@ from sqlalchemy.ext.asyncio import AsyncSession
 
 from clarion.core.db import utcnow
 from clarion.core.errors import NotFound
+from clarion.delivery.lifecycle import (
+    PENDING_NOTIFICATION_STATUSES,
+    DeliveryStatus,
+    NotificationStatus,
+    derive_notification_status,
+)
 from clarion.notifications import models as m
-from clarion.notifications.status import derive_status
 
 # Channel NOTIFY'd when there is new work for the dispatcher.
 DISPATCH_CHANNEL = "clarion_dispatch"
@@ -129,14 +134,17 @@ class NotificationRepository:
         if row is None:
             raise notification_not_found(str(notification_id))
         now = utcnow()
-        if row.status in m.PENDING_STATUSES:
-            row.status, row.status_reason, row.updated_at = m.CANCELLED, "cancelled_by_client", now
+        if row.status in PENDING_NOTIFICATION_STATUSES:
+            row.status, row.status_reason, row.updated_at = NotificationStatus.CANCELLED, "cancelled_by_client", now
             await self._session.flush()
             return True
         result = await self._session.execute(
             update(m.DeliveryRow)
-            .where(m.DeliveryRow.notification_id == notification_id, m.DeliveryRow.status.in_([m.QUEUED, m.RETRYING]))
-            .values(status=m.DELIVERY_CANCELLED, status_reason="cancelled_by_client", updated_at=now)
+            .where(
+                m.DeliveryRow.notification_id == notification_id,
+                m.DeliveryRow.status.in_([DeliveryStatus.QUEUED, DeliveryStatus.RETRYING]),
+            )
+            .values(status=DeliveryStatus.CANCELLED, status_reason="cancelled_by_client", updated_at=now)
             .returning(m.DeliveryRow.id)
         )
         if not result.all():
@@ -149,7 +157,7 @@ class NotificationRepository:
         statuses = (
             await self._session.execute(select(m.DeliveryRow.status).where(m.DeliveryRow.notification_id == row.id))
         ).scalars()
-        row.status = derive_status(statuses, reason=row.status_reason)
+        row.status = derive_notification_status(statuses, reason=row.status_reason)
         row.updated_at = utcnow()
         await self._session.flush()
 
@@ -167,7 +175,7 @@ class NotificationRepository:
         query = (
             select(m.DeliveryRow, m.NotificationRow)
             .join(m.NotificationRow, m.NotificationRow.id == m.DeliveryRow.notification_id)
-            .where(m.DeliveryRow.status == m.FAILED)
+            .where(m.DeliveryRow.status == DeliveryStatus.FAILED)
             .order_by(m.DeliveryRow.updated_at.desc(), m.DeliveryRow.id.desc())
             .limit(limit)
         )
@@ -197,7 +205,7 @@ class NotificationRepository:
         chosen = (
             select(m.DeliveryRow.id)
             .where(
-                m.DeliveryRow.status == m.FAILED,
+                m.DeliveryRow.status == DeliveryStatus.FAILED,
                 m.DeliveryRow.notification_id.in_(
                     select(m.NotificationRow.id).where(m.NotificationRow.project_id == project)
                 ),
@@ -221,7 +229,7 @@ class NotificationRepository:
             update(m.DeliveryRow)
             .where(m.DeliveryRow.id.in_(chosen))
             .values(
-                status=m.QUEUED,
+                status=DeliveryStatus.QUEUED,
                 status_reason="replayed",
                 attempt_count=0,
                 published_at=None,

@@ -27,13 +27,13 @@ from clarion.core.validation import (
     parse_timestamp,
     struct_to_dict,
 )
+from clarion.delivery.lifecycle import NotificationStatus
 from clarion.keys.auth import caller_project
 from clarion.notifications import accepting
 from clarion.notifications import models as m
 from clarion.notifications.clients import ServiceClients
 from clarion.notifications.convert import (
     CHANNEL_NAMES,
-    STATUS_NAMES,
     dead_letter_to_proto,
     notification_to_proto,
     stats_to_proto,
@@ -222,7 +222,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             request_id=key or None,
             trace_request_id=str(structlog.contextvars.get_contextvars().get("request_id", "")),
             trace_parent=current_traceparent(),
-            status=m.SCHEDULED if due > now else m.ACCEPTED,
+            status=NotificationStatus.SCHEDULED if due > now else NotificationStatus.ACCEPTED,
             status_reason="",
             send_at=due,
             created_at=now,
@@ -266,7 +266,8 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         violations = Violations()
         if request.user_id:
             violations.check(is_valid_id(request.user_id), "user_id", "must be 1 to 63 letters, digits, '-' or '_'")
-        status = STATUS_NAMES.get(request.status, "")
+        known = NotificationStatus.from_proto(request.status)
+        status = known.value if known is not None else ""
         violations.check(
             request.status == notifications_pb2.NOTIFICATION_STATUS_UNSPECIFIED or bool(status), "status", "unknown"
         )

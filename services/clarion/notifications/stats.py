@@ -13,10 +13,19 @@ from datetime import datetime
 from sqlalchemy import func, select, text, tuple_
 from sqlalchemy.ext.asyncio import AsyncSession
 
+from clarion.delivery.lifecycle import DeliveryStatus
 from clarion.notifications import models as m
 
 # Every status a delivery can have, in the order reports print them.
-STATUSES = (m.QUEUED, m.SENDING, m.RETRYING, m.SENT, m.FAILED, m.SKIPPED, m.DELIVERY_CANCELLED)
+STATUSES = (
+    DeliveryStatus.QUEUED,
+    DeliveryStatus.SENDING,
+    DeliveryStatus.RETRYING,
+    DeliveryStatus.SENT,
+    DeliveryStatus.FAILED,
+    DeliveryStatus.SKIPPED,
+    DeliveryStatus.CANCELLED,
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -36,8 +45,8 @@ class StatsGroup:
     @property
     def success_rate(self) -> float:
         """sent / (sent + failed); 0 when nothing has finished."""
-        finished = self.counts[m.SENT] + self.counts[m.FAILED]
-        return self.counts[m.SENT] / finished if finished else 0.0
+        finished = self.counts[DeliveryStatus.SENT] + self.counts[DeliveryStatus.FAILED]
+        return self.counts[DeliveryStatus.SENT] / finished if finished else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -68,7 +77,7 @@ async def delivery_stats(
     one project (None: of every project)."""
     d, n = m.DeliveryRow, m.NotificationRow
     seconds = func.extract("epoch", d.sent_at - n.created_at)
-    sent = d.status == m.SENT
+    sent = d.status == DeliveryStatus.SENT
     query = (
         select(
             func.grouping(d.channel).label("by_channel"),
@@ -135,7 +144,11 @@ def format_stats(stats: DeliveryStats) -> str:
     slices += [(f"channel {g.channel}", g) for g in stats.channels]
     slices += [(f"provider {g.provider}", g) for g in stats.providers]
     for name, group in slices:
-        rate = f"{group.success_rate * 100:.2f}%" if group.counts[m.SENT] + group.counts[m.FAILED] else "-"
+        rate = (
+            f"{group.success_rate * 100:.2f}%"
+            if group.counts[DeliveryStatus.SENT] + group.counts[DeliveryStatus.FAILED]
+            else "-"
+        )
         out.append(
             f"{name:<18} {group.total:>7} "
             + " ".join(f"{group.counts[s]:>9}" for s in STATUSES)

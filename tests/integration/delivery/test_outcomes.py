@@ -10,6 +10,7 @@ import asyncpg
 import pytest
 
 from clarion.delivery.consumer import DeliveryWorker
+from clarion.delivery.lifecycle import AttemptOutcome, DeliveryStatus, NotificationStatus
 from clarion.delivery.outcomes import (
     Attempt,
     Claimed,
@@ -35,7 +36,7 @@ async def make_notification(clarion: RunningClarion, channels: tuple[str, ...]) 
             id=uuid.uuid4(),
             notification_id=notification.id,
             channel=channel,
-            status=m.QUEUED,
+            status=DeliveryStatus.QUEUED,
             payload={"to": "ada@example.com"},
             due_at=now,
             created_at=now,
@@ -82,18 +83,26 @@ async def test_outcomes_set_the_deliveries_and_the_notification(clarion: Running
         assert claimed_push is not None
         sent = Attempt("file", "succeeded", "", now, 1.5)
         await finish_many(
-            connection, [Outcome(claimed_email, [sent], m.SENT, provider="file", provider_message_id="x")]
+            connection, [Outcome(claimed_email, [sent], DeliveryStatus.SENT, provider="file", provider_message_id="x")]
         )
-        assert await notification_status(clarion, email) == m.IN_PROGRESS, "the push is still being sent"
+        assert await notification_status(clarion, email) == NotificationStatus.IN_PROGRESS, (
+            "the push is still being sent"
+        )
         failed = Attempt("simulated", "permanent_failure", "bad token", now, 2.0)
         await finish_many(
-            connection, [Outcome(claimed_push, [failed], m.FAILED, reason="bad token", provider="simulated")]
+            connection,
+            [Outcome(claimed_push, [failed], DeliveryStatus.FAILED, reason="bad token", provider="simulated")],
         )
-    assert await notification_status(clarion, email) == m.PARTIALLY_SENT
+    assert await notification_status(clarion, email) == NotificationStatus.PARTIALLY_SENT
     async with clarion.resources.sessions() as session:
         row = await session.get(m.DeliveryRow, email)
         assert row is not None
-        assert (row.status, row.provider, row.provider_message_id, row.lease_until) == (m.SENT, "file", "x", None)
+        assert (row.status, row.provider, row.provider_message_id, row.lease_until) == (
+            DeliveryStatus.SENT,
+            "file",
+            "x",
+            None,
+        )
         assert row.sent_at is not None
 
 
@@ -107,9 +116,11 @@ async def test_one_outcome_postgresql_refuses_does_not_fail_its_batch(clarion: R
     worker = DeliveryWorker(channel="email", fast=clarion.resources.fast)
     results = await worker._finish_batch(
         [
-            Outcome(claimed_good, [Attempt("file", "succeeded", "nul \x00 stripped", now, 1.0)], m.SENT),
+            Outcome(claimed_good, [Attempt("file", "succeeded", "nul \x00 stripped", now, 1.0)], DeliveryStatus.SENT),
             # Longer than the provider column: PostgreSQL refuses this one.
-            Outcome(claimed_bad, [Attempt("p" * 40, "succeeded", "", now, 1.0)], m.SENT, provider="p" * 40),
+            Outcome(
+                claimed_bad, [Attempt("p" * 40, "succeeded", "", now, 1.0)], DeliveryStatus.SENT, provider="p" * 40
+            ),
         ]
     )
     assert results[0] is True
@@ -117,10 +128,10 @@ async def test_one_outcome_postgresql_refuses_does_not_fail_its_batch(clarion: R
     async with clarion.resources.sessions() as session:
         recorded = await session.get(m.DeliveryRow, good)
         assert recorded is not None
-        assert recorded.status == m.SENT
+        assert recorded.status == DeliveryStatus.SENT
         refused = await session.get(m.DeliveryRow, bad)
         assert refused is not None
-        assert refused.status == m.SENDING, "left to its handler (requeued) and the sweeper"
+        assert refused.status == DeliveryStatus.SENDING, "left to its handler (requeued) and the sweeper"
 
 
 async def attempts_of(clarion: RunningClarion, delivery_id: uuid.UUID) -> list[tuple[int, str]]:
@@ -147,15 +158,15 @@ async def test_an_outcome_recorded_after_the_sweeper_released_the_lease_still_se
         assert claimed is not None
         await expire_lease(clarion, delivery)
         assert await release_expired_leases(connection) == 1
-        assert await attempts_of(clarion, delivery) == [(1, m.ATTEMPT_UNKNOWN)]
+        assert await attempts_of(clarion, delivery) == [(1, AttemptOutcome.UNKNOWN)]
         # The worker was only slow (PostgreSQL was away): its outcome replaces the unknown attempt and settles the
         # delivery, and the message the relay publishes again finds nothing left to claim.
-        sent = Attempt("file", m.ATTEMPT_SUCCEEDED, "", datetime.now(UTC), 1.0)
-        settled = await finish_many(connection, [Outcome(claimed, [sent], m.SENT, provider="file")])
+        sent = Attempt("file", AttemptOutcome.SUCCEEDED, "", datetime.now(UTC), 1.0)
+        settled = await finish_many(connection, [Outcome(claimed, [sent], DeliveryStatus.SENT, provider="file")])
         assert settled == {delivery}
         assert await claim_many(connection, [delivery], lease_s=30) == [None]
-    assert await attempts_of(clarion, delivery) == [(1, m.ATTEMPT_SUCCEEDED)]
-    assert await notification_status(clarion, delivery) == m.SENT_ALL
+    assert await attempts_of(clarion, delivery) == [(1, AttemptOutcome.SUCCEEDED)]
+    assert await notification_status(clarion, delivery) == NotificationStatus.SENT
 
 
 async def claimed_twice(
@@ -178,13 +189,18 @@ async def test_an_outcome_recorded_after_another_claim_only_logs_its_attempt(cla
     async with clarion.resources.fast.connection() as connection:
         first, second = await claimed_twice(clarion, connection, delivery)
         assert second.attempt == 2
-        late = Outcome(first, [Attempt("file", m.ATTEMPT_TRANSIENT, "503", now, 1.0)], m.RETRYING)
+        late = Outcome(
+            first, [Attempt("file", AttemptOutcome.TRANSIENT_FAILURE, "503", now, 1.0)], DeliveryStatus.RETRYING
+        )
         assert await finish_many(connection, [late]) == set(), "the second claim owns the delivery"
         row = await connection.fetchrow("SELECT status, attempt_count FROM deliveries WHERE id = $1", delivery)
-        assert (row["status"], row["attempt_count"]) == (m.SENDING, 2)
-        sent = Outcome(second, [Attempt("file", m.ATTEMPT_SUCCEEDED, "", now, 1.0)], m.SENT)
+        assert (row["status"], row["attempt_count"]) == (DeliveryStatus.SENDING, 2)
+        sent = Outcome(second, [Attempt("file", AttemptOutcome.SUCCEEDED, "", now, 1.0)], DeliveryStatus.SENT)
         assert await finish_many(connection, [sent]) == {delivery}
-    assert await attempts_of(clarion, delivery) == [(1, m.ATTEMPT_TRANSIENT), (2, m.ATTEMPT_SUCCEEDED)]
+    assert await attempts_of(clarion, delivery) == [
+        (1, AttemptOutcome.TRANSIENT_FAILURE),
+        (2, AttemptOutcome.SUCCEEDED),
+    ]
 
 
 async def test_a_published_delivery_whose_message_was_lost_is_published_again(clarion: RunningClarion) -> None:
@@ -217,8 +233,8 @@ async def test_a_retrying_delivery_is_not_republished_before_its_message_is_due_
         assert claimed is not None
         retry = Outcome(
             claimed,
-            [Attempt("file", m.ATTEMPT_TRANSIENT, "503", now, 1.0)],
-            m.RETRYING,
+            [Attempt("file", AttemptOutcome.TRANSIENT_FAILURE, "503", now, 1.0)],
+            DeliveryStatus.RETRYING,
             retry_at=now + timedelta(minutes=10),
         )
         await finish_many(connection, [retry])
@@ -233,10 +249,12 @@ async def test_an_outcome_recorded_twice_counts_once(clarion: RunningClarion) ->
     async with clarion.resources.fast.connection() as connection:
         [claimed] = await claim_many(connection, [delivery], lease_s=30)
         assert claimed is not None
-        outcome = Outcome(claimed, [Attempt("file", m.ATTEMPT_SUCCEEDED, "", datetime.now(UTC), 1.0)], m.SENT)
+        outcome = Outcome(
+            claimed, [Attempt("file", AttemptOutcome.SUCCEEDED, "", datetime.now(UTC), 1.0)], DeliveryStatus.SENT
+        )
         assert await finish_many(connection, [outcome]) == {delivery}
         assert await finish_many(connection, [outcome]) == {delivery}, "already recorded: settled, not late"
-    assert await attempts_of(clarion, delivery) == [(1, m.ATTEMPT_SUCCEEDED)]
+    assert await attempts_of(clarion, delivery) == [(1, AttemptOutcome.SUCCEEDED)]
 
 
 async def test_a_retry_after_the_sweeper_took_the_delivery_back_stays_in_its_sight(clarion: RunningClarion) -> None:
@@ -247,8 +265,13 @@ async def test_a_retry_after_the_sweeper_took_the_delivery_back_stays_in_its_sig
     async with clarion.resources.fast.connection() as connection:
         await connection.execute("UPDATE deliveries SET published_at = now() WHERE id = $1", delivery)
         _, second = await claimed_twice(clarion, connection, delivery)
-        retry = Outcome(second, [Attempt("file", m.ATTEMPT_TRANSIENT, "503", now, 1.0)], m.RETRYING, retry_at=now)
+        retry = Outcome(
+            second,
+            [Attempt("file", AttemptOutcome.TRANSIENT_FAILURE, "503", now, 1.0)],
+            DeliveryStatus.RETRYING,
+            retry_at=now,
+        )
         assert await finish_many(connection, [retry]) == {delivery}
         row = await connection.fetchrow("SELECT status, published_at FROM deliveries WHERE id = $1", delivery)
-    assert row["status"] == m.RETRYING
+    assert row["status"] == DeliveryStatus.RETRYING
     assert row["published_at"] is not None

@@ -21,6 +21,7 @@ from clarion.core.config import load_settings
 from clarion.core.db import FastPath, utcnow
 from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.consumer import DeliveryWorker
+from clarion.delivery.lifecycle import DeliveryStatus
 from clarion.delivery.providers.factory import create_email_provider, create_push_provider
 from clarion.delivery.report import format_report, recent_deliveries
 from clarion.delivery.sweeper import Sweeper
@@ -225,7 +226,7 @@ async def died_mid_send(run: Pipeline, email_address: str, *, attempt: int) -> s
     async with run.clarion.resources.sessions.begin() as session:
         await session.execute(
             update(m.DeliveryRow).values(
-                status=m.SENDING,
+                status=DeliveryStatus.SENDING,
                 attempt_count=attempt,
                 published_at=utcnow(),
                 lease_until=utcnow() - timedelta(seconds=1),

@@ -12,6 +12,7 @@ import grpc
 import pytest
 from google.protobuf import timestamp_pb2
 
+from clarion.delivery.lifecycle import DeliveryStatus, NotificationStatus
 from clarion.keys.manage import create_project
 from clarion.keys.scopes import DEFAULT_PROJECT, Scope
 from clarion.notifications import models as m
@@ -32,14 +33,14 @@ async def dead_letter(clarion: RunningClarion, project_id: str) -> str:
     notification_id, delivery_id = uuid.uuid4(), uuid.uuid4()
     now = datetime.now(UTC)
     async with clarion.resources.sessions.begin() as session:
-        session.add(notification_row(id=notification_id, project_id=project_id, status=m.FAILED_ALL))
+        session.add(notification_row(id=notification_id, project_id=project_id, status=NotificationStatus.FAILED))
         await session.flush()
         session.add(
             m.DeliveryRow(
                 id=delivery_id,
                 notification_id=notification_id,
                 channel="email",
-                status=m.FAILED,
+                status=DeliveryStatus.FAILED,
                 payload={},
                 due_at=now,
                 provider="file",

@@ -1,0 +1,225 @@
+"""The delivery lifecycle in one place: the statuses of notifications, deliveries and attempts (stored as these
+strings, shown as the contracts' enums), every legal move between them and the component that makes it, who moves
+each unfinished status forward and how long a row may wait in it, and the decisions as pure functions (how an
+attempt settles a delivery; a notification's status from its deliveries').
+
+A notification is accepted (ACCEPTED, or SCHEDULED for later); the dispatcher plans it into one delivery per
+channel (QUEUED, or SKIPPED with a reason) and publishes the queued ones; a channel's worker claims a delivery
+(SENDING, under a lease) and settles it with the provider's answer (SENT, RETRYING, FAILED). The sweeper is the
+watchdog: a lease that runs out, or a published message nobody claims, goes back to QUEUED. Clients cancel what has
+not started and replay what failed. docs/delivery-guarantees.md tells the story; this module is its contract.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, Self
+
+from clarion.v1 import notifications_pb2
+
+
+class _Contracted(StrEnum):
+    """A value stored as its lowercase name and shown as the contracts' enum value `<PREFIX><NAME>`."""
+
+    @property
+    def proto(self) -> Any:
+        """The contracts' enum value."""
+        enum, prefix = _CONTRACTS[type(self).__name__]
+        return enum.Value(prefix + self.name)
+
+    @classmethod
+    def from_proto(cls, value: int) -> Self | None:
+        """The member a contracts' enum value stands for; None for UNSPECIFIED or a value this version lacks."""
+        return next((member for member in cls if member.proto == value), None)
+
+
+class NotificationStatus(_Contracted):
+    """Where a notification stands. The first two wait for the dispatcher; the rest are derived from the
+    notification's deliveries (derive_notification_status), except CANCELLED before dispatch."""
+
+    ACCEPTED = "accepted"
+    SCHEDULED = "scheduled"
+    IN_PROGRESS = "in_progress"
+    SENT = "sent"
+    PARTIALLY_SENT = "partially_sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class DeliveryStatus(_Contracted):
+    """Where one channel's delivery stands."""
+
+    QUEUED = "queued"
+    SENDING = "sending"
+    RETRYING = "retrying"
+    SENT = "sent"
+    FAILED = "failed"
+    SKIPPED = "skipped"
+    CANCELLED = "cancelled"
+
+
+class AttemptOutcome(_Contracted):
+    """What one provider call came to. UNKNOWN: the request may have reached the provider but no answer was
+    recorded (a timeout, or a worker that stopped first); retried like a transient failure, it is what accounts
+    for a duplicate send."""
+
+    SUCCEEDED = "succeeded"
+    TRANSIENT_FAILURE = "transient_failure"
+    PERMANENT_FAILURE = "permanent_failure"
+    UNKNOWN = "unknown"
+
+
+_CONTRACTS: Mapping[str, tuple[Any, str]] = {
+    "NotificationStatus": (notifications_pb2.NotificationStatus, "NOTIFICATION_STATUS_"),
+    "DeliveryStatus": (notifications_pb2.DeliveryStatus, "DELIVERY_STATUS_"),
+    "AttemptOutcome": (notifications_pb2.AttemptOutcome, "ATTEMPT_OUTCOME_"),
+}
+
+PENDING_NOTIFICATION_STATUSES = (NotificationStatus.ACCEPTED, NotificationStatus.SCHEDULED)
+FINAL_DELIVERY_STATUSES = frozenset(
+    {DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED, DeliveryStatus.CANCELLED}
+)
+UNFINISHED_DELIVERY_STATUSES = frozenset(DeliveryStatus) - FINAL_DELIVERY_STATUSES
+
+
+class Component(StrEnum):
+    """Who changes statuses. Each is one place in the code (named in the comments of TRANSITIONS)."""
+
+    ACCEPT = "accept"  # NotificationService.SendNotification
+    DISPATCHER = "dispatcher"  # notifications/dispatcher.py: plans due notifications, publishes deliveries
+    WORKER = "worker"  # delivery/consumer.py and outcomes.py: claims and settles one channel's deliveries
+    SWEEPER = "sweeper"  # delivery/sweeper.py: takes back what nothing works on any more
+    CLIENT = "client"  # CancelNotification, ReplayDeadLetters
+
+
+@dataclass(frozen=True, slots=True)
+class Move:
+    """One legal change of a delivery's status (`before` None: the delivery is created), and who makes it."""
+
+    before: DeliveryStatus | None
+    after: DeliveryStatus
+    by: Component
+    why: str
+
+
+_D = DeliveryStatus
+# Every way a delivery's status may change. A change not listed here is a bug (`check_delivery_move`).
+DELIVERY_MOVES: tuple[Move, ...] = (
+    Move(None, _D.QUEUED, Component.DISPATCHER, "planned: the channel applies, now or when quiet hours end"),
+    Move(None, _D.SKIPPED, Component.DISPATCHER, "planned: no address, no device, the channel off, no content"),
+    Move(_D.QUEUED, _D.SENDING, Component.WORKER, "claimed from its message, under a lease"),
+    Move(_D.RETRYING, _D.SENDING, Component.WORKER, "claimed when its retry message comes back"),
+    Move(_D.SENDING, _D.SENT, Component.WORKER, "the provider accepted it"),
+    Move(_D.SENDING, _D.RETRYING, Component.WORKER, "a transient failure, attempts left"),
+    Move(_D.SENDING, _D.FAILED, Component.WORKER, "a permanent failure, or the last attempt failed"),
+    # The worker answered after the sweeper took its lease back, and nobody has claimed the delivery since: the
+    # answer still counts (a RETRYING one leaves it QUEUED: its new message is already on the way).
+    Move(_D.QUEUED, _D.SENT, Component.WORKER, "a late answer: sent"),
+    Move(_D.QUEUED, _D.FAILED, Component.WORKER, "a late answer: failed"),
+    Move(_D.SENDING, _D.QUEUED, Component.SWEEPER, "the lease ran out: the worker stopped mid-send"),
+    Move(_D.QUEUED, _D.QUEUED, Component.SWEEPER, "published long ago and never claimed: published again"),
+    Move(_D.RETRYING, _D.QUEUED, Component.SWEEPER, "its retry message never came back: published again"),
+    Move(_D.QUEUED, _D.CANCELLED, Component.CLIENT, "cancelled before it was sent"),
+    Move(_D.RETRYING, _D.CANCELLED, Component.CLIENT, "cancelled between attempts"),
+    Move(_D.FAILED, _D.QUEUED, Component.CLIENT, "a dead letter replayed"),
+)
+_LEGAL = {(move.before, move.after): move for move in DELIVERY_MOVES}
+
+
+class IllegalMove(ValueError):
+    """A status change the lifecycle does not allow: a bug in the code that asked for it."""
+
+
+def check_delivery_move(before: DeliveryStatus | None, after: DeliveryStatus, by: Component) -> Move:
+    """The legal move from `before` to `after` made by `by`; IllegalMove for any other."""
+    move = _LEGAL.get((before, after))
+    if move is None or move.by != by:
+        raise IllegalMove(f"a delivery may not go from {before or 'nothing'} to {after} by {by}")
+    return move
+
+
+@dataclass(frozen=True, slots=True)
+class Owner:
+    """The one component that moves an unfinished status forward, and the bound on how long a row may stay in it:
+    the settings it is made of, and how the bound is kept when the owner does not keep it."""
+
+    by: Component
+    bound: str
+    settings: tuple[str, ...]
+    watchdog: Component | None = None
+
+
+# Every unfinished status, its owner and its bound. A test walks every status: each unfinished one is here, and
+# each is left by a move its owner makes.
+NOTIFICATION_OWNERS: Mapping[NotificationStatus, Owner] = {
+    NotificationStatus.ACCEPTED: Owner(
+        Component.DISPATCHER,
+        "dispatched within a poll interval (woken at once by LISTEN/NOTIFY)",
+        ("dispatch_poll_interval_s",),
+    ),
+    NotificationStatus.SCHEDULED: Owner(
+        Component.DISPATCHER, "dispatched within a poll interval after send_at", ("dispatch_poll_interval_s",)
+    ),
+    NotificationStatus.IN_PROGRESS: Owner(
+        Component.WORKER, "settled when its last delivery is; each delivery's bound holds", ()
+    ),
+}
+DELIVERY_OWNERS: Mapping[DeliveryStatus, Owner] = {
+    DeliveryStatus.QUEUED: Owner(
+        Component.WORKER,
+        "claimed once published; published again by the sweeper when unclaimed past due_at + republish_after",
+        ("delivery_republish_after_s", "sweeper_interval_s"),
+        watchdog=Component.SWEEPER,
+    ),
+    DeliveryStatus.SENDING: Owner(
+        Component.WORKER,
+        "settled within the lease; taken back by the sweeper when the lease runs out",
+        ("delivery_lease_s", "sweeper_interval_s"),
+        watchdog=Component.SWEEPER,
+    ),
+    DeliveryStatus.RETRYING: Owner(
+        Component.WORKER,
+        "claimed when its retry message comes back; published again by the sweeper past due_at + republish_after",
+        ("delivery_republish_after_s", "sweeper_interval_s"),
+        watchdog=Component.SWEEPER,
+    ),
+}
+
+
+def settle(
+    outcome: AttemptOutcome, *, attempt: int, max_attempts: int, partial_success: bool = False
+) -> DeliveryStatus:
+    """The status a claimed delivery settles at after its attempt number `attempt` came to `outcome`: SENT on
+    success; RETRYING after a transient or unknown failure with attempts left; else FAILED, or SENT when some of
+    its messages went out (a push to several devices, some of them gone)."""
+    if attempt < 1 or max_attempts < 1:
+        raise ValueError(f"attempt {attempt} of {max_attempts}: both start at 1")
+    if outcome is AttemptOutcome.SUCCEEDED:
+        return DeliveryStatus.SENT
+    retryable = outcome in (AttemptOutcome.TRANSIENT_FAILURE, AttemptOutcome.UNKNOWN)
+    if retryable and attempt < max_attempts:
+        return DeliveryStatus.RETRYING
+    return DeliveryStatus.SENT if partial_success else DeliveryStatus.FAILED
+
+
+def derive_notification_status(delivery_statuses: Iterable[str], *, reason: str = "") -> NotificationStatus:
+    """A dispatched notification's status from its deliveries'. Unfinished deliveries make it IN_PROGRESS;
+    otherwise it is judged by the deliveries that were attempted (sent or failed); with none attempted it is
+    CANCELLED if any delivery was, else SKIPPED. No deliveries at all is FAILED when there is a reason (the user or
+    the template was gone), else SKIPPED."""
+    statuses = [DeliveryStatus(status) for status in delivery_statuses]
+    if not statuses:
+        return NotificationStatus.FAILED if reason else NotificationStatus.SKIPPED
+    if UNFINISHED_DELIVERY_STATUSES.intersection(statuses):
+        return NotificationStatus.IN_PROGRESS
+    sent, failed = statuses.count(DeliveryStatus.SENT), statuses.count(DeliveryStatus.FAILED)
+    if sent and failed:
+        return NotificationStatus.PARTIALLY_SENT
+    if sent:
+        return NotificationStatus.SENT
+    if failed:
+        return NotificationStatus.FAILED
+    return NotificationStatus.CANCELLED if DeliveryStatus.CANCELLED in statuses else NotificationStatus.SKIPPED
