@@ -21,6 +21,7 @@ from clarion.core.errors import ClarionError
 from clarion.core.logging import configure_logging, get_logger
 from clarion.core.server import PortInUseError
 from clarion.core.tracing import configure_tracing
+from clarion.delivery.lifecycle import DeliveryStatus
 from clarion.gateway import kubernetes
 from clarion.gateway.errors import GatewayError
 from clarion.keys.models import ApiKeyRow
@@ -307,7 +308,7 @@ def build_parser() -> argparse.ArgumentParser:
     deliveries.add_argument(
         "--status",
         default="",
-        choices=["", "queued", "sending", "retrying", "sent", "failed", "skipped", "cancelled"],
+        choices=["", *(status.value for status in DeliveryStatus)],
         help="only this status",
     )
     deliveries.add_argument("--channel", default="", choices=["", "email", "push"], help="only this channel")

@@ -98,14 +98,18 @@ class Unroutable(BrokerUnavailable):
 
 @dataclass(frozen=True, slots=True)
 class Message:
-    """A delivery on its way to a channel worker. Never put secrets (keys, tokens) in the body or the headers."""
+    """A delivery on its way to a channel worker. Never put credentials (API keys, provider keys) in it; the body
+    carries what a worker needs to send, a user's push tokens included, so the broker is as private as the
+    database."""
 
     message_id: str
     """The delivery id: stable across redeliveries and retries, so workers deduplicate by it."""
     body: bytes
-    """JSON produced by the caller."""
+    """The caller's bytes, in `content_type`."""
     headers: Mapping[str, str] = field(default_factory=dict)
     """E.g. `request_id`, `notification_id`; on failed.queue also REASON_HEADER and SOURCE_QUEUE_HEADER."""
+    content_type: str = "application/json"
+    """The body's media type, carried as the AMQP content type."""
 
 
 class Received(Protocol):

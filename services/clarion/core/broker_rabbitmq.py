@@ -221,7 +221,7 @@ class RabbitMQBroker:
             message.body,
             message_id=message.message_id,
             headers=dict(headers),
-            content_type="application/json",
+            content_type=message.content_type,
             delivery_mode=aio_pika.DeliveryMode.PERSISTENT,
         )
         try:
@@ -383,7 +383,7 @@ class _RabbitReceived(SettlingReceived):
         else:
             delivery_count = _int(raw.get(DELIVERY_COUNT_HEADER)) + deliveries_here
         super().__init__(
-            Message(incoming.message_id or "", incoming.body, headers),
+            Message(incoming.message_id or "", incoming.body, headers, incoming.content_type or "application/json"),
             queue=queue,
             redelivered=bool(incoming.redelivered),
             delivery_count=delivery_count,

@@ -4,7 +4,6 @@ settle the message — ack, retry through a tier, or dead-letter — only after 
 from __future__ import annotations
 
 import asyncio
-import json
 import random
 import time
 import uuid
@@ -34,6 +33,7 @@ from clarion.delivery.providers.base import (
     TransientFailure,
     UnregisteredToken,
 )
+from clarion.delivery.tasks import UnreadableTask, read_task
 from clarion.notifications.clients import ServiceClients
 
 log = get_logger(__name__)
@@ -177,8 +177,8 @@ class DeliveryWorker:
 
     async def _handle(self, received: Received) -> None:
         try:
-            delivery_id = uuid.UUID(json.loads(received.message.body)["delivery_id"])
-        except (ValueError, KeyError, TypeError):
+            delivery_id = uuid.UUID(read_task(received.message).delivery_id)
+        except UnreadableTask:
             log.error("delivery_message_unreadable", message_id=received.message.message_id)
             await received.dead_letter("unreadable_message")
             return
@@ -320,7 +320,7 @@ class DeliveryWorker:
                 payload=payload,
             )
             if await self._finish(outcome):
-                self._count(claimed, provider, "sent")
+                self._count(claimed, provider, DeliveryStatus.SENT)
                 log.info("delivery_sent", delivery_id=delivery, provider=provider, attempt=claimed.attempt)
             await received.ack()
             return
@@ -356,7 +356,7 @@ class DeliveryWorker:
         if not await self._finish(outcome):
             await received.ack()
             return
-        self._count(claimed, provider, "sent" if final == DeliveryStatus.SENT else "failed")
+        self._count(claimed, provider, final)
         log.warning("delivery_failed", delivery_id=delivery, attempt=claimed.attempt, reason=why)
         if final == DeliveryStatus.FAILED:
             await received.dead_letter(why[:200])
@@ -366,10 +366,10 @@ class DeliveryWorker:
     def _count(self, claimed: Claimed, provider: str, outcome: str) -> None:
         """Count a committed outcome: sent (with its time since acceptance), retry, or failed (a dead letter)."""
         DELIVERIES.labels(channel=claimed.channel, provider=provider, outcome=outcome).inc()
-        if outcome == "sent":
+        if outcome == DeliveryStatus.SENT:
             elapsed_s = (datetime.now(UTC) - claimed.accepted_at).total_seconds()
             TIME_TO_SEND.labels(channel=claimed.channel, provider=provider).observe(max(0.0, elapsed_s))
-        elif outcome == "failed":
+        elif outcome == DeliveryStatus.FAILED:
             DEAD_LETTERED.labels(channel=claimed.channel, provider=provider).inc()
 
 

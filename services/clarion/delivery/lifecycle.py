@@ -78,6 +78,13 @@ _CONTRACTS: Mapping[str, tuple[Any, str]] = {
     "AttemptOutcome": (notifications_pb2.AttemptOutcome, "ATTEMPT_OUTCOME_"),
 }
 
+
+def sql(*values: StrEnum) -> str:
+    """The values as SQL string literals, comma-separated (`'queued', 'retrying'`), for the statements that name
+    statuses: written from the enums, so no status is spelled anywhere but here."""
+    return ", ".join(f"'{value.value}'" for value in values)
+
+
 PENDING_NOTIFICATION_STATUSES = (NotificationStatus.ACCEPTED, NotificationStatus.SCHEDULED)
 FINAL_DELIVERY_STATUSES = frozenset(
     {DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED, DeliveryStatus.CANCELLED}

@@ -13,7 +13,8 @@ from typing import Any
 import asyncpg
 
 from clarion.core.db import utcnow
-from clarion.delivery.lifecycle import derive_notification_status
+from clarion.delivery.lifecycle import AttemptOutcome, derive_notification_status, sql
+from clarion.delivery.lifecycle import DeliveryStatus as D
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,16 +46,16 @@ class Attempt:
     duration_ms: float
 
 
-_CLAIM = """
+_CLAIM = f"""
 WITH claimed AS (
     UPDATE deliveries
-    SET status = 'sending', attempt_count = attempt_count + 1, lease_until = $2, updated_at = $3
-    WHERE id = ANY($1::uuid[]) AND status IN ('queued', 'retrying')
+    SET status = {sql(D.SENDING)}, attempt_count = attempt_count + 1, lease_until = $2, updated_at = $3
+    WHERE id = ANY($1::uuid[]) AND status IN ({sql(D.QUEUED, D.RETRYING)})
     RETURNING id, notification_id, channel, attempt_count, payload
 )
 SELECT c.id, c.notification_id, n.user_id, c.channel, c.attempt_count, c.payload, n.created_at
 FROM claimed c JOIN notifications n ON n.id = c.notification_id
-"""
+"""  # noqa: S608 - the statuses come from the lifecycle's enums, never from input
 
 
 async def claim_many(
@@ -113,12 +114,12 @@ SELECT * FROM unnest($1::uuid[], $2::int[], $3::varchar[], $4::varchar[], $5::te
 # or the sweeper took it back after the lease expired (QUEUED again) and no other worker has claimed it yet; a
 # RETRYING outcome then leaves it queued, as its new message is already on its way. An outcome recorded after
 # another claim (a later attempt number) changes nothing but the attempt log.
-_UPDATE_DELIVERIES = """
+_UPDATE_DELIVERIES = f"""
 UPDATE deliveries d
 SET status = u.status, status_reason = u.reason, updated_at = $9, lease_until = NULL,
     provider = coalesce(nullif(u.provider, ''), d.provider),
     provider_message_id = coalesce(nullif(u.message_id, ''), d.provider_message_id),
-    sent_at = CASE WHEN u.status = 'sent' THEN $9 ELSE d.sent_at END,
+    sent_at = CASE WHEN u.status = {sql(D.SENT)} THEN $9 ELSE d.sent_at END,
     -- a message is on its way again (a retry copy), whoever published the last one: the sweeper keeps watching
     published_at = coalesce(d.published_at, $9),
     payload = coalesce(u.payload::jsonb, d.payload),
@@ -127,9 +128,9 @@ FROM unnest($1::uuid[], $2::int[], $3::varchar[], $4::text[], $5::varchar[], $6:
             $8::timestamptz[])
     AS u(id, attempt, status, reason, provider, message_id, payload, due_at)
 WHERE d.id = u.id AND d.attempt_count = u.attempt
-    AND (d.status = 'sending' OR (d.status = 'queued' AND u.status <> 'retrying'))
+    AND (d.status = {sql(D.SENDING)} OR (d.status = {sql(D.QUEUED)} AND u.status <> {sql(D.RETRYING)}))
 RETURNING d.id
-"""
+"""  # noqa: S608 - the statuses come from the lifecycle's enums, never from input
 
 # An outcome run again after its commit's answer was lost: the delivery already stands where it put it.
 _ALREADY_RECORDED = """
@@ -140,12 +141,12 @@ WHERE d.attempt_count = u.attempt AND d.status = u.status
 
 # The attempt the sweeper logged as unknown when this claim's lease expired (the sweeper dates it at the claim: its
 # start is the claim's own time) gives way to the outcome its worker records late.
-_RESOLVE_UNKNOWN = """
+_RESOLVE_UNKNOWN = f"""
 DELETE FROM delivery_attempts a
 USING unnest($1::uuid[], $2::int[], $3::timestamptz[]) AS u(delivery_id, attempt, claimed_at)
-WHERE a.delivery_id = u.delivery_id AND a.attempt_number = u.attempt AND a.outcome = 'unknown'
+WHERE a.delivery_id = u.delivery_id AND a.attempt_number = u.attempt AND a.outcome = {sql(AttemptOutcome.UNKNOWN)}
     AND a.started_at = u.claimed_at
-"""
+"""  # noqa: S608 - the statuses come from the lifecycle's enums, never from input
 LATE_MARGIN = timedelta(seconds=2)
 
 _DELIVERY_STATUSES = """
@@ -244,38 +245,40 @@ async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -
 # A lease that expired: the delivery goes back to the relay, and the attempt its worker made (or was about to
 # make) is logged as unknown, with the claim's time as its start: the provider may have taken it, so the next attempt
 # may be a duplicate, and the history says why. Locked in id order, a batch at a time.
-_RELEASE_EXPIRED = """
+_RELEASE_EXPIRED = f"""
 WITH expired AS (
     SELECT id, updated_at AS claimed_at FROM deliveries
-    WHERE status = 'sending' AND lease_until < $1
+    WHERE status = {sql(D.SENDING)} AND lease_until < $1
     ORDER BY id LIMIT $2
     FOR UPDATE SKIP LOCKED
 ), released AS (
     UPDATE deliveries d
-    SET status = 'queued', published_at = NULL, lease_until = NULL, status_reason = 'lease_expired', updated_at = $1
+    SET status = {sql(D.QUEUED)}, published_at = NULL, lease_until = NULL, status_reason = 'lease_expired',
+        updated_at = $1
     FROM expired e WHERE d.id = e.id
     RETURNING d.id, d.attempt_count, d.provider, e.claimed_at
 )
 INSERT INTO delivery_attempts (delivery_id, attempt_number, provider, outcome, error, started_at, duration_ms)
-SELECT id, attempt_count, provider, 'unknown', $3, claimed_at, 0 FROM released
+SELECT id, attempt_count, provider, {sql(AttemptOutcome.UNKNOWN)}, $3, claimed_at, 0 FROM released
 RETURNING delivery_id
-"""
+"""  # noqa: S608 - the statuses come from the lifecycle's enums, never from input
 LEASE_EXPIRED_ERROR = "lease expired: the worker stopped before it recorded an outcome"
 
 # Published, then neither claimed nor finished for too long: its message was lost on the way (a queue deleted, a
 # message dead-lettered by the broker itself). Published again; if the old message turns up after all, the claim
 # lets only one of the two through.
-_REPUBLISH_STALE = """
+_REPUBLISH_STALE = f"""
 UPDATE deliveries d
-SET status = 'queued', published_at = NULL, status_reason = 'republished', updated_at = $1
+SET status = {sql(D.QUEUED)}, published_at = NULL, status_reason = 'republished', updated_at = $1
 WHERE d.id IN (
     SELECT id FROM deliveries
-    WHERE status IN ('queued', 'retrying') AND published_at IS NOT NULL AND published_at < $2 AND due_at < $2
+    WHERE status IN ({sql(D.QUEUED, D.RETRYING)}) AND published_at IS NOT NULL AND published_at < $2
+        AND due_at < $2
     ORDER BY id LIMIT $3
     FOR UPDATE SKIP LOCKED
 )
 RETURNING d.id
-"""
+"""  # noqa: S608 - the statuses come from the lifecycle's enums, never from input
 
 
 async def release_expired_leases(connection: asyncpg.Connection, *, limit: int = 500) -> int:

@@ -70,10 +70,11 @@ def gateway_descriptor_set(base: descriptor_pb2.FileDescriptorSet) -> descriptor
 
 
 def service_names(descriptor_set: descriptor_pb2.FileDescriptorSet, *, http_only: bool = False) -> list[str]:
-    """Full names of the services in the set, in file order; with `http_only`, those with an HTTP binding."""
+    """Full names of the services in the set, sorted (the files' order follows their imports, which change); with
+    `http_only`, those with an HTTP binding."""
     found: list[str] = []
     for file in descriptor_set.file:
         for service in file.service:
             if not http_only or any(m.options.HasExtension(annotations_pb2.http) for m in service.method):
                 found.append(f"{file.package}.{service.name}")
-    return found
+    return sorted(found)

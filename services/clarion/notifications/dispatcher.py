@@ -21,7 +21,7 @@ from opentelemetry.trace import SpanKind
 from sqlalchemy import func, select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from clarion.core.broker import EMAIL_QUEUE, FAILED_QUEUE, PUSH_QUEUE, Broker, BrokerError, BrokerUnavailable, Message
+from clarion.core.broker import EMAIL_QUEUE, FAILED_QUEUE, PUSH_QUEUE, Broker, BrokerError, BrokerUnavailable
 from clarion.core.db import FastPath, asyncpg_dsn, is_database_unavailable
 from clarion.core.errors import ClarionError, FailedPrecondition, NotFound, Unavailable
 from clarion.core.logging import get_logger
@@ -33,7 +33,8 @@ from clarion.core.metrics import (
     QUEUE_MESSAGES,
 )
 from clarion.core.tracing import from_traceparent, inject, tracer
-from clarion.delivery.lifecycle import DeliveryStatus, derive_notification_status
+from clarion.delivery.lifecycle import PENDING_NOTIFICATION_STATUSES, DeliveryStatus, derive_notification_status, sql
+from clarion.delivery.tasks import task_message
 from clarion.notifications import models as m
 from clarion.notifications.clients import ServiceClients, render_request
 from clarion.notifications.repository import DISPATCH_CHANNEL, NotificationRepository
@@ -49,14 +50,14 @@ QUEUES = {"email": EMAIL_QUEUE, "push": PUSH_QUEUE}
 GAUGE_INTERVAL_S = 5.0
 
 
-_CLAIM_DUE = """
+_CLAIM_DUE = f"""
 SELECT id, user_id, template_key, template_version, message_data, channels, priority, locale, trace_parent
 FROM notifications
-WHERE status IN ('accepted', 'scheduled') AND send_at <= $1
+WHERE status IN ({sql(*PENDING_NOTIFICATION_STATUSES)}) AND send_at <= $1
 ORDER BY send_at
 LIMIT $2
 FOR UPDATE SKIP LOCKED
-"""
+"""  # noqa: S608 - the statuses come from the lifecycle's enums, never from input
 
 # One delivery per channel however many dispatchers race for a notification (the unique constraint).
 _INSERT_DELIVERIES = """
@@ -77,14 +78,14 @@ FROM unnest($1::uuid[], $2::varchar[], $3::text[]) AS u(id, status, reason)
 WHERE n.id = ANY($1::uuid[]) AND n.id = u.id
 """
 
-_CLAIM_UNPUBLISHED = """
+_CLAIM_UNPUBLISHED = f"""
 SELECT d.id, d.notification_id, d.channel, d.payload, n.trace_request_id, n.trace_parent
 FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-WHERE d.status = 'queued' AND d.published_at IS NULL AND d.due_at <= $1
+WHERE d.status = {sql(DeliveryStatus.QUEUED)} AND d.published_at IS NULL AND d.due_at <= $1
 ORDER BY d.due_at
 LIMIT $2
 FOR UPDATE OF d SKIP LOCKED
-"""
+"""  # noqa: S608 - the statuses come from the lifecycle's enums, never from input
 
 _SET_PUBLISHED = """
 UPDATE deliveries SET published_at = $2, status_reason = '', updated_at = $2 WHERE id = ANY($1::uuid[])
@@ -413,14 +414,11 @@ class Dispatcher:
         ):
             notification_id, request_id = str(delivery["notification_id"]), delivery["trace_request_id"]
             headers = {"notification_id": notification_id, **({"request_id": request_id} if request_id else {})}
-            # The payload goes in as PostgreSQL wrote it (valid JSON): no parse and dump per message.
-            body = (
-                f'{{"delivery_id":"{delivery_id}","notification_id":"{notification_id}",'
-                f'"channel":"{channel}","payload":{delivery["payload"]}}}'
-            )
-            message = Message(
-                message_id=delivery_id,
-                body=body.encode(),
+            message = task_message(
+                delivery_id=delivery_id,
+                notification_id=notification_id,
+                channel=channel,
+                payload=json.loads(delivery["payload"]),
                 # traceparent: the workers' spans continue this one.
                 headers=inject(headers),
             )

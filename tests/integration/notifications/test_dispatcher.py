@@ -10,9 +10,11 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from google.protobuf.json_format import MessageToDict
 from sqlalchemy import func, select, update
 
 from clarion.core.broker import EMAIL_QUEUE, PUSH_QUEUE, Broker, Received, create_broker
+from clarion.delivery.tasks import TASK_CONTENT_TYPE, read_task
 from clarion.notifications import models as m
 from clarion.notifications.dispatcher import Dispatcher
 from clarion.v1 import common_pb2, notifications_pb2, templates_pb2, users_pb2
@@ -43,15 +45,16 @@ class Clock:
 
 
 async def drain(broker: Broker, queue: str, *, expect: int, timeout_s: float = 10) -> list[dict[str, Any]]:
-    """Consume exactly `expect` messages from `queue` (acking them) and return their JSON bodies."""
+    """Consume exactly `expect` messages from `queue` (acking them) and return their DeliveryTasks as dicts (field
+    names as in the proto), with the message id and headers."""
     bodies: list[dict[str, Any]] = []
     done = asyncio.Event()
 
     async def handle(received: Received) -> None:
         message = received.message
-        bodies.append(
-            {**json.loads(message.body), "_message_id": message.message_id, "_headers": dict(message.headers)}
-        )
+        assert message.content_type == TASK_CONTENT_TYPE
+        task = MessageToDict(read_task(message), preserving_proto_field_name=True)
+        bodies.append({**task, "_message_id": message.message_id, "_headers": dict(message.headers)})
         await received.ack()
         if len(bodies) >= expect:
             done.set()
@@ -125,12 +128,12 @@ async def test_deliveries_are_written_and_published_with_rendered_content(
     assert email["_headers"]["notification_id"] == notification_id
     assert email["_headers"]["request_id"], "the accepting call's x-request-id travels in the headers"
     assert "api_key" not in json.dumps(email)
-    assert email["payload"]["to"] == "ada@example.com"
-    assert email["payload"]["subject"] == "Hi Ada"
-    assert email["payload"]["html_body"] == "<p>3 updates</p>"
+    assert email["email"]["to"] == "ada@example.com"
+    assert email["email"]["subject"] == "Hi Ada"
+    assert email["email"]["html_body"] == "<p>3 updates</p>"
     [push] = await drain(broker, PUSH_QUEUE, expect=1)
-    assert push["payload"]["title"] == "Hi Ada"
-    assert [d["token"] for d in push["payload"]["devices"]] == ["tok-1"]
+    assert push["push"]["title"] == "Hi Ada"
+    assert [d["token"] for d in push["push"]["devices"]] == ["tok-1"]
     assert await dispatcher_for(clarion, broker).run_once() == (0, 0), "nothing is dispatched or published twice"
 
 

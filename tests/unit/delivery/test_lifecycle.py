@@ -5,6 +5,8 @@ deriving a notification's status)."""
 from __future__ import annotations
 
 import itertools
+import re
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -156,3 +158,22 @@ def test_a_notifications_status_follows_its_deliveries(
 def test_an_unknown_delivery_status_is_a_bug_not_a_guess() -> None:
     with pytest.raises(ValueError, match="delivered"):
         derive_notification_status(["delivered"])
+
+
+def test_no_status_is_spelled_outside_the_lifecycle() -> None:
+    # Statuses in Python and in SQL come from the enums (lifecycle.sql for statements); the migrations are history.
+    root = Path(__file__).resolve().parents[3] / "services" / "clarion"
+    values = {member.value for enum in (NotificationStatus, DeliveryStatus, AttemptOutcome) for member in enum}
+    alternatives = "|".join(sorted(values))
+    in_sql = re.compile(f"'({alternatives})'")
+    # "unknown" is also a word of error messages: only its SQL spelling counts.
+    words = "|".join(sorted(values - {"unknown"}))
+    in_python = re.compile(f'"({words})"')
+    offenders = [
+        f"{path.relative_to(root)}:{number}: {line.strip()}"
+        for path in sorted(root.rglob("*.py"))
+        if path.name != "lifecycle.py" and "migrations" not in path.parts
+        for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1)
+        if in_sql.search(line) or in_python.search(line)
+    ]
+    assert not offenders, "\n".join(offenders)

@@ -1,0 +1,93 @@
+"""The work queues' messages: a clarion.v1.DeliveryTask (protos/clarion/v1/delivery_task.proto) built from a
+delivery's stored payload, and the delivery id read back from a message, whichever format it came in."""
+
+from __future__ import annotations
+
+import json
+import uuid
+from typing import Any
+
+from google.protobuf.message import DecodeError
+
+from clarion.core.broker import Message
+from clarion.v1 import common_pb2, delivery_task_pb2, users_pb2
+
+TASK_CONTENT_TYPE = "application/x-protobuf; proto=clarion.v1.DeliveryTask"
+# What the dispatcher published before the contract existed (a JSON object with `delivery_id`): read still, so the
+# messages in flight across an upgrade are delivered.
+LEGACY_CONTENT_TYPE = "application/json"
+
+_CHANNELS = {"email": common_pb2.CHANNEL_EMAIL, "push": common_pb2.CHANNEL_PUSH}
+
+
+class UnreadableTask(ValueError):
+    """A message on a work queue that names no delivery."""
+
+
+def task_message(
+    *, delivery_id: str, notification_id: str, channel: str, payload: dict[str, Any], headers: dict[str, str]
+) -> Message:
+    """The message that asks `channel`'s workers to deliver `delivery_id`: a DeliveryTask with the content as
+    stored in the delivery's payload (the dispatcher's plan)."""
+    task = delivery_task_pb2.DeliveryTask(
+        delivery_id=delivery_id,
+        notification_id=notification_id,
+        channel=_CHANNELS[channel],
+        locale=str(payload.get("locale", "")),
+    )
+    if channel == "email":
+        task.email.CopyFrom(
+            delivery_task_pb2.EmailTask(
+                to=str(payload.get("to", "")),
+                subject=str(payload.get("subject", "")),
+                body=str(payload.get("body", "")),
+                html_body=str(payload.get("html_body", "")),
+            )
+        )
+    else:
+        task.push.CopyFrom(
+            delivery_task_pb2.PushTask(
+                devices=[
+                    delivery_task_pb2.PushDevice(
+                        device_id=str(device.get("device_id", "")),
+                        token=str(device.get("token", "")),
+                        platform=_platform(str(device.get("platform", ""))),
+                    )
+                    for device in payload.get("devices", [])
+                ],
+                title=str(payload.get("title", "")),
+                body=str(payload.get("body", "")),
+                data={str(key): str(value) for key, value in payload.get("data", {}).items()},
+            )
+        )
+    return Message(
+        message_id=delivery_id, body=task.SerializeToString(), headers=headers, content_type=TASK_CONTENT_TYPE
+    )
+
+
+def _platform(name: str) -> users_pb2.DevicePlatform.ValueType:
+    """A stored platform name ("android") as the contract's enum value; UNSPECIFIED for anything else."""
+    try:
+        return users_pb2.DevicePlatform.Value(f"DEVICE_PLATFORM_{name.upper()}")
+    except ValueError:
+        return users_pb2.DEVICE_PLATFORM_UNSPECIFIED
+
+
+def read_task(message: Message) -> delivery_task_pb2.DeliveryTask:
+    """The task a work-queue message carries: a DeliveryTask, or (from before the contract) a JSON object whose
+    `delivery_id` is all that is read. UnreadableTask when it names no delivery."""
+    if message.content_type == TASK_CONTENT_TYPE:
+        try:
+            task = delivery_task_pb2.DeliveryTask.FromString(message.body)
+        except DecodeError:
+            raise UnreadableTask("not a DeliveryTask") from None
+    else:
+        try:
+            task = delivery_task_pb2.DeliveryTask(delivery_id=str(json.loads(message.body)["delivery_id"]))
+        except (ValueError, KeyError, TypeError):
+            raise UnreadableTask("neither a DeliveryTask nor a JSON object with delivery_id") from None
+    try:
+        uuid.UUID(task.delivery_id)
+    except ValueError:
+        raise UnreadableTask(f"delivery_id {task.delivery_id[:64]!r} is not a UUID") from None
+    return task
