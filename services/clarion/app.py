@@ -172,6 +172,7 @@ async def run_workers(
                 database_url=database_url,
                 batch_size=settings.dispatch_batch_size,
                 poll_interval_s=settings.dispatch_poll_interval_s,
+                task_format=settings.delivery_task_format,
             )
             tasks.append(asyncio.create_task(dispatcher.run(stop), name="dispatcher"))
         elif kind == "sweeper":

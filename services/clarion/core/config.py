@@ -67,6 +67,9 @@ class Settings(BaseSettings):
     # The dispatcher: how many notifications one pass claims, and how often it looks when nothing wakes it.
     dispatch_batch_size: int = Field(default=100, ge=1, le=5000)
     dispatch_poll_interval_s: float = Field(default=1.0, gt=0, le=60)
+    # What the dispatcher publishes: `protobuf` (clarion.v1.DeliveryTask), or `json` (the format of releases before
+    # it) while workers of such a release still run: they cannot read a DeliveryTask. Every worker reads both.
+    delivery_task_format: Literal["protobuf", "json"] = "protobuf"
 
     # Channel workers: attempts before a delivery fails for good, how long a claim lasts before the sweeper takes
     # it back (longer than any provider call), and how many messages each worker handles at once.

@@ -392,7 +392,8 @@ async def _attempt(provider: str, call: Any) -> tuple[Attempt, str, ProviderErro
     error: ProviderError | None = None
     try:
         message_id = await call
-    except ProviderError as exc:
+    # The three kinds a provider raises; anything else is a bug, and propagates as it always did.
+    except (TransientFailure, PermanentFailure) as exc:
         error = exc
     duration_ms = (time.perf_counter() - started) * 1000
     text = redact_text(str(error)) if error else ""

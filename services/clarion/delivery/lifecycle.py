@@ -93,9 +93,8 @@ UNFINISHED_DELIVERY_STATUSES = frozenset(DeliveryStatus) - FINAL_DELIVERY_STATUS
 
 
 class Component(StrEnum):
-    """Who changes statuses. Each is one place in the code (named in the comments of TRANSITIONS)."""
+    """Who changes statuses. Each is one place in the code (named below)."""
 
-    ACCEPT = "accept"  # NotificationService.SendNotification
     DISPATCHER = "dispatcher"  # notifications/dispatcher.py: plans due notifications, publishes deliveries
     WORKER = "worker"  # delivery/consumer.py and outcomes.py: claims and settles one channel's deliveries
     SWEEPER = "sweeper"  # delivery/sweeper.py: takes back what nothing works on any more
@@ -129,7 +128,9 @@ DELIVERY_MOVES: tuple[Move, ...] = (
     Move(_D.SENDING, _D.QUEUED, Component.SWEEPER, "the lease ran out: the worker stopped mid-send"),
     Move(_D.QUEUED, _D.QUEUED, Component.SWEEPER, "published long ago and never claimed: published again"),
     Move(_D.RETRYING, _D.QUEUED, Component.SWEEPER, "its retry message never came back: published again"),
-    Move(_D.QUEUED, _D.CANCELLED, Component.CLIENT, "cancelled before it was sent"),
+    # A delivery the sweeper took back from a worker that stopped may have been sent already: a cancel then wins,
+    # and the worker's late answer changes nothing but the attempt log.
+    Move(_D.QUEUED, _D.CANCELLED, Component.CLIENT, "cancelled before a worker claimed it (again)"),
     Move(_D.RETRYING, _D.CANCELLED, Component.CLIENT, "cancelled between attempts"),
     Move(_D.FAILED, _D.QUEUED, Component.CLIENT, "a dead letter replayed"),
 )
@@ -164,11 +165,14 @@ class Owner:
 NOTIFICATION_OWNERS: Mapping[NotificationStatus, Owner] = {
     NotificationStatus.ACCEPTED: Owner(
         Component.DISPATCHER,
-        "dispatched within a poll interval (woken at once by LISTEN/NOTIFY)",
+        "dispatched within a poll interval (woken at once by LISTEN/NOTIFY) while UserService and TemplateService "
+        "answer; while they do not, it waits for them, unwatched",
         ("dispatch_poll_interval_s",),
     ),
     NotificationStatus.SCHEDULED: Owner(
-        Component.DISPATCHER, "dispatched within a poll interval after send_at", ("dispatch_poll_interval_s",)
+        Component.DISPATCHER,
+        "dispatched within a poll interval after send_at, as an ACCEPTED one is",
+        ("dispatch_poll_interval_s",),
     ),
     NotificationStatus.IN_PROGRESS: Owner(
         Component.WORKER, "settled when its last delivery is; each delivery's bound holds", ()
@@ -177,13 +181,15 @@ NOTIFICATION_OWNERS: Mapping[NotificationStatus, Owner] = {
 DELIVERY_OWNERS: Mapping[DeliveryStatus, Owner] = {
     DeliveryStatus.QUEUED: Owner(
         Component.WORKER,
-        "claimed once published; published again by the sweeper when unclaimed past due_at + republish_after",
-        ("delivery_republish_after_s", "sweeper_interval_s"),
+        "published by the relay once due (within a poll interval while the broker answers), then claimed; "
+        "published again by the sweeper when unclaimed past due_at + republish_after",
+        ("dispatch_poll_interval_s", "delivery_republish_after_s", "sweeper_interval_s"),
         watchdog=Component.SWEEPER,
     ),
     DeliveryStatus.SENDING: Owner(
         Component.WORKER,
-        "settled within the lease; taken back by the sweeper when the lease runs out",
+        "settled within the lease; taken back by the sweeper when the lease runs out (after a database outage, one "
+        "lease later: workers that held outcomes through it record them first)",
         ("delivery_lease_s", "sweeper_interval_s"),
         watchdog=Component.SWEEPER,
     ),
@@ -217,7 +223,9 @@ def derive_notification_status(delivery_statuses: Iterable[str], *, reason: str 
     otherwise it is judged by the deliveries that were attempted (sent or failed); with none attempted it is
     CANCELLED if any delivery was, else SKIPPED. No deliveries at all is FAILED when there is a reason (the user or
     the template was gone), else SKIPPED."""
-    statuses = [DeliveryStatus(status) for status in delivery_statuses]
+    # A status this version does not know (written by a newer one, before a rollback) is left out, not guessed at.
+    known = {status.value for status in DeliveryStatus}
+    statuses = [DeliveryStatus(status) for status in delivery_statuses if status in known]
     if not statuses:
         return NotificationStatus.FAILED if reason else NotificationStatus.SKIPPED
     if UNFINISHED_DELIVERY_STATUSES.intersection(statuses):

@@ -40,7 +40,7 @@ class Attempt:
     """One provider call, for the attempt log."""
 
     provider: str
-    outcome: str  # models.ATTEMPT_*
+    outcome: str  # an AttemptOutcome
     error: str
     started_at: datetime
     duration_ms: float

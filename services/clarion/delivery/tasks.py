@@ -1,5 +1,9 @@
 """The work queues' messages: a clarion.v1.DeliveryTask (protos/clarion/v1/delivery_task.proto) built from a
-delivery's stored payload, and the delivery id read back from a message, whichever format it came in."""
+delivery's stored payload, and the delivery id read back from a message, whichever format it came in.
+
+Upgrading from a release that published JSON: workers of that release cannot read a DeliveryTask, so run the
+dispatcher with CLARION_DELIVERY_TASK_FORMAT=json until every worker runs this release (they read both), then drop
+the setting."""
 
 from __future__ import annotations
 
@@ -12,7 +16,8 @@ from google.protobuf.message import DecodeError
 from clarion.core.broker import Message
 from clarion.v1 import common_pb2, delivery_task_pb2, users_pb2
 
-TASK_CONTENT_TYPE = "application/x-protobuf; proto=clarion.v1.DeliveryTask"
+TASK_MEDIA_TYPE = "application/x-protobuf"
+TASK_CONTENT_TYPE = f"{TASK_MEDIA_TYPE}; proto=clarion.v1.DeliveryTask"
 # What the dispatcher published before the contract existed (a JSON object with `delivery_id`): read still, so the
 # messages in flight across an upgrade are delivered.
 LEGACY_CONTENT_TYPE = "application/json"
@@ -25,13 +30,30 @@ class UnreadableTask(ValueError):
 
 
 def task_message(
-    *, delivery_id: str, notification_id: str, channel: str, payload: dict[str, Any], headers: dict[str, str]
+    *,
+    delivery_id: str,
+    notification_id: str,
+    user_id: str,
+    channel: str,
+    payload: dict[str, Any],
+    headers: dict[str, str],
+    format: str = "protobuf",
 ) -> Message:
     """The message that asks `channel`'s workers to deliver `delivery_id`: a DeliveryTask with the content as
-    stored in the delivery's payload (the dispatcher's plan)."""
+    stored in the delivery's payload (the dispatcher's plan), or, with `format` "json", the JSON object of earlier
+    releases."""
+    if format == "json":
+        body = {"delivery_id": delivery_id, "notification_id": notification_id, "channel": channel, "payload": payload}
+        return Message(
+            message_id=delivery_id,
+            body=json.dumps(body, separators=(",", ":")).encode(),
+            headers=headers,
+            content_type=LEGACY_CONTENT_TYPE,
+        )
     task = delivery_task_pb2.DeliveryTask(
         delivery_id=delivery_id,
         notification_id=notification_id,
+        user_id=user_id,
         channel=_CHANNELS[channel],
         locale=str(payload.get("locale", "")),
     )
@@ -76,7 +98,7 @@ def _platform(name: str) -> users_pb2.DevicePlatform.ValueType:
 def read_task(message: Message) -> delivery_task_pb2.DeliveryTask:
     """The task a work-queue message carries: a DeliveryTask, or (from before the contract) a JSON object whose
     `delivery_id` is all that is read. UnreadableTask when it names no delivery."""
-    if message.content_type == TASK_CONTENT_TYPE:
+    if message.content_type.split(";", 1)[0].strip().lower() == TASK_MEDIA_TYPE:
         try:
             task = delivery_task_pb2.DeliveryTask.FromString(message.body)
         except DecodeError:

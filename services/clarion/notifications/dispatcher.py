@@ -79,7 +79,7 @@ WHERE n.id = ANY($1::uuid[]) AND n.id = u.id
 """
 
 _CLAIM_UNPUBLISHED = f"""
-SELECT d.id, d.notification_id, d.channel, d.payload, n.trace_request_id, n.trace_parent
+SELECT d.id, d.notification_id, d.channel, d.payload, n.user_id, n.trace_request_id, n.trace_parent
 FROM deliveries d JOIN notifications n ON n.id = d.notification_id
 WHERE d.status = {sql(DeliveryStatus.QUEUED)} AND d.published_at IS NULL AND d.due_at <= $1
 ORDER BY d.due_at
@@ -212,6 +212,7 @@ class Dispatcher:
         database_url: str,
         batch_size: int = 100,
         poll_interval_s: float = 1.0,
+        task_format: str = "protobuf",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
         self._sessions = sessions
@@ -221,6 +222,7 @@ class Dispatcher:
         self._dsn = asyncpg_dsn(database_url)
         self._batch_size = batch_size
         self._poll_interval_s = poll_interval_s
+        self._task_format = task_format
         self._clock = clock
         self._wake = asyncio.Event()
 
@@ -417,8 +419,10 @@ class Dispatcher:
             message = task_message(
                 delivery_id=delivery_id,
                 notification_id=notification_id,
+                user_id=delivery["user_id"],
                 channel=channel,
                 payload=json.loads(delivery["payload"]),
+                format=self._task_format,
                 # traceparent: the workers' spans continue this one.
                 headers=inject(headers),
             )

@@ -60,6 +60,8 @@ def a_message(n: int = 1, **headers: str) -> Message:
         message_id=f"delivery-{n}-{uuid.uuid4().hex[:8]}",
         body=b'{"delivery_id":"%d","payload":{"subject":"Ol\xc3\xa1"}}' % n,
         headers={"request_id": f"req-{n}", "notification_id": f"notif-{n}", **headers},
+        # Not the default, so every test shows the content type surviving retries and dead-lettering.
+        content_type="application/x-protobuf; proto=tests.Thing",
     )
 
 
@@ -341,6 +343,7 @@ async def test_dead_letter_moves_the_message_to_failed_queue_with_the_reason(bro
         sent.message_id,
         sent.body,
         {**sent.headers, REASON_HEADER: "invalid address", SOURCE_QUEUE_HEADER: EMAIL_QUEUE},
+        sent.content_type,
     )
 
 
@@ -517,7 +520,7 @@ async def test_the_un_namespaced_topology_is_never_deleted() -> None:
 # --- RabbitMQ's own duties -------------------------------------------------------------------------------------
 
 
-async def test_rabbitmq_messages_are_persistent_json_with_the_delivery_id(
+async def test_rabbitmq_messages_are_persistent_with_the_delivery_id_and_content_type(
     make_rabbitmq_broker: BrokerFactory, rabbitmq_admin: aio_pika.abc.AbstractConnection, namespace: str
 ) -> None:
     broker = await make_rabbitmq_broker()
@@ -526,7 +529,7 @@ async def test_rabbitmq_messages_are_persistent_json_with_the_delivery_id(
     queue = await channel.get_queue(f"{namespace}.{EMAIL_QUEUE}")
     raw = await queue.get(timeout=WAIT_S)
     assert raw.delivery_mode == aio_pika.DeliveryMode.PERSISTENT
-    assert (raw.message_id, raw.body, raw.content_type) == (sent.message_id, sent.body, "application/json")
+    assert (raw.message_id, raw.body, raw.content_type) == (sent.message_id, sent.body, sent.content_type)
     assert {k: v for k, v in raw.headers.items() if k != "x-delivery-count"} == dict(sent.headers)
     await raw.nack(requeue=True)
 

@@ -50,6 +50,7 @@ async def test_each_channel_queue_carries_delivery_tasks_any_amqp_client_can_rea
         await broker.close()
     email, push = tasks[common_pb2.CHANNEL_EMAIL], tasks[common_pb2.CHANNEL_PUSH]
     assert {email.notification_id, push.notification_id} == {notification_id}
+    assert {email.user_id, push.user_id} == {user.user_id}
     assert (email.email.to, email.email.subject, email.email.body) == (
         "task@example.com",
         "Hi Ada",

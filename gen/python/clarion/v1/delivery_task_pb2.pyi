@@ -24,10 +24,10 @@ DESCRIPTOR: _descriptor.FileDescriptor
 class DeliveryTask(_message.Message):
     """One delivery's work as the dispatcher publishes it to its channel's work queue (`email.queue`, `push.queue`),
     with the AMQP content type `application/x-protobuf; proto=clarion.v1.DeliveryTask` and the delivery id as the
-    message id. No RPC carries it: it is the contract between the dispatcher and the channel workers, so that a
-    worker in any language can consume a queue. The database stays the authority: a worker claims the delivery by
-    `delivery_id` before it sends, and a copy of a task already handled (a redelivery, a republished message) is
-    acknowledged and dropped.
+    message id. No RPC carries it: it is the contract between the dispatcher and the channel workers, readable in
+    any language. It says what to send; the database stays the authority on whether to: a worker claims the
+    delivery by `delivery_id` before it sends (which makes a redelivered or republished copy harmless), and the
+    claimed row, not the task, holds what an earlier attempt already did (the push devices already sent to).
     """
 
     DESCRIPTOR: _descriptor.Descriptor
@@ -38,6 +38,7 @@ class DeliveryTask(_message.Message):
     LOCALE_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
     PUSH_FIELD_NUMBER: _builtins.int
+    USER_ID_FIELD_NUMBER: _builtins.int
     delivery_id: _builtins.str
     """The delivery this task is for (a UUID)."""
     notification_id: _builtins.str
@@ -46,6 +47,8 @@ class DeliveryTask(_message.Message):
     """The delivery's channel, and so the queue the task is on."""
     locale: _builtins.str
     """The locale the content was rendered in (BCP 47, e.g. "pt-BR")."""
+    user_id: _builtins.str
+    """The user the notification is for (what RemoveDevice takes, with the device's id)."""
     @_builtins.property
     def email(self) -> Global___EmailTask:
         """An email."""
@@ -63,10 +66,11 @@ class DeliveryTask(_message.Message):
         locale: _builtins.str = ...,
         email: Global___EmailTask | None = ...,
         push: Global___PushTask | None = ...,
+        user_id: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "email", b"email", "push", b"push"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "content", b"content", "delivery_id", b"delivery_id", "email", b"email", "locale", b"locale", "notification_id", b"notification_id", "push", b"push"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "content", b"content", "delivery_id", b"delivery_id", "email", b"email", "locale", b"locale", "notification_id", b"notification_id", "push", b"push", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["email", "push"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
@@ -176,7 +180,9 @@ class PushDevice(_message.Message):
     TOKEN_FIELD_NUMBER: _builtins.int
     PLATFORM_FIELD_NUMBER: _builtins.int
     device_id: _builtins.str
-    """The device's id in Clarion (what RemoveDevice takes when its token is no longer registered)."""
+    """The device's id in Clarion (what RemoveDevice takes, with the task's user_id, when FCM no longer knows the
+    token).
+    """
     token: _builtins.str
     """The FCM registration token. A secret of the user's: never log it."""
     platform: _users_pb2.DevicePlatform.ValueType
