@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from clarion.gateway.descriptors import default_descriptor_set_path, load_descriptor_set
+
 ROOT = Path(__file__).resolve().parents[2]
 
 
@@ -51,3 +53,26 @@ def test_a_hand_edited_file_makes_the_check_fail(checkout: Path) -> None:
     result = _check(checkout)
     assert result.returncode == 1
     assert "users_pb2_grpc.py" in result.stderr
+
+
+def test_every_contract_says_where_each_language_puts_its_code() -> None:
+    # A Go client stops at "unable to determine Go import path" without go_package; the others get a namespace
+    # from the package name that nobody chose. Every file of the package says the same (buf lint checks Go's too).
+    files = [f for f in load_descriptor_set(default_descriptor_set_path()).file if f.package == "clarion.v1"]
+    assert len(files) == len(list((ROOT / "protos" / "clarion" / "v1").glob("*.proto")))
+    for file in files:
+        options = file.options
+        assert options.go_package == "github.com/clarion-notify/clarion/gen/go/clarion/v1;clarionv1", file.name
+        assert (options.java_package, options.java_multiple_files) == ("dev.clarion.v1", True), file.name
+        assert options.java_outer_classname.endswith("Proto"), file.name
+        assert (options.csharp_namespace, options.ruby_package, options.php_namespace) == (
+            "Clarion.V1",
+            "Clarion::V1",
+            "Clarion\\V1",
+        ), file.name
+        assert options.objc_class_prefix == "CLR", file.name
+
+
+def test_the_license_pyproject_names_is_in_the_repository() -> None:
+    assert 'license = "MIT"' in (ROOT / "pyproject.toml").read_text()
+    assert (ROOT / "LICENSE").read_text().startswith("MIT License")
