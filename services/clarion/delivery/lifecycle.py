@@ -26,13 +26,18 @@ class _Contracted(StrEnum):
     @property
     def proto(self) -> Any:
         """The contracts' enum value."""
-        enum, prefix = _CONTRACTS[type(self).__name__]
-        return enum.Value(prefix + self.name)
+        return _PROTO_VALUES[type(self), self.value]
 
     @classmethod
     def from_proto(cls, value: int) -> Self | None:
         """The member a contracts' enum value stands for; None for UNSPECIFIED or a value this version lacks."""
-        return next((member for member in cls if member.proto == value), None)
+        return next((member for member in cls if _PROTO_VALUES[cls, member.value] == value), None)
+
+    @classmethod
+    def proto_of(cls, stored: str) -> Any:
+        """The contracts' value of a stored one; UNSPECIFIED (0) for a value this version does not know (a row a
+        newer version wrote, read after a rollback), so that a read still answers."""
+        return _PROTO_VALUES.get((cls, stored), 0)
 
 
 class NotificationStatus(_Contracted):
@@ -72,10 +77,16 @@ class AttemptOutcome(_Contracted):
     UNKNOWN = "unknown"
 
 
-_CONTRACTS: Mapping[str, tuple[Any, str]] = {
-    "NotificationStatus": (notifications_pb2.NotificationStatus, "NOTIFICATION_STATUS_"),
-    "DeliveryStatus": (notifications_pb2.DeliveryStatus, "DELIVERY_STATUS_"),
-    "AttemptOutcome": (notifications_pb2.AttemptOutcome, "ATTEMPT_OUTCOME_"),
+# Each member's contracts' value, found once by name (`<PREFIX><NAME>`). Keyed by class and value: members of
+# different classes with the same value ("sent") are equal strings.
+_PROTO_VALUES: Mapping[tuple[type, str], int] = {
+    (members, member.value): enum.Value(prefix + member.name)
+    for members, enum, prefix in (
+        (NotificationStatus, notifications_pb2.NotificationStatus, "NOTIFICATION_STATUS_"),
+        (DeliveryStatus, notifications_pb2.DeliveryStatus, "DELIVERY_STATUS_"),
+        (AttemptOutcome, notifications_pb2.AttemptOutcome, "ATTEMPT_OUTCOME_"),
+    )
+    for member in members
 }
 
 

@@ -14,15 +14,15 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from clarion.core.broker import Message
-from clarion.v1 import common_pb2, delivery_task_pb2, users_pb2
+from clarion.notifications.convert import CHANNELS
+from clarion.users.servicer import platform_value
+from clarion.v1 import delivery_task_pb2
 
 TASK_MEDIA_TYPE = "application/x-protobuf"
 TASK_CONTENT_TYPE = f"{TASK_MEDIA_TYPE}; proto=clarion.v1.DeliveryTask"
 # What the dispatcher published before the contract existed (a JSON object with `delivery_id`): read still, so the
 # messages in flight across an upgrade are delivered.
 LEGACY_CONTENT_TYPE = "application/json"
-
-_CHANNELS = {"email": common_pb2.CHANNEL_EMAIL, "push": common_pb2.CHANNEL_PUSH}
 
 
 class UnreadableTask(ValueError):
@@ -54,7 +54,7 @@ def task_message(
         delivery_id=delivery_id,
         notification_id=notification_id,
         user_id=user_id,
-        channel=_CHANNELS[channel],
+        channel=CHANNELS[channel],
         locale=str(payload.get("locale", "")),
     )
     if channel == "email":
@@ -73,7 +73,7 @@ def task_message(
                     delivery_task_pb2.PushDevice(
                         device_id=str(device.get("device_id", "")),
                         token=str(device.get("token", "")),
-                        platform=_platform(str(device.get("platform", ""))),
+                        platform=platform_value(str(device.get("platform", ""))),
                     )
                     for device in payload.get("devices", [])
                 ],
@@ -85,14 +85,6 @@ def task_message(
     return Message(
         message_id=delivery_id, body=task.SerializeToString(), headers=headers, content_type=TASK_CONTENT_TYPE
     )
-
-
-def _platform(name: str) -> users_pb2.DevicePlatform.ValueType:
-    """A stored platform name ("android") as the contract's enum value; UNSPECIFIED for anything else."""
-    try:
-        return users_pb2.DevicePlatform.Value(f"DEVICE_PLATFORM_{name.upper()}")
-    except ValueError:
-        return users_pb2.DEVICE_PLATFORM_UNSPECIFIED
 
 
 def read_task(message: Message) -> delivery_task_pb2.DeliveryTask:

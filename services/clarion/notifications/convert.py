@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import timedelta
-from typing import Any
 
 from google.protobuf import struct_pb2
 
@@ -17,21 +16,12 @@ CHANNELS = {"email": common_pb2.CHANNEL_EMAIL, "push": common_pb2.CHANNEL_PUSH}
 CHANNEL_NAMES = {value: name for name, value in CHANNELS.items()}
 
 
-def _proto_or_unspecified(enum: Any, stored: str) -> Any:
-    """The contracts' value of a stored status or outcome; UNSPECIFIED (0) for one this version does not know, as a
-    row written by a newer version is after a rollback: the read still answers."""
-    try:
-        return enum(stored).proto
-    except ValueError:
-        return 0
-
-
 def delivery_to_proto(row: m.DeliveryRow, attempts: list[m.DeliveryAttemptRow]) -> notifications_pb2.Delivery:
     """One channel's delivery with its attempts."""
     delivery = notifications_pb2.Delivery(
         delivery_id=str(row.id),
         channel=CHANNELS[row.channel],
-        status=_proto_or_unspecified(DeliveryStatus, row.status),
+        status=DeliveryStatus.proto_of(row.status),
         status_reason=row.status_reason,
         provider=row.provider,
         provider_message_id=row.provider_message_id,
@@ -43,7 +33,7 @@ def delivery_to_proto(row: m.DeliveryRow, attempts: list[m.DeliveryAttemptRow]) 
         shown = delivery.attempts.add(
             attempt_number=attempt.attempt_number,
             provider=attempt.provider,
-            outcome=_proto_or_unspecified(AttemptOutcome, attempt.outcome),
+            outcome=AttemptOutcome.proto_of(attempt.outcome),
             error=attempt.error,
         )
         shown.start_time.FromDatetime(attempt.started_at)
@@ -65,7 +55,7 @@ def notification_to_proto(view: NotificationView) -> notifications_pb2.Notificat
         message_data=data,
         channels=[CHANNELS[c] for c in row.channels],
         priority=row.priority,  # type: ignore[arg-type]
-        status=_proto_or_unspecified(NotificationStatus, row.status),
+        status=NotificationStatus.proto_of(row.status),
         locale=row.locale,
         request_id=row.request_id or "",
         deliveries=[delivery_to_proto(d, view.attempts.get(d.id, [])) for d in view.deliveries],

@@ -50,6 +50,11 @@ _PLATFORMS = {value: platform_name(value) for value in users_pb2.DevicePlatform.
 _PLATFORM_ENUMS = {name: value for value, name in _PLATFORMS.items()}
 
 
+def platform_value(name: str) -> users_pb2.DevicePlatform.ValueType:
+    """The DevicePlatform of a stored name ("android"); UNSPECIFIED for a name the contract does not define."""
+    return _PLATFORM_ENUMS.get(name, users_pb2.DEVICE_PLATFORM_UNSPECIFIED)
+
+
 def _cache_key(user_id: str) -> str:
     return f"user:{user_id}"
 
