@@ -109,7 +109,7 @@ SERVICES: dict[str, Callable[[Resources], ServiceRegistration]] = {
     "users": lambda r: users.registration(sessions=r.sessions, cache=r.cache),
     "templates": lambda r: templates.registration(sessions=r.sessions, cache=r.cache, processes=r.template_processes),
     "notifications": lambda r: notifications.registration(
-        sessions=r.sessions, fast=r.fast, clients=r.clients, idempotency_ttl_s=r.settings.idempotency_ttl_s
+        fast=r.fast, clients=r.clients, idempotency_ttl_s=r.settings.idempotency_ttl_s
     ),
 }
 
@@ -165,7 +165,6 @@ async def run_workers(
     for kind in kinds:
         if kind == "dispatcher":
             dispatcher = Dispatcher(
-                sessions=resources.sessions,
                 fast=resources.fast,
                 clients=resources.clients,
                 broker=broker,

@@ -158,8 +158,10 @@ def cmd_worker(settings: Settings, kind: str) -> None:
 
 def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> None:
     """Print recent deliveries with their attempts and last error, or (--stats) the statistics of a window."""
-    from clarion.delivery.report import format_report, recent_deliveries
-    from clarion.notifications.stats import delivery_stats, format_stats
+    from clarion.core.db import FastPath
+    from clarion.delivery import store
+    from clarion.delivery.report import format_report
+    from clarion.notifications.stats import format_stats
 
     if args.stats and args.status:
         raise UsageError("--status does not apply to --stats: the statistics count every status")
@@ -170,26 +172,27 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> None:
     database_url = _local_or_configured_database(settings)
 
     async def main() -> None:
-        engine = create_engine(database_url, settings=settings)
-        sessions = session_factory(engine)
+        fast = FastPath(database_url, max_size=1)
         try:
-            if args.stats:
-                end = datetime.now(UTC)
-                async with sessions() as session:
-                    stats = await delivery_stats(
-                        session,
+            async with fast.connection() as connection:
+                if args.stats:
+                    end = datetime.now(UTC)
+                    stats = await store.delivery_stats(
+                        connection,
                         start=end - timedelta(hours=args.hours),
                         end=end,
                         channel=args.channel,
                         provider=args.provider,
                         project=None,  # an operator's view, of every project
                     )
-                report = format_stats(stats)
-            else:
-                lines = await recent_deliveries(sessions, limit=args.limit, status=args.status, channel=args.channel)
-                report = format_report(lines)
+                    report = format_stats(stats)
+                else:
+                    lines = await store.recent_deliveries(
+                        connection, limit=args.limit, status=args.status, channel=args.channel
+                    )
+                    report = format_report(lines)
         finally:
-            await engine.dispose()
+            await fast.close()
         _say(report)
 
     _run(main())

@@ -21,7 +21,6 @@ from clarion.core.metrics import ATTEMPT_SECONDS, DEAD_LETTERED, DELIVERIES, TIM
 from clarion.core.tracing import extract, tracer
 from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.lifecycle import AttemptOutcome, DeliveryStatus, settle
-from clarion.delivery.outcomes import Attempt, Claimed, Outcome, claim_many, finish_many
 from clarion.delivery.providers.base import (
     EmailMessage,
     EmailProvider,
@@ -33,6 +32,7 @@ from clarion.delivery.providers.base import (
     TransientFailure,
     UnregisteredToken,
 )
+from clarion.delivery.store import Attempt, Claimed, Outcome, claim_many, finish_many
 from clarion.delivery.tasks import UnreadableTask, read_task
 from clarion.notifications.clients import ServiceClients
 

@@ -107,7 +107,7 @@ class Component(StrEnum):
     """Who changes statuses. Each is one place in the code (named below)."""
 
     DISPATCHER = "dispatcher"  # notifications/dispatcher.py: plans due notifications, publishes deliveries
-    WORKER = "worker"  # delivery/consumer.py and outcomes.py: claims and settles one channel's deliveries
+    WORKER = "worker"  # delivery/consumer.py (statements: store/outcomes.py): claims and settles deliveries
     SWEEPER = "sweeper"  # delivery/sweeper.py: takes back what nothing works on any more
     CLIENT = "client"  # CancelNotification, ReplayDeadLetters
 

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 
 from clarion.core.db import FastPath, is_database_unavailable
 from clarion.core.logging import get_logger
-from clarion.delivery.outcomes import release_expired_leases, republish_stale
+from clarion.delivery.store import release_expired_leases, republish_stale
 
 log = get_logger(__name__)
 

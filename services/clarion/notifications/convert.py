@@ -7,16 +7,21 @@ from datetime import timedelta
 from google.protobuf import struct_pb2
 
 from clarion.delivery.lifecycle import AttemptOutcome, DeliveryStatus, NotificationStatus
-from clarion.notifications import models as m
-from clarion.notifications.repository import NotificationView
-from clarion.notifications.stats import DeliveryStats, StatsGroup
+from clarion.delivery.store import (
+    AttemptRecord,
+    DeadLetterRecord,
+    DeliveryRecord,
+    DeliveryStats,
+    NotificationView,
+    StatsGroup,
+)
 from clarion.v1 import common_pb2, notifications_pb2
 
 CHANNELS = {"email": common_pb2.CHANNEL_EMAIL, "push": common_pb2.CHANNEL_PUSH}
 CHANNEL_NAMES = {value: name for name, value in CHANNELS.items()}
 
 
-def delivery_to_proto(row: m.DeliveryRow, attempts: list[m.DeliveryAttemptRow]) -> notifications_pb2.Delivery:
+def delivery_to_proto(row: DeliveryRecord, attempts: list[AttemptRecord]) -> notifications_pb2.Delivery:
     """One channel's delivery with its attempts."""
     delivery = notifications_pb2.Delivery(
         delivery_id=str(row.id),
@@ -43,7 +48,7 @@ def delivery_to_proto(row: m.DeliveryRow, attempts: list[m.DeliveryAttemptRow]) 
 
 def notification_to_proto(view: NotificationView) -> notifications_pb2.Notification:
     """A notification with every delivery and attempt."""
-    row = view.row
+    row = view.notification
     data = struct_pb2.Struct()
     data.update(row.message_data)
     notification = notifications_pb2.Notification(
@@ -66,13 +71,14 @@ def notification_to_proto(view: NotificationView) -> notifications_pb2.Notificat
     return notification
 
 
-def dead_letter_to_proto(delivery: m.DeliveryRow, notification: m.NotificationRow) -> notifications_pb2.DeadLetter:
+def dead_letter_to_proto(letter_record: DeadLetterRecord) -> notifications_pb2.DeadLetter:
     """A failed delivery as ListDeadLetters shows it."""
+    delivery = letter_record.delivery
     letter = notifications_pb2.DeadLetter(
         delivery_id=str(delivery.id),
-        notification_id=str(notification.id),
-        user_id=notification.user_id,
-        template_key=notification.template_key,
+        notification_id=str(delivery.notification_id),
+        user_id=letter_record.user_id,
+        template_key=letter_record.template_key,
         channel=CHANNELS[delivery.channel],
         reason=delivery.status_reason,
         attempt_count=delivery.attempt_count,

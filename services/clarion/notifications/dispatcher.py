@@ -9,8 +9,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
-import uuid
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -18,8 +16,6 @@ from typing import Any
 
 import asyncpg
 from opentelemetry.trace import SpanKind
-from sqlalchemy import func, select
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clarion.core.broker import EMAIL_QUEUE, FAILED_QUEUE, PUSH_QUEUE, Broker, BrokerError, BrokerUnavailable
 from clarion.core.db import FastPath, asyncpg_dsn, is_database_unavailable
@@ -33,11 +29,10 @@ from clarion.core.metrics import (
     QUEUE_MESSAGES,
 )
 from clarion.core.tracing import from_traceparent, inject, tracer
-from clarion.delivery.lifecycle import PENDING_NOTIFICATION_STATUSES, DeliveryStatus, derive_notification_status, sql
+from clarion.delivery import store
+from clarion.delivery.lifecycle import DeliveryStatus, derive_notification_status
 from clarion.delivery.tasks import task_message
-from clarion.notifications import models as m
 from clarion.notifications.clients import ServiceClients, render_request
-from clarion.notifications.repository import DISPATCH_CHANNEL, NotificationRepository
 from clarion.notifications.schedule import quiet_hours_end
 from clarion.users.servicer import platform_name
 from clarion.v1 import notifications_pb2, templates_pb2, users_pb2
@@ -50,80 +45,9 @@ QUEUES = {"email": EMAIL_QUEUE, "push": PUSH_QUEUE}
 GAUGE_INTERVAL_S = 5.0
 
 
-_CLAIM_DUE = f"""
-SELECT id, user_id, template_key, template_version, message_data, channels, priority, locale, trace_parent
-FROM notifications
-WHERE status IN ({sql(*PENDING_NOTIFICATION_STATUSES)}) AND send_at <= $1
-ORDER BY send_at
-LIMIT $2
-FOR UPDATE SKIP LOCKED
-"""  # noqa: S608 - the statuses come from the lifecycle's enums, never from input
-
-# One delivery per channel however many dispatchers race for a notification (the unique constraint).
-_INSERT_DELIVERIES = """
-INSERT INTO deliveries (
-    id, notification_id, channel, status, status_reason, payload, due_at, published_at, attempt_count, lease_until,
-    provider, provider_message_id, sent_at, created_at, updated_at
-)
-SELECT id, notification_id, channel, status, reason, payload::jsonb, due_at, NULL, 0, NULL, '', '', NULL, $8, $8
-FROM unnest($1::uuid[], $2::uuid[], $3::varchar[], $4::varchar[], $5::text[], $6::text[], $7::timestamptz[])
-    AS u(id, notification_id, channel, status, reason, payload, due_at)
-ON CONFLICT (notification_id, channel) DO NOTHING
-"""
-
-# `n.id = ANY($1)` beside the join: without it the planner may join by scanning all of notifications.
-_SET_DISPATCHED = """
-UPDATE notifications n SET status = u.status, status_reason = u.reason, updated_at = $4
-FROM unnest($1::uuid[], $2::varchar[], $3::text[]) AS u(id, status, reason)
-WHERE n.id = ANY($1::uuid[]) AND n.id = u.id
-"""
-
-_CLAIM_UNPUBLISHED = f"""
-SELECT d.id, d.notification_id, d.channel, d.payload, n.user_id, n.trace_request_id, n.trace_parent
-FROM deliveries d JOIN notifications n ON n.id = d.notification_id
-WHERE d.status = {sql(DeliveryStatus.QUEUED)} AND d.published_at IS NULL AND d.due_at <= $1
-ORDER BY d.due_at
-LIMIT $2
-FOR UPDATE OF d SKIP LOCKED
-"""  # noqa: S608 - the statuses come from the lifecycle's enums, never from input
-
-_SET_PUBLISHED = """
-UPDATE deliveries SET published_at = $2, status_reason = '', updated_at = $2 WHERE id = ANY($1::uuid[])
-"""
-
-
-@dataclass(frozen=True, slots=True)
-class _Due:
-    """A notification claimed for dispatch: what planning its deliveries needs."""
-
-    id: uuid.UUID
-    user_id: str
-    template_key: str
-    template_version: int
-    message_data: dict[str, Any]
-    channels: list[str]
-    priority: int
-    locale: str
-    trace_parent: str
-
-    @classmethod
-    def from_row(cls, row: asyncpg.Record) -> _Due:
-        return cls(
-            row["id"],
-            row["user_id"],
-            row["template_key"],
-            row["template_version"],
-            json.loads(row["message_data"]),
-            list(row["channels"]),
-            row["priority"],
-            row["locale"],
-            row["trace_parent"],
-        )
-
-
 @dataclass
 class _Plan:
-    deliveries: list[dict[str, Any]] = field(default_factory=list)
+    deliveries: list[store.NewDelivery] = field(default_factory=list)
     reason: str = ""  # set when there can be no deliveries at all
 
 
@@ -134,7 +58,7 @@ def _channel_plan(
     rendered: templates_pb2.RenderTemplateResponse,
     critical: bool,
     now: datetime,
-) -> tuple[str, str, datetime, dict[str, Any]]:
+) -> tuple[DeliveryStatus, str, datetime, dict[str, Any]]:
     """(status, reason, due, payload) of one channel's delivery."""
     if not (rendered.HasField("email") if channel == "email" else rendered.HasField("push")):
         return DeliveryStatus.SKIPPED, f"template_has_no_{channel}_content", now, {}
@@ -178,7 +102,10 @@ def _channel_plan(
 
 
 def _deliveries(
-    notification: _Due, user: users_pb2.User, rendered: templates_pb2.RenderTemplateResponse, now: datetime
+    notification: store.DueNotification,
+    user: users_pb2.User,
+    rendered: templates_pb2.RenderTemplateResponse,
+    now: datetime,
 ) -> _Plan:
     """One delivery per channel asked for (or, when none was, per channel the template has)."""
     channels = notification.channels or [c for c in ("email", "push") if rendered.HasField(c)]
@@ -186,16 +113,7 @@ def _deliveries(
     plan = _Plan()
     for channel in channels:
         status, reason, due, payload = _channel_plan(channel, user=user, rendered=rendered, critical=critical, now=now)
-        plan.deliveries.append(
-            {
-                "notification_id": notification.id,
-                "channel": channel,
-                "status": status,
-                "status_reason": reason,
-                "payload": payload,
-                "due_at": due,
-            }
-        )
+        plan.deliveries.append(store.NewDelivery(notification.id, channel, status, reason, payload, due))
     return plan
 
 
@@ -205,7 +123,6 @@ class Dispatcher:
     def __init__(
         self,
         *,
-        sessions: async_sessionmaker[AsyncSession],
         fast: FastPath,
         clients: ServiceClients,
         broker: Broker,
@@ -215,7 +132,6 @@ class Dispatcher:
         task_format: str = "protobuf",
         clock: Callable[[], datetime] = lambda: datetime.now(UTC),
     ) -> None:
-        self._sessions = sessions
         self._fast = fast
         self._clients = clients
         self._broker = broker
@@ -264,44 +180,34 @@ class Dispatcher:
         """Write the deliveries of up to a batch of due notifications; returns how many were dispatched."""
         now = self._clock()
         async with self._fast.connection() as connection, connection.transaction():
-            due = [_Due.from_row(row) for row in await connection.fetch(_CLAIM_DUE, now, self._batch_size)]
+            due = await store.claim_due(connection, now, self._batch_size)
             if not due:
                 return 0
             plans = await self._plan_batch(due, now)
             planned = [(n, plan) for n, plan in zip(due, plans, strict=True) if plan is not None]
             deliveries = [d for _, plan in planned for d in plan.deliveries]
-            if deliveries:
-                await connection.execute(
-                    _INSERT_DELIVERIES,
-                    [uuid.uuid4() for _ in deliveries],
-                    [d["notification_id"] for d in deliveries],
-                    [d["channel"] for d in deliveries],
-                    [d["status"] for d in deliveries],
-                    [d["status_reason"] for d in deliveries],
-                    [json.dumps(d["payload"], separators=(",", ":")) for d in deliveries],
-                    [d["due_at"] for d in deliveries],
-                    now,
-                )
-            if planned:
-                await connection.execute(
-                    _SET_DISPATCHED,
-                    [n.id for n, _ in planned],
-                    [
-                        derive_notification_status([d["status"] for d in plan.deliveries], reason=plan.reason)
-                        for _, plan in planned
-                    ],
-                    [plan.reason for _, plan in planned],
-                    now,
-                )
+            await store.record_dispatch(
+                connection,
+                deliveries,
+                [
+                    (
+                        n.id,
+                        derive_notification_status([d.status for d in plan.deliveries], reason=plan.reason),
+                        plan.reason,
+                    )
+                    for n, plan in planned
+                ],
+                now,
+            )
         for notification, plan in planned:
             log.info("notification_dispatched", notification_id=str(notification.id), reason=plan.reason or None)
         # Counted once committed. The reasons are a closed set (_channel_plan), never user data.
         for delivery in deliveries:
-            if delivery["status"] == DeliveryStatus.SKIPPED:
-                DELIVERIES_SKIPPED.labels(channel=delivery["channel"], reason=delivery["status_reason"]).inc()
+            if delivery.status == DeliveryStatus.SKIPPED:
+                DELIVERIES_SKIPPED.labels(channel=delivery.channel, reason=delivery.status_reason).inc()
         return len(planned)
 
-    async def _plan_batch(self, due: list[_Due], now: datetime) -> list[_Plan | None]:
+    async def _plan_batch(self, due: list[store.DueNotification], now: datetime) -> list[_Plan | None]:
         """Each notification's deliveries, from one BatchGetUsers and one BatchRenderTemplates for the batch; None
         for all of them when a service is unavailable (a later pass tries again)."""
         try:
@@ -349,14 +255,14 @@ class Dispatcher:
         """Publish up to a batch of committed, due, unpublished deliveries; returns how many were published."""
         now = self._clock()
         async with self._fast.connection() as connection, connection.transaction():
-            deliveries = await connection.fetch(_CLAIM_UNPUBLISHED, now, self._batch_size)
+            deliveries = await store.claim_unpublished(connection, now, self._batch_size)
             if not deliveries:
                 return 0
             results = await asyncio.gather(*(self._publish(d) for d in deliveries), return_exceptions=True)
             done = [d for d, result in zip(deliveries, results, strict=True) if result is None]
             failures = [r for r in results if isinstance(r, BaseException)]
             if done:
-                await connection.execute(_SET_PUBLISHED, [d["id"] for d in done], now)
+                await store.set_published(connection, [d.id for d in done], now)
             if failures:
                 # Left unpublished: the next pass tries again (a broker outage is the usual reason).
                 log.warning(
@@ -366,25 +272,14 @@ class Dispatcher:
                     error=str(failures[0]) if isinstance(failures[0], BrokerUnavailable) else repr(failures[0]),
                 )
         for delivery in done:
-            DELIVERIES_PUBLISHED.labels(channel=delivery["channel"]).inc()
+            DELIVERIES_PUBLISHED.labels(channel=delivery.channel).inc()
         return len(done)
 
     async def sample_gauges(self) -> None:
         """Set the gauges that need a query: dispatcher lag, dead letters pending, the broker's queue depths."""
         now = self._clock()
-        async with self._sessions() as session:
-            oldest = (
-                await session.execute(
-                    select(func.min(m.DeliveryRow.due_at)).where(
-                        m.DeliveryRow.status == DeliveryStatus.QUEUED,
-                        m.DeliveryRow.published_at.is_(None),
-                        m.DeliveryRow.due_at <= now,
-                    )
-                )
-            ).scalar_one()
-            dead = (
-                await session.execute(select(func.count()).where(m.DeliveryRow.status == DeliveryStatus.FAILED))
-            ).scalar_one()
+        async with self._fast.connection() as connection:
+            oldest, dead = await store.relay_backlog(connection, now)
         DISPATCHER_LAG.set(max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0)
         DEAD_LETTERS.set(dead)
         for queue in (*QUEUES.values(), FAILED_QUEUE):
@@ -402,11 +297,11 @@ class Dispatcher:
                 async with asyncio.timeout(GAUGE_INTERVAL_S):
                     await stop.wait()
 
-    async def _publish(self, delivery: asyncpg.Record) -> None:
-        channel, delivery_id = delivery["channel"], str(delivery["id"])
+    async def _publish(self, delivery: store.Unpublished) -> None:
+        channel, delivery_id = delivery.channel, str(delivery.id)
         with tracer().start_as_current_span(
             f"publish {channel}",
-            context=from_traceparent(delivery["trace_parent"]),
+            context=from_traceparent(delivery.trace_parent),
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "rabbitmq",
@@ -414,14 +309,14 @@ class Dispatcher:
                 "clarion.delivery_id": delivery_id,
             },
         ):
-            notification_id, request_id = str(delivery["notification_id"]), delivery["trace_request_id"]
+            notification_id, request_id = str(delivery.notification_id), delivery.trace_request_id
             headers = {"notification_id": notification_id, **({"request_id": request_id} if request_id else {})}
             message = task_message(
                 delivery_id=delivery_id,
                 notification_id=notification_id,
-                user_id=delivery["user_id"],
+                user_id=delivery.user_id,
                 channel=channel,
-                payload=json.loads(delivery["payload"]),
+                payload=delivery.payload,
                 format=self._task_format,
                 # traceparent: the workers' spans continue this one.
                 headers=inject(headers),
@@ -430,8 +325,8 @@ class Dispatcher:
 
     async def prune_idempotency_keys(self) -> int:
         """Delete expired idempotency keys (a batch at a time)."""
-        async with self._sessions.begin() as session:
-            pruned = await NotificationRepository(session).prune_keys()
+        async with self._fast.connection() as connection:
+            pruned = await store.prune_keys(connection)
         if pruned:
             log.info("idempotency_keys_pruned", count=pruned)
         return pruned
@@ -448,7 +343,7 @@ class Dispatcher:
             try:
                 closed = asyncio.Event()
                 connection.add_termination_listener(lambda _connection, closed=closed: closed.set())
-                await connection.add_listener(DISPATCH_CHANNEL, lambda *_: self._wake.set())
+                await connection.add_listener(store.DISPATCH_CHANNEL, lambda *_: self._wake.set())
                 await _first(stop.wait(), closed.wait())
             finally:
                 with contextlib.suppress(Exception):

@@ -11,10 +11,9 @@ from typing import Any
 
 import structlog
 from grpc.aio import ServicerContext
-from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
-from clarion.core.db import FastPath, snapshot
-from clarion.core.errors import Aborted, AlreadyExists, ClarionError, FailedPrecondition, InvalidArgument
+from clarion.core.db import FastPath
+from clarion.core.errors import Aborted, AlreadyExists, ClarionError, FailedPrecondition, InvalidArgument, NotFound
 from clarion.core.logging import get_logger
 from clarion.core.metrics import NOTIFICATIONS_ACCEPTED, NOTIFICATIONS_REPLAYED
 from clarion.core.pagination import decode_keyset, encode_page_token, page_size, position_time, position_uuid
@@ -27,10 +26,9 @@ from clarion.core.validation import (
     parse_timestamp,
     struct_to_dict,
 )
+from clarion.delivery import store
 from clarion.delivery.lifecycle import NotificationStatus
 from clarion.keys.auth import caller_project
-from clarion.notifications import accepting
-from clarion.notifications import models as m
 from clarion.notifications.clients import ServiceClients
 from clarion.notifications.convert import (
     CHANNEL_NAMES,
@@ -38,8 +36,6 @@ from clarion.notifications.convert import (
     notification_to_proto,
     stats_to_proto,
 )
-from clarion.notifications.repository import NotificationRepository, NotificationView, notification_not_found
-from clarion.notifications.stats import delivery_stats
 from clarion.templates.content import check_key
 from clarion.templates.rendering import normalize_data
 from clarion.v1 import common_pb2, notifications_pb2, notifications_pb2_grpc
@@ -61,6 +57,15 @@ _PRIORITIES = {
     notifications_pb2.PRIORITY_HIGH: notifications_pb2.PRIORITY_HIGH,
     notifications_pb2.PRIORITY_CRITICAL: notifications_pb2.PRIORITY_CRITICAL,
 }
+
+
+def notification_not_found(notification_id: str) -> NotFound:
+    """The one NOT_FOUND every RPC gives for a missing notification (and for another project's)."""
+    return NotFound(
+        f"notification {notification_id!r} not found",
+        reason="NOTIFICATION_NOT_FOUND",
+        metadata={"notification_id": notification_id},
+    )
 
 
 def _idempotency_key(request: notifications_pb2.SendNotificationRequest, context: Context) -> str:
@@ -131,15 +136,7 @@ def _validate(request: notifications_pb2.SendNotificationRequest, now: datetime)
 class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
     """Accepting notifications and reporting what became of them."""
 
-    def __init__(
-        self,
-        *,
-        sessions: async_sessionmaker[AsyncSession],
-        fast: FastPath,
-        clients: ServiceClients,
-        idempotency_ttl_s: float,
-    ) -> None:
-        self._sessions = sessions
+    def __init__(self, *, fast: FastPath, clients: ServiceClients, idempotency_ttl_s: float) -> None:
         self._fast = fast
         self._clients = clients
         self._idempotency_ttl = timedelta(seconds=idempotency_ttl_s)
@@ -167,10 +164,10 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
                 raise
             return await self._replay(key, holder, fingerprint, project)
         async with self._fast.connection() as connection:
-            inserted = await accepting.insert_notification(
+            inserted = await store.insert_notification(
                 connection, row, fingerprint=fingerprint, key_expires_at=now + self._idempotency_ttl
             )
-            winner = None if inserted else await accepting.find_key(connection, project, key)
+            winner = None if inserted else await store.find_key(connection, project, key)
         if not inserted:
             # Another request holds the key: it answers for both.
             if winner is None:  # it expired in between: vanishingly rare, and safe to ask again
@@ -178,7 +175,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             return await self._replay(key, winner, fingerprint, project)
         # Just inserted: no deliveries yet, so the row is the whole view (no read-back queries).
         response = notifications_pb2.SendNotificationResponse(
-            notification=notification_to_proto(NotificationView(row, [], {}))
+            notification=notification_to_proto(store.NotificationView(row))
         )
         NOTIFICATIONS_ACCEPTED.labels(priority=PRIORITY_NAMES[priority]).inc()
         log.info("notification_accepted", notification_id=str(row.id), status=row.status, template_key=row.template_key)
@@ -195,7 +192,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         due: datetime,
         *,
         project: str,
-    ) -> m.NotificationRow:
+    ) -> store.NotificationRecord:
         """The notification to record, once its user exists and its template renders with its data."""
         user = await self._clients.get_user(request.user_id)
         rendered = await self._clients.render(
@@ -209,7 +206,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             raise InvalidArgument.for_field(
                 "channels", f"template {request.template_key!r} has no content for {', '.join(channels)}"
             )
-        return m.NotificationRow(
+        return store.NotificationRecord(
             id=uuid.uuid4(),
             project_id=project,
             user_id=request.user_id,
@@ -229,12 +226,12 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             updated_at=now,
         )
 
-    async def _key_holder(self, project: str, key: str) -> accepting.KeyHolder | None:
+    async def _key_holder(self, project: str, key: str) -> store.KeyHolder | None:
         async with self._fast.connection() as connection:
-            return await accepting.find_key(connection, project, key)
+            return await store.find_key(connection, project, key)
 
     async def _replay(
-        self, key: str, holder: accepting.KeyHolder, fingerprint: str, project: str
+        self, key: str, holder: store.KeyHolder, fingerprint: str, project: str
     ) -> notifications_pb2.SendNotificationResponse:
         if holder.fingerprint != fingerprint:
             raise AlreadyExists(
@@ -242,8 +239,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
                 reason="IDEMPOTENCY_KEY_REUSED",
                 metadata={"idempotency_key": key, "notification_id": str(holder.notification_id)},
             )
-        async with self._sessions() as session:
-            view = await NotificationRepository(session).get(holder.notification_id, project=project)
+        view = await self._view(holder.notification_id, project=project)
         NOTIFICATIONS_REPLAYED.inc()
         log.info("notification_replayed", notification_id=str(holder.notification_id))
         return notifications_pb2.SendNotificationResponse(notification=notification_to_proto(view), replayed=True)
@@ -253,10 +249,14 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
     ) -> notifications_pb2.Notification:
         """A notification with each channel's delivery and its attempts."""
         notification_id = _parse_id(request.notification_id)
-        readable = caller_project().readable
-        async with self._sessions() as session:
-            await snapshot(session)
-            return notification_to_proto(await NotificationRepository(session).get(notification_id, project=readable))
+        return notification_to_proto(await self._view(notification_id, project=caller_project().readable))
+
+    async def _view(self, notification_id: uuid.UUID, *, project: str | None) -> store.NotificationView:
+        async with self._fast.connection() as connection:
+            view = await store.get_view(connection, notification_id, project=project)
+        if view is None:
+            raise notification_not_found(str(notification_id))
+        return view
 
     async def ListNotifications(
         self, request: notifications_pb2.ListNotificationsRequest, context: Context
@@ -276,9 +276,9 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         violations.raise_if_any()
         filters = {"user_id": request.user_id, "status": status, "channel": channel}
         before = decode_keyset(request.page_token, filters, _time_and_id)
-        async with self._sessions() as session:
-            await snapshot(session)
-            views = await NotificationRepository(session).list_views(
+        async with self._fast.connection() as connection:
+            views = await store.list_views(
+                connection,
                 project=caller_project().readable,
                 user_id=request.user_id,
                 status=status,
@@ -290,7 +290,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             notifications=[notification_to_proto(v) for v in views[:limit]]
         )
         if len(views) > limit:
-            last = views[limit - 1].row
+            last = views[limit - 1].notification
             response.next_page_token = encode_page_token([last.created_at.isoformat(), str(last.id)], filters)
         return response
 
@@ -300,15 +300,17 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         """Cancel whatever has not been handed to a provider yet."""
         notification_id = _parse_id(request.notification_id)
         project = caller_project().project_id  # reading every project is no licence to cancel in any
-        async with self._sessions.begin() as session:
-            repository = NotificationRepository(session)
-            if not await repository.cancel(notification_id, project=project):
-                raise FailedPrecondition(
-                    "nothing left to cancel: every delivery was already handed to a provider or finished",
-                    reason="NOTIFICATION_NOT_CANCELLABLE",
-                    metadata={"notification_id": str(notification_id)},
-                )
-            view = await repository.get(notification_id, project=project)
+        async with self._fast.connection() as connection:
+            cancelled = await store.cancel(connection, notification_id, project=project)
+        if cancelled is None:
+            raise notification_not_found(str(notification_id))
+        if not cancelled:
+            raise FailedPrecondition(
+                "nothing left to cancel: every delivery was already handed to a provider or finished",
+                reason="NOTIFICATION_NOT_CANCELLABLE",
+                metadata={"notification_id": str(notification_id)},
+            )
+        view = await self._view(notification_id, project=project)
         log.info("notification_cancelled", notification_id=str(notification_id))
         return notification_to_proto(view)
 
@@ -320,15 +322,20 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         channel, user_id = _filter_fields(request.channel, request.user_id)
         filters = {"channel": channel, "user_id": user_id}
         before = decode_keyset(request.page_token, filters, _time_and_id)
-        async with self._sessions() as session:
-            rows = await NotificationRepository(session).dead_letters(
-                project=caller_project().readable, channel=channel, user_id=user_id, before=before, limit=limit + 1
+        async with self._fast.connection() as connection:
+            rows = await store.dead_letters(
+                connection,
+                project=caller_project().readable,
+                channel=channel,
+                user_id=user_id,
+                before=before,
+                limit=limit + 1,
             )
         response = notifications_pb2.ListDeadLettersResponse(
-            dead_letters=[dead_letter_to_proto(delivery, notification) for delivery, notification in rows[:limit]]
+            dead_letters=[dead_letter_to_proto(r) for r in rows[:limit]]
         )
         if len(rows) > limit:
-            last = rows[limit - 1][0]
+            last = rows[limit - 1].delivery
             response.next_page_token = encode_page_token([last.updated_at.isoformat(), str(last.id)], filters)
         return response
 
@@ -352,8 +359,9 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             except ValueError:
                 violations.add(f"delivery_ids[{index}]", "is not a delivery id")
         violations.raise_if_any()
-        async with self._sessions.begin() as session:
-            replayed = await NotificationRepository(session).replay(
+        async with self._fast.connection() as connection:
+            replayed = await store.replay(
+                connection,
                 project=caller_project().project_id,
                 ids=ids,
                 channel=channel,
@@ -383,9 +391,9 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         violations.check(start < end, "end_time", "must be after start_time")
         violations.check(end - start <= MAX_STATS_WINDOW, "start_time", "the window must be at most 366 days")
         violations.raise_if_any()
-        async with self._sessions() as session:
-            stats = await delivery_stats(
-                session,
+        async with self._fast.connection() as connection:
+            stats = await store.delivery_stats(
+                connection,
                 start=start,
                 end=end,
                 channel=channel,
@@ -424,12 +432,10 @@ def _parse_id(value: str) -> uuid.UUID:
         raise notification_not_found(value) from None
 
 
-def registration(
-    *, sessions: async_sessionmaker[AsyncSession], fast: FastPath, clients: ServiceClients, idempotency_ttl_s: float
-) -> ServiceRegistration:
+def registration(*, fast: FastPath, clients: ServiceClients, idempotency_ttl_s: float) -> ServiceRegistration:
     """How to add NotificationService to a server."""
     return service_registration(
-        NotificationServicer(sessions=sessions, fast=fast, clients=clients, idempotency_ttl_s=idempotency_ttl_s),
+        NotificationServicer(fast=fast, clients=clients, idempotency_ttl_s=idempotency_ttl_s),
         notifications_pb2_grpc.add_NotificationServiceServicer_to_server,
         notifications_pb2.DESCRIPTOR.services_by_name["NotificationService"],
     )

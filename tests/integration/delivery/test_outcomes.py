@@ -11,7 +11,7 @@ import pytest
 
 from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.lifecycle import AttemptOutcome, DeliveryStatus, NotificationStatus
-from clarion.delivery.outcomes import (
+from clarion.delivery.store import (
     Attempt,
     Claimed,
     Outcome,

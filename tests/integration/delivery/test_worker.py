@@ -19,11 +19,12 @@ from sqlalchemy import update
 from clarion.core.broker import EMAIL_QUEUE, FAILED_QUEUE, Broker, Message, Received
 from clarion.core.config import load_settings
 from clarion.core.db import FastPath, utcnow
+from clarion.delivery import store
 from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.lifecycle import DeliveryStatus
 from clarion.delivery.providers.factory import create_email_provider, create_push_provider
-from clarion.delivery.report import format_report, recent_deliveries
+from clarion.delivery.report import format_report
 from clarion.delivery.sweeper import Sweeper
 from clarion.notifications import models as m
 from clarion.v1 import common_pb2, notifications_pb2, templates_pb2, users_pb2
@@ -327,7 +328,8 @@ async def test_the_deliveries_report_shows_status_attempts_and_last_error(pipeli
     run.sendgrid.then(Reply(400, sendgrid_errors("Invalid recipient")))
     user_id = await make_user(run.clarion, email_address="iv@example.com")
     [failed] = (await run.settled(await run.deliver(user_id, channels=[1]))).deliveries
-    lines = await recent_deliveries(run.clarion.resources.sessions, limit=5)
+    async with run.clarion.resources.fast.connection() as connection:
+        lines = await store.recent_deliveries(connection, limit=5)
     [line] = [x for x in lines if x.delivery_id == failed.delivery_id]
     assert (line.status, line.attempts, line.provider, line.channel) == ("failed", 1, "sendgrid", "email")
     assert "Invalid recipient" in line.last_error

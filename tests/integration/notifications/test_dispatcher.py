@@ -90,7 +90,6 @@ async def get(clarion: RunningClarion, notification_id: str) -> notifications_pb
 
 def dispatcher_for(clarion: RunningClarion, broker: Broker, clock: Callable[[], datetime] | None = None) -> Dispatcher:
     return Dispatcher(
-        sessions=clarion.resources.sessions,
         fast=clarion.resources.fast,
         clients=clarion.resources.clients,
         broker=broker,

@@ -14,8 +14,8 @@ from google.protobuf import timestamp_pb2
 from google.rpc import error_details_pb2
 from sqlalchemy import func, select, update
 
+from clarion.delivery import store
 from clarion.notifications import models as m
-from clarion.notifications.repository import NotificationRepository
 from clarion.v1 import notifications_pb2, templates_pb2, users_pb2
 from tests.helpers import status_detail
 from tests.integration.conftest import RunningClarion
@@ -324,7 +324,8 @@ async def test_an_expired_key_is_forgotten_and_pruned(clarion: RunningClarion) -
 
     async with clarion.resources.sessions.begin() as session:
         await session.execute(update(m.IdempotencyKeyRow).values(expires_at=datetime.now(UTC) - timedelta(seconds=1)))
-        assert await NotificationRepository(session).prune_keys() == 1
+    async with clarion.resources.fast.connection() as connection:
+        assert await store.prune_keys(connection) == 1
     async with clarion.resources.sessions() as session:
         assert (await session.execute(select(func.count()).select_from(m.IdempotencyKeyRow))).scalar_one() == 0
 

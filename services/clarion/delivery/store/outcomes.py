@@ -1,11 +1,12 @@
-"""Recording what happened to deliveries: claims, attempts and final states. A worker's concurrent handlers share
-each statement (core.batching.GroupCommit), on the plain asyncpg pool: a claim is one statement for a batch, an
+"""The workers' and the sweeper's statements: claims, attempts and final states, and leases taken back. A worker's
+concurrent handlers share each statement (core.batching.GroupCommit): a claim is one statement for a batch, an
 outcome one short transaction for a batch."""
 
 from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Iterable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any
@@ -102,7 +103,7 @@ class Outcome:
     retry_at: datetime | None = None
 
 
-_LOCK_NOTIFICATIONS = "SELECT id FROM notifications WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
+LOCK_NOTIFICATIONS = "SELECT id FROM notifications WHERE id = ANY($1::uuid[]) ORDER BY id FOR UPDATE"
 
 _INSERT_ATTEMPTS = """
 INSERT INTO delivery_attempts (delivery_id, attempt_number, provider, outcome, error, started_at, duration_ms)
@@ -178,7 +179,7 @@ async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -
     async with connection.transaction():
         # Each notification locked first, in id order: two workers finishing its email and its push one after
         # the other each see the other's committed status, and overlapping batches cannot deadlock.
-        await connection.execute(_LOCK_NOTIFICATIONS, sorted({o.claimed.notification_id for o in outcomes}))
+        await connection.execute(LOCK_NOTIFICATIONS, sorted({o.claimed.notification_id for o in outcomes}))
         settled = {
             row["id"]
             for row in await connection.fetch(
@@ -231,15 +232,22 @@ async def finish_many(connection: asyncpg.Connection, outcomes: list[Outcome]) -
                 [a.started_at for _, a in attempts],
                 [a.duration_ms for _, a in attempts],
             )
-        # Each notification's status derived from its deliveries, as everywhere else (the lifecycle's rule).
-        rows = await connection.fetch(_DELIVERY_STATUSES, list({o.claimed.notification_id for o in outcomes}))
-        await connection.execute(
-            _SET_STATUSES,
-            [row["notification_id"] for row in rows],
-            [derive_notification_status(row["statuses"]) for row in rows],
-            now,
-        )
+        await refresh_statuses(connection, {o.claimed.notification_id for o in outcomes}, now)
     return settled | recorded
+
+
+async def refresh_statuses(
+    connection: asyncpg.Connection, notification_ids: Iterable[uuid.UUID], now: datetime
+) -> None:
+    """Store each notification's status as derived from its deliveries' (the lifecycle's rule), in the caller's
+    transaction, which holds the notifications' locks."""
+    rows = await connection.fetch(_DELIVERY_STATUSES, list(notification_ids))
+    await connection.execute(
+        _SET_STATUSES,
+        [row["notification_id"] for row in rows],
+        [derive_notification_status(row["statuses"]) for row in rows],
+        now,
+    )
 
 
 # A lease that expired: the delivery goes back to the relay, and the attempt its worker made (or was about to

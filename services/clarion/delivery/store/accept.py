@@ -1,5 +1,5 @@
-"""The accept's two statements, on the plain asyncpg pool (core.db.FastPath): look up an idempotency key, and record
-a notification with its key. Each is one round trip in autocommit; the ORM took ten for the same work."""
+"""The accept's statements: record a notification with its idempotency key, look a key up, prune expired keys. The
+first two are one round trip each in autocommit; the ORM took ten for the same work (core.db.FastPath)."""
 
 from __future__ import annotations
 
@@ -10,8 +10,8 @@ from datetime import datetime
 
 import asyncpg
 
-from clarion.notifications import models as m
-from clarion.notifications.repository import DISPATCH_CHANNEL
+from clarion.delivery.store.reads import NotificationRecord
+from clarion.delivery.store.relay import DISPATCH_CHANNEL
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +60,7 @@ async def find_key(connection: asyncpg.Connection, project_id: str, key: str) ->
 
 
 async def insert_notification(
-    connection: asyncpg.Connection, row: m.NotificationRow, *, fingerprint: str, key_expires_at: datetime
+    connection: asyncpg.Connection, row: NotificationRecord, *, fingerprint: str, key_expires_at: datetime
 ) -> bool:
     """Record `row` (and its idempotency key, `row.request_id`, when it has one, in `row.project_id`) and wake the
     dispatchers, in one statement. False when another live request of the project holds the key: then nothing
@@ -87,3 +87,16 @@ async def insert_notification(
         row.project_id,
     )
     return inserted is not None
+
+
+_PRUNE_KEYS = """
+DELETE FROM idempotency_keys WHERE (project_id, key) IN (
+    SELECT project_id, key FROM idempotency_keys WHERE expires_at <= now() LIMIT $1
+)
+"""
+
+
+async def prune_keys(connection: asyncpg.Connection, *, limit: int = 1000) -> int:
+    """Delete up to `limit` expired idempotency keys; returns how many."""
+    result = await connection.execute(_PRUNE_KEYS, limit)
+    return int(result.split()[-1])

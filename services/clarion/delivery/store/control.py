@@ -1,0 +1,107 @@
+"""The clients' changes: cancel what has not been handed to a provider, replay what failed for good. Each is one
+transaction that locks the notifications first (in id order), then their deliveries: the lock order of the store
+(clarion.delivery.store)."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Sequence
+from datetime import datetime
+
+import asyncpg
+
+from clarion.core.db import utcnow
+from clarion.delivery.lifecycle import PENDING_NOTIFICATION_STATUSES, DeliveryStatus, NotificationStatus, sql
+from clarion.delivery.store.outcomes import LOCK_NOTIFICATIONS, refresh_statuses
+from clarion.delivery.store.relay import DISPATCH_CHANNEL
+
+CANCELLED_BY_CLIENT = "cancelled_by_client"
+REPLAYED = "replayed"
+
+# The project in the statement, not checked after: another project's row is never locked.
+_LOCK_OWN = "SELECT status FROM notifications WHERE id = $1 AND project_id = $2 FOR UPDATE"
+
+_CANCEL_PENDING = """
+UPDATE notifications SET status = $2, status_reason = $3, updated_at = $4 WHERE id = $1
+"""
+
+_CANCEL_DELIVERIES = f"""
+UPDATE deliveries SET status = {sql(DeliveryStatus.CANCELLED)}, status_reason = $2, updated_at = $3
+WHERE notification_id = $1 AND status IN ({sql(DeliveryStatus.QUEUED, DeliveryStatus.RETRYING)})
+RETURNING id
+"""  # noqa: S608 - the statuses come from the lifecycle's enums, never from input
+
+
+async def cancel(connection: asyncpg.Connection, notification_id: uuid.UUID, *, project: str) -> bool | None:
+    """Cancel what of `project`'s notification has not been handed to a provider: the whole notification while
+    the dispatcher has not planned it, else its queued and retrying deliveries. False when nothing could be
+    cancelled; None when the project has no such notification."""
+    now = utcnow()
+    async with connection.transaction():
+        status = await connection.fetchval(_LOCK_OWN, notification_id, project)
+        if status is None:
+            return None
+        if status in PENDING_NOTIFICATION_STATUSES:
+            await connection.execute(
+                _CANCEL_PENDING, notification_id, NotificationStatus.CANCELLED, CANCELLED_BY_CLIENT, now
+            )
+            return True
+        if not await connection.fetch(_CANCEL_DELIVERIES, notification_id, CANCELLED_BY_CLIENT, now):
+            return False
+        await refresh_statuses(connection, [notification_id], now)
+        return True
+
+
+_REPLAYABLE = f"""
+SELECT DISTINCT d.notification_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+WHERE d.status = {sql(DeliveryStatus.FAILED)} AND n.project_id = $1
+    AND (cardinality($2::uuid[]) = 0 OR d.id = ANY($2::uuid[]))
+    AND ($3::varchar = '' OR d.channel = $3)
+    AND ($4::varchar = '' OR n.user_id = $4)
+    AND ($5::timestamptz IS NULL OR d.updated_at >= $5)
+LIMIT $6
+"""  # noqa: S608 - the statuses come from the lifecycle's enums, never from input
+
+# The same filter again, now under the notifications' locks: a delivery replayed or changed in between is left.
+_REPLAY = f"""
+UPDATE deliveries d
+SET status = {sql(DeliveryStatus.QUEUED)}, status_reason = $7, attempt_count = 0, published_at = NULL,
+    lease_until = NULL, due_at = $8, updated_at = $8
+WHERE d.id IN (
+    SELECT d2.id FROM deliveries d2 JOIN notifications n ON n.id = d2.notification_id
+    WHERE d2.notification_id = ANY($1::uuid[]) AND d2.status = {sql(DeliveryStatus.FAILED)} AND n.project_id = $2
+        AND (cardinality($3::uuid[]) = 0 OR d2.id = ANY($3::uuid[]))
+        AND ($4::varchar = '' OR d2.channel = $4)
+        AND ($5::varchar = '' OR n.user_id = $5)
+        AND ($6::timestamptz IS NULL OR d2.updated_at >= $6)
+    LIMIT $9
+)
+RETURNING d.id, d.notification_id
+"""  # noqa: S608 - the statuses come from the lifecycle's enums, never from input
+
+
+async def replay(
+    connection: asyncpg.Connection,
+    *,
+    project: str,
+    ids: Sequence[uuid.UUID],
+    channel: str,
+    user_id: str,
+    failed_after: datetime | None,
+    limit: int,
+) -> list[uuid.UUID]:
+    """Queue up to `limit` of `project`'s failed deliveries again (fresh attempts, same ids), chosen by id or by
+    filter, and wake the dispatchers, whose relay publishes them. Returns their ids (another project's are not
+    among them, as if they did not exist)."""
+    now = utcnow()
+    filters = (list(ids), channel, user_id, failed_after)
+    async with connection.transaction():
+        notifications = [row[0] for row in await connection.fetch(_REPLAYABLE, project, *filters, limit)]
+        if not notifications:
+            return []
+        await connection.execute(LOCK_NOTIFICATIONS, sorted(notifications))
+        replayed = await connection.fetch(_REPLAY, notifications, project, *filters, REPLAYED, now, limit)
+        if replayed:
+            await refresh_statuses(connection, {row["notification_id"] for row in replayed}, now)
+            await connection.execute("SELECT pg_notify($1, '')", DISPATCH_CHANNEL)
+    return [row["id"] for row in replayed]
