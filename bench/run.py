@@ -38,6 +38,7 @@ from bench import ceilings
 from clarion.core.broker_rabbitmq import RabbitMQBroker
 from clarion.core.config import load_settings
 from clarion.core.db import asyncpg_dsn, upgrade_database
+from clarion.delivery.queues import TOPOLOGY
 from clarion.gateway.local import local_gateway
 from clarion.v1 import (
     notifications_pb2,
@@ -424,7 +425,9 @@ async def main(args: argparse.Namespace) -> None:
         await admin.close()
         # The run's queues and exchanges go with it: RabbitMQ keeps durable ones forever.
         try:
-            await RabbitMQBroker(RABBITMQ_URL, namespace=env["CLARION_BROKER_NAMESPACE"]).delete_topology()
+            await RabbitMQBroker(
+                RABBITMQ_URL, topology=TOPOLOGY, namespace=env["CLARION_BROKER_NAMESPACE"]
+            ).delete_topology()
         except Exception as exc:  # noqa: BLE001 - the run's own error, if any, is the one to see
             print(f"could not delete the run's RabbitMQ queues: {exc!r}", file=sys.stderr)
 

@@ -21,12 +21,13 @@ from clarion.core.server import GrpcServer, ServiceRegistration, install_stop_si
 from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.providers.factory import create_email_provider, create_push_provider
+from clarion.delivery.queues import CHANNEL_QUEUES, TOPOLOGY
 from clarion.delivery.sweeper import Sweeper
-from clarion.keys.auth import Authenticator, BearerAuth
+from clarion.keys.auth import Authenticator, BearerAuth, server_auth
 from clarion.keys.repository import SqlKeyStore
 from clarion.notifications import servicer as notifications
 from clarion.notifications.clients import ServiceClients, TemplateRendering, UserLookup
-from clarion.notifications.dispatcher import QUEUES, Dispatcher
+from clarion.notifications.dispatcher import Dispatcher
 from clarion.templates import servicer as templates
 from clarion.templates.isolation import TemplateProcesses
 from clarion.users import servicer as users
@@ -201,7 +202,7 @@ async def run_workers(
                     name=next(p.name for p in (email, push) if p is not None),
                 ),
             )
-            start = functools.partial(worker.start, broker, QUEUES[kind], prefetch=settings.worker_prefetch)
+            start = functools.partial(worker.start, broker, CHANNEL_QUEUES[kind], prefetch=settings.worker_prefetch)
             if not await _while_broker_away(start, stop, max_delay_s=5):
                 break
         log.info("worker_started", kind=kind)
@@ -242,7 +243,10 @@ async def serve(
         require_service_key(settings, "notifications")
     resources = Resources.open(settings, database_url)
     broker = create_broker(
-        settings.broker_url, namespace=settings.broker_namespace, publish_timeout_s=settings.broker_publish_timeout_s
+        settings.broker_url,
+        topology=TOPOLOGY,
+        namespace=settings.broker_namespace,
+        publish_timeout_s=settings.broker_publish_timeout_s,
     )
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
@@ -250,7 +254,7 @@ async def serve(
     try:
         registrations = {name: SERVICES[name](resources) for name in names}
         wire_in_process(settings, resources.clients, registrations)
-        server = GrpcServer(settings, list(registrations.values()), authenticator=resources.authenticator)
+        server = GrpcServer(settings, list(registrations.values()), auth=server_auth(resources.authenticator))
         port = await server.start()
         metrics, _ = await start_health_server(
             host=settings.grpc_host, port=settings.metrics_port, check=lambda: not stop.is_set(), stop=stop
@@ -281,7 +285,10 @@ async def run_worker(settings: Settings, kind: str, *, database_url: str, stop: 
         require_service_key(settings, kind)
     resources = Resources.open(settings, database_url, serves=False)
     broker = create_broker(
-        settings.broker_url, namespace=settings.broker_namespace, publish_timeout_s=settings.broker_publish_timeout_s
+        settings.broker_url,
+        topology=TOPOLOGY,
+        namespace=settings.broker_namespace,
+        publish_timeout_s=settings.broker_publish_timeout_s,
     )
     stop = stop or asyncio.Event()
     install_stop_signals(stop)

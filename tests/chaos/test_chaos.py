@@ -20,8 +20,9 @@ from typing import TypeVar
 import asyncpg
 import pytest
 
-from clarion.core.broker import EMAIL_QUEUE, FAILED_QUEUE, Broker, Message, create_broker
+from clarion.core.broker import Broker, Message, create_broker
 from clarion.core.db import asyncpg_dsn, upgrade_database
+from clarion.delivery.queues import EMAIL_QUEUE, FAILED_QUEUE, TOPOLOGY
 from tests.chaos.harness import Outcome, Run, check, running_clarion, send_load
 from tests.chaos.infra import ChaosPostgres, ChaosRabbitMQ
 from tests.chaos.provider import Misbehaviour
@@ -258,7 +259,7 @@ def test_a_provider_with_503s_slow_answers_and_429_storms_loses_nothing(
 
 async def _on_broker(url: str, namespace: str, action: Callable[[Broker], Awaitable[T]]) -> T:
     """`action` on a connection of our own to the run's RabbitMQ namespace."""
-    broker = create_broker(url, namespace=namespace)
+    broker = create_broker(url, topology=TOPOLOGY, namespace=namespace)
     await broker.connect()
     try:
         return await action(broker)

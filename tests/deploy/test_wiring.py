@@ -10,11 +10,11 @@ from pathlib import PurePosixPath
 import yaml
 
 from clarion.core.config import ENV_PREFIX, Settings
+from clarion.delivery.queues import CHANNEL_QUEUES
 from clarion.gateway import kubernetes as gateway_k8s
 from clarion.gateway.config import STREAMS_SUFFIX
 from clarion.gateway.descriptors import REFLECTION_SERVICE
 from clarion.keys.scopes import SERVICE_KEY_SCOPES
-from clarion.notifications.dispatcher import QUEUES
 from tests.deploy.conftest import K8S
 from tests.deploy.manifests import Manifests, Obj, Workload, container_port, selects
 
@@ -126,7 +126,7 @@ def test_keda_scales_each_channel_worker_on_its_own_queue(overlay: Callable[[str
         (trigger,) = scaled_object["spec"]["triggers"]
         kind = container["args"][1]
         assert trigger["type"] == "rabbitmq"
-        assert trigger["metadata"]["queueName"] == QUEUES[kind]
+        assert trigger["metadata"]["queueName"] == CHANNEL_QUEUES[kind]
         # queueLength is deprecated; mode + value is what KEDA 2.x reads.
         assert trigger["metadata"]["mode"] == "QueueLength"
         assert float(trigger["metadata"]["value"]) > 0

@@ -19,6 +19,7 @@ import grpc
 import pytest
 
 from clarion.core.broker import create_broker
+from clarion.delivery.queues import TOPOLOGY
 from clarion.v1 import (
     notifications_pb2,
     notifications_pb2_grpc,
@@ -139,7 +140,7 @@ def test_a_worker_killed_mid_batch_loses_nothing(
             process.send_signal(signal.SIGTERM)
         for process in running:
             assert process.wait(timeout=30) == 0
-    broker = create_broker(RABBITMQ_URL, namespace=namespace)
+    broker = create_broker(RABBITMQ_URL, topology=TOPOLOGY, namespace=namespace)
 
     async def clean() -> None:
         await broker.connect()
@@ -182,7 +183,7 @@ async def _cleanup(namespace: str, processes: Sequence[subprocess.Popen[str]] = 
         process.send_signal(signal.SIGTERM)
     for process in processes:
         await asyncio.to_thread(process.wait, 30)
-    broker = create_broker(RABBITMQ_URL, namespace=namespace)
+    broker = create_broker(RABBITMQ_URL, topology=TOPOLOGY, namespace=namespace)
     await broker.connect()
     await broker.delete_topology()  # type: ignore[attr-defined]
 

@@ -22,7 +22,8 @@ from clarion.core.cache import Cache, MemoryCache, RedisCache
 from clarion.core.config import load_settings
 from clarion.core.db import FastPath, create_engine, session_factory
 from clarion.core.server import GrpcServer
-from clarion.keys.auth import Authenticator, BearerAuth
+from clarion.delivery.queues import TOPOLOGY
+from clarion.keys.auth import Authenticator, BearerAuth, server_auth
 from clarion.keys.manage import create_key, create_service_key
 from clarion.keys.repository import SqlKeyStore
 from clarion.keys.scopes import DEFAULT_PROJECT, Scope
@@ -131,7 +132,7 @@ async def start_clarion(
         registrations = {name: registration(resources) for name, registration in app.SERVICES.items()}
         if in_process:  # as `clarion serve all` does: NotificationService calls the other two without gRPC
             app.wire_in_process(settings, clients, registrations)
-        server = GrpcServer(settings, list(registrations.values()), authenticator=resources.authenticator)
+        server = GrpcServer(settings, list(registrations.values()), auth=server_auth(resources.authenticator))
         await server.start()
         stack.push_async_callback(server.server.stop, 0)
         pepper = settings.api_key_pepper or TEST_PEPPER_SECRET
@@ -181,7 +182,9 @@ RABBITMQ_URL = os.environ.get("CLARION_TEST_RABBITMQ_URL", "amqp://guest:guest@1
 async def broker(request: pytest.FixtureRequest) -> AsyncIterator[Broker]:
     """A connected broker on its own namespace: real RabbitMQ, and the in-memory one; its topology goes afterwards."""
     made = create_broker(
-        RABBITMQ_URL if request.param == "rabbitmq" else None, namespace=f"test-{uuid.uuid4().hex[:8]}"
+        RABBITMQ_URL if request.param == "rabbitmq" else None,
+        topology=TOPOLOGY,
+        namespace=f"test-{uuid.uuid4().hex[:8]}",
     )
     try:
         await made.connect()

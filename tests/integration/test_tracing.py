@@ -18,10 +18,11 @@ from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
 from opentelemetry.trace import SpanKind
 
-from clarion.core.broker import EMAIL_QUEUE, Broker
+from clarion.core.broker import Broker
 from clarion.core.config import load_settings
 from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.providers.factory import create_email_provider
+from clarion.delivery.queues import EMAIL_QUEUE
 from clarion.notifications import models as m
 from clarion.v1 import notifications_pb2, templates_pb2, users_pb2
 from tests.integration.conftest import RunningClarion

@@ -4,14 +4,16 @@
 local mode's in-process stand-in with the same observable semantics and no durability. Both pass the same contract
 tests (tests/integration/core/test_broker.py). Pick one with `create_broker(settings.broker_url)`.
 
-Queues, by logical name (a `namespace` prefixes every real name, so tests can isolate themselves):
-- `email.queue`, `push.queue`: the work queues. A handler settles each message it is given exactly once: `ack`,
-  `retry(delay_s)` (through a fixed-TTL retry tier back to the same work queue), `dead_letter(reason)` (to
-  `failed.queue`) or `requeue` (on shutdown). A handler that raises has its message requeued; a message requeued more
-  than `delivery_limit` times (a poison message) goes to `failed.queue` with reason `delivery_limit`.
+This module is transport only: which queues exist is the caller's `Topology` (the delivery core's is
+clarion.delivery.queues). Queues, by logical name (a `namespace` prefixes every real name, so tests can isolate
+themselves):
+- the work queues: a handler settles each message it is given exactly once: `ack`, `retry(delay_s)` (through a
+  fixed-TTL retry tier back to the same work queue), `dead_letter(reason)` (to the dead-letter queue) or `requeue`
+  (on shutdown). A handler that raises has its message requeued; a message requeued more than `delivery_limit` times
+  (a poison message) goes to the dead-letter queue with reason `delivery_limit`.
 - `retry.<queue>.<tier>s`, one per work queue and tier in RETRY_TIERS_S: messages wait there, unconsumed.
-- `failed.queue`: dead letters, each with the `x-clarion-reason` and `x-clarion-source-queue` headers. To replay one,
-  consume it, `publish` it to its source queue, then `ack` it.
+- the dead-letter queue: each message with the `x-clarion-reason` and `x-clarion-source-queue` headers. To replay
+  one, consume it, `publish` it to its source queue, then `ack` it.
 """
 
 from __future__ import annotations
@@ -34,13 +36,9 @@ log = get_logger(__name__)
 
 __all__ = [
     "DELIVERY_LIMIT_REASON",
-    "EMAIL_QUEUE",
-    "FAILED_QUEUE",
-    "PUSH_QUEUE",
     "REASON_HEADER",
     "RETRY_TIERS_S",
     "SOURCE_QUEUE_HEADER",
-    "WORK_QUEUES",
     "Broker",
     "BrokerError",
     "BrokerUnavailable",
@@ -49,16 +47,12 @@ __all__ = [
     "Message",
     "RabbitMQBroker",
     "Received",
+    "Topology",
     "Unroutable",
     "create_broker",
-    "retry_queue",
     "retry_tier_s",
 ]
 
-EMAIL_QUEUE = "email.queue"
-PUSH_QUEUE = "push.queue"
-FAILED_QUEUE = "failed.queue"
-WORK_QUEUES = (EMAIL_QUEUE, PUSH_QUEUE)
 # Fixed delays of the retry queues (one queue per work queue and tier): RabbitMQ expires a per-message TTL only at the
 # head of a queue, so a queue mixing delays would hold a short one behind a long one. A retry asks for a delay and
 # waits the smallest tier at least that long, or the largest.
@@ -66,7 +60,7 @@ RETRY_TIERS_S: tuple[float, ...] = (1, 5, 30, 120, 600, 3600)
 # Requeued (by a raising handler, or `requeue`) more than this many times in a row, a message is dead-lettered.
 DEFAULT_DELIVERY_LIMIT = 20
 
-# Headers on a message in failed.queue: why it is there, and the work queue (logical name) it came from.
+# Headers on a message in the dead-letter queue: why it is there, and the work queue (logical name) it came from.
 REASON_HEADER = "x-clarion-reason"
 SOURCE_QUEUE_HEADER = "x-clarion-source-queue"
 # The reason of a poison message, dead-lettered by the broker after `delivery_limit` requeues.
@@ -76,7 +70,7 @@ DELIVERY_COUNT_HEADER = "x-clarion-delivery-count"
 # Headers the brokers set for themselves: a handler never sees them and a publisher may not set them.
 _BROKER_HEADERS = frozenset({"x-death", "x-delivery-count", DELIVERY_COUNT_HEADER})
 _BROKER_HEADER_PREFIXES = ("x-first-death-", "x-last-death-")
-# Reasons are for people reading failed.queue; a bound keeps a stack trace from bloating every dead letter.
+# Reasons are for people reading dead letters; a bound keeps a stack trace from bloating every dead letter.
 MAX_REASON_CHARS = 1000
 
 
@@ -107,7 +101,7 @@ class Message:
     body: bytes
     """The caller's bytes, in `content_type`."""
     headers: Mapping[str, str] = field(default_factory=dict)
-    """E.g. `request_id`, `notification_id`; on failed.queue also REASON_HEADER and SOURCE_QUEUE_HEADER."""
+    """E.g. `request_id`, `notification_id`; on the dead-letter queue also REASON_HEADER and SOURCE_QUEUE_HEADER."""
     content_type: str = "application/json"
     """The body's media type, carried as the AMQP content type."""
 
@@ -148,7 +142,8 @@ class Received(Protocol):
         ...
 
     async def dead_letter(self, reason: str) -> None:
-        """Move it to failed.queue with `reason` (no secrets, no personal data): publish confirmed, then ack."""
+        """Move it to the dead-letter queue with `reason` (no secrets, no personal data): publish confirmed, then
+        ack."""
         ...
 
     async def requeue(self) -> None:
@@ -177,7 +172,7 @@ class Broker(Protocol):
         ...
 
     async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> None:
-        """Start handling messages of `queue` (a work queue or failed.queue), at most `prefetch` at a time.
+        """Start handling messages of `queue` (a work queue or the dead-letter queue), at most `prefetch` at a time.
 
         Returns once subscribed. Call it again for more consumers; each has its own prefetch.
         """
@@ -191,7 +186,8 @@ class Broker(Protocol):
         ...
 
     async def queue_depth(self, queue: str) -> int:
-        """How many messages are ready (not in flight) on `queue`: a work queue, failed.queue or a `retry_queue`."""
+        """How many messages are ready (not in flight) on `queue`: a work queue, the dead-letter queue or a retry
+        queue."""
         ...
 
     async def close(self) -> None:
@@ -206,37 +202,48 @@ def retry_tier_s(delay_s: float) -> float:
     return next((tier for tier in RETRY_TIERS_S if tier >= delay_s), RETRY_TIERS_S[-1])
 
 
-def retry_queue(queue: str, tier_s: float) -> str:
-    """The logical name of `queue`'s retry queue for `tier_s`, e.g. `retry.email.queue.30s`."""
-    if queue not in WORK_QUEUES:
-        raise ValueError(f"no retry queues for {queue!r}: only for {', '.join(WORK_QUEUES)}")
-    if tier_s not in RETRY_TIERS_S:
-        raise ValueError(f"{tier_s!r} is not one of RETRY_TIERS_S {RETRY_TIERS_S}")
-    return f"retry.{queue}.{tier_s:g}s"
+@dataclass(frozen=True, slots=True)
+class Topology:
+    """The queues a broker declares and checks names against: work queues (each with its retry tiers) and one
+    dead-letter queue. Logical names; a broker's `namespace` prefixes the real ones."""
 
+    work_queues: tuple[str, ...]
+    dead_letter_queue: str
 
-def all_queues() -> tuple[str, ...]:
-    """Every logical queue name of the topology: work queues, their retry queues, failed.queue."""
-    retries = tuple(retry_queue(queue, tier) for queue in WORK_QUEUES for tier in RETRY_TIERS_S)
-    return (*WORK_QUEUES, *retries, FAILED_QUEUE)
+    def __post_init__(self) -> None:
+        names = (*self.work_queues, self.dead_letter_queue)
+        if not self.work_queues or len(set(names)) != len(names) or not all(names):
+            raise ValueError(f"a topology needs distinct, non-empty queue names: {names!r}")
 
+    def retry_queue(self, queue: str, tier_s: float) -> str:
+        """The logical name of `queue`'s retry queue for `tier_s`, e.g. `retry.email.queue.30s`."""
+        if queue not in self.work_queues:
+            raise ValueError(f"no retry queues for {queue!r}: only for {', '.join(self.work_queues)}")
+        if tier_s not in RETRY_TIERS_S:
+            raise ValueError(f"{tier_s!r} is not one of RETRY_TIERS_S {RETRY_TIERS_S}")
+        return f"retry.{queue}.{tier_s:g}s"
 
-def check_publish_queue(queue: str) -> None:
-    """ValueError unless `queue` is a work queue (the only queues anyone publishes to directly)."""
-    if queue not in WORK_QUEUES:
-        raise ValueError(f"cannot publish to {queue!r}: the work queues are {', '.join(WORK_QUEUES)}")
+    def all_queues(self) -> tuple[str, ...]:
+        """Every logical queue name: work queues, their retry queues, the dead-letter queue."""
+        retries = tuple(self.retry_queue(queue, tier) for queue in self.work_queues for tier in RETRY_TIERS_S)
+        return (*self.work_queues, *retries, self.dead_letter_queue)
 
+    def check_publish_queue(self, queue: str) -> None:
+        """ValueError unless `queue` is a work queue (the only queues anyone publishes to directly)."""
+        if queue not in self.work_queues:
+            raise ValueError(f"cannot publish to {queue!r}: the work queues are {', '.join(self.work_queues)}")
 
-def check_consume_queue(queue: str) -> None:
-    """ValueError unless `queue` is a work queue or failed.queue."""
-    if queue not in (*WORK_QUEUES, FAILED_QUEUE):
-        raise ValueError(f"cannot consume {queue!r}: only {', '.join(WORK_QUEUES)} and {FAILED_QUEUE}")
+    def check_consume_queue(self, queue: str) -> None:
+        """ValueError unless `queue` is a work queue or the dead-letter queue."""
+        if queue not in (*self.work_queues, self.dead_letter_queue):
+            raise ValueError(
+                f"cannot consume {queue!r}: only {', '.join(self.work_queues)} and {self.dead_letter_queue}"
+            )
 
-
-def check_known_queue(queue: str) -> None:
-    """ValueError unless `queue` is a queue of the topology."""
-    if queue not in all_queues():
-        raise ValueError(f"unknown queue {queue!r}")
+    def check_known_queue(self, queue: str) -> None:
+        """ValueError unless `queue` is a queue of the topology."""
+        if queue not in self.all_queues():
+            raise ValueError(f"unknown queue {queue!r}")
 
 
 def dead_letter_headers(message: Message, *, reason: str, source_queue: str) -> dict[str, str]:
@@ -266,10 +273,13 @@ class SettlingReceived(ABC):
     Subclasses say how to ack, requeue and publish a copy; this class keeps the order and the bookkeeping.
     """
 
-    __slots__ = ("delivery_count", "message", "queue", "redelivered", "settled")
+    __slots__ = ("delivery_count", "message", "queue", "redelivered", "settled", "topology")
 
-    def __init__(self, message: Message, *, queue: str, redelivered: bool, delivery_count: int) -> None:
+    def __init__(
+        self, message: Message, *, topology: Topology, queue: str, redelivered: bool, delivery_count: int
+    ) -> None:
         self.message = message
+        self.topology = topology
         self.queue = queue
         self.redelivered = redelivered
         self.delivery_count = delivery_count
@@ -283,7 +293,7 @@ class SettlingReceived(ABC):
     async def retry(self, delay_s: float) -> None:
         """Deliver it again on the same queue after `retry_tier_s(delay_s)` seconds: publish confirmed, then ack."""
         tier_s = retry_tier_s(delay_s)
-        retry_queue(self.queue, tier_s)  # ValueError for failed.queue, before anything happens
+        self.topology.retry_queue(self.queue, tier_s)  # ValueError for the dead-letter queue, before anything happens
         self._settle()
         try:
             await self._publish_retry(tier_s)
@@ -294,7 +304,7 @@ class SettlingReceived(ABC):
         await self._ack()
 
     async def dead_letter(self, reason: str) -> None:
-        """Move it to failed.queue with `reason`: publish confirmed, then ack."""
+        """Move it to the dead-letter queue with `reason`: publish confirmed, then ack."""
         self._settle()
         try:
             await self._publish_dead_letter(dead_letter_headers(self.message, reason=reason, source_queue=self.queue))
@@ -355,6 +365,7 @@ async def run_handler(handler: Handler, received: SettlingReceived) -> None:
 def create_broker(
     url: str | None,
     *,
+    topology: Topology,
     namespace: str = "",
     publish_timeout_s: float = 5.0,
     delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
@@ -367,13 +378,14 @@ def create_broker(
     if not url:
         from clarion.core.broker_memory import InMemoryBroker
 
-        return InMemoryBroker(namespace=namespace, delivery_limit=delivery_limit)
+        return InMemoryBroker(topology=topology, namespace=namespace, delivery_limit=delivery_limit)
     if not url.startswith(("amqp://", "amqps://")):
         raise ValueError("the broker URL must be amqp:// or amqps://, e.g. amqp://guest:guest@127.0.0.1:5672/")
     from clarion.core.broker_rabbitmq import RabbitMQBroker
 
     return RabbitMQBroker(
         url,
+        topology=topology,
         namespace=namespace,
         publish_timeout_s=publish_timeout_s,
         delivery_limit=delivery_limit,

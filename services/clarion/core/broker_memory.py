@@ -10,18 +10,13 @@ from dataclasses import dataclass
 from clarion.core.broker import (
     DEFAULT_DELIVERY_LIMIT,
     DELIVERY_LIMIT_REASON,
-    FAILED_QUEUE,
     BrokerUnavailable,
     Handler,
     Message,
     SettlingReceived,
-    all_queues,
-    check_consume_queue,
-    check_known_queue,
+    Topology,
     check_message,
-    check_publish_queue,
     dead_letter_headers,
-    retry_queue,
     run_handler,
 )
 from clarion.core.logging import get_logger
@@ -89,7 +84,11 @@ class _MemoryReceived(SettlingReceived):
 
     def __init__(self, broker: InMemoryBroker, envelope: _Envelope, queue: str) -> None:
         super().__init__(
-            envelope.message, queue=queue, redelivered=envelope.redelivered, delivery_count=envelope.delivery_count
+            envelope.message,
+            topology=broker.topology,
+            queue=queue,
+            redelivered=envelope.redelivered,
+            delivery_count=envelope.delivery_count,
         )
         self._broker = broker
         self._envelope = envelope
@@ -108,25 +107,29 @@ class _MemoryReceived(SettlingReceived):
     async def _publish_dead_letter(self, headers: dict[str, str]) -> None:
         self._broker._check_open()
         message = dataclasses.replace(self.message, headers=headers)
-        # Deliveries are counted afresh in failed.queue, as RabbitMQ does.
-        self._broker._queues[FAILED_QUEUE].put(_Envelope(message))
+        # Deliveries are counted afresh in the dead-letter queue, as RabbitMQ does.
+        self._broker._dead_letters.put(_Envelope(message))
 
 
 class InMemoryBroker:
     """The Broker of local mode, in this process's memory. NOT durable: whatever is queued when the process stops
     is lost (the delivery table, the outbox, is what survives; the dispatcher publishes again what was not sent).
 
-    Same observable semantics as RabbitMQBroker: work queues, fixed-TTL retry tiers, failed.queue, the delivery
-    limit, per-consumer prefetch, draining. One event loop only; not thread-safe.
+    Same observable semantics as RabbitMQBroker: work queues, fixed-TTL retry tiers, the dead-letter queue, the
+    delivery limit, per-consumer prefetch, draining. One event loop only; not thread-safe.
     """
 
-    def __init__(self, *, namespace: str = "", delivery_limit: int = DEFAULT_DELIVERY_LIMIT) -> None:
+    def __init__(
+        self, *, topology: Topology, namespace: str = "", delivery_limit: int = DEFAULT_DELIVERY_LIMIT
+    ) -> None:
         if delivery_limit < 0:
             raise ValueError("delivery_limit must be >= 0")
         # Nothing is shared between brokers in memory; the namespace is kept for parity and logs.
         self.namespace = namespace
         self.delivery_limit = delivery_limit
-        self._queues = {name: _Queue() for name in all_queues()}
+        self.topology = topology
+        self._queues = {name: _Queue() for name in topology.all_queues()}
+        self._dead_letters = self._queues[topology.dead_letter_queue]
         self._consumers: list[_Consumer] = []
         self._timers: set[asyncio.TimerHandle] = set()
         self._connected = False
@@ -137,14 +140,14 @@ class InMemoryBroker:
 
     async def publish(self, queue: str, message: Message) -> None:
         """Queue `message` on work queue `queue` (in memory: at once)."""
-        check_publish_queue(queue)
+        self.topology.check_publish_queue(queue)
         check_message(message)
         self._check_open()
         self._queues[queue].put(_Envelope(dataclasses.replace(message, headers=dict(message.headers))))
 
     async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> None:
         """Start handling messages of `queue`, at most `prefetch` at a time."""
-        check_consume_queue(queue)
+        self.topology.check_consume_queue(queue)
         if prefetch < 1:
             raise ValueError("prefetch must be >= 1")
         self._check_open()
@@ -170,8 +173,8 @@ class InMemoryBroker:
             await asyncio.gather(*pending, return_exceptions=True)
 
     async def queue_depth(self, queue: str) -> int:
-        """Messages ready on `queue` (a work queue, failed.queue or a retry queue)."""
-        check_known_queue(queue)
+        """Messages ready on `queue` (a work queue, the dead-letter queue or a retry queue)."""
+        self.topology.check_known_queue(queue)
         return len(self._queues[queue].ready)
 
     async def close(self) -> None:
@@ -226,11 +229,11 @@ class InMemoryBroker:
         log.warning("broker_delivery_limit", queue=queue, delivery_id=envelope.message.message_id)
         headers = dead_letter_headers(envelope.message, reason=DELIVERY_LIMIT_REASON, source_queue=queue)
         message = dataclasses.replace(envelope.message, headers=headers)
-        self._queues[FAILED_QUEUE].put(_Envelope(message))
+        self._dead_letters.put(_Envelope(message))
 
     def _delay(self, queue: str, tier_s: float, envelope: _Envelope) -> None:
         """Hold `envelope` in `queue`'s retry tier for `tier_s`, then put it back on `queue`."""
-        tier = self._queues[retry_queue(queue, tier_s)]
+        tier = self._queues[self.topology.retry_queue(queue, tier_s)]
         tier.put(envelope)
 
         def expire() -> None:

@@ -1,6 +1,7 @@
 """The Broker on RabbitMQ (3.10+) through aio-pika: quorum work queues, fixed-TTL retry tiers, a dead-letter queue.
 
-Topology (every name prefixed with `<namespace>.` when a namespace is set):
+Exchanges and queues, drawn here with the delivery core's topology (clarion.delivery.queues); every name is prefixed
+with `<namespace>.` when a namespace is set:
 
     clarion.deliveries (direct) --email.queue--> email.queue  (quorum) --x-dead-letter--> clarion.dlx
                                 --push.queue---> push.queue   (quorum) --x-dead-letter--> clarion.dlx
@@ -8,11 +9,12 @@ Topology (every name prefixed with `<namespace>.` when a namespace is set):
                                                         --x-dead-letter--> clarion.deliveries / email.queue
     clarion.dlx (direct) --failed.queue--> failed.queue (quorum)
 
-Work queues dead-letter a message requeued more than `delivery_limit` times (a poison message) to failed.queue; retry
+Work queues dead-letter a message requeued more than `delivery_limit` times (a poison message) to the dead-letter
+queue (failed.queue); retry
 queues dead-letter every message back to its work queue when its TTL expires. Both dead-letter at-least-once (the
 source keeps a message until the target confirms it), which RabbitMQ allows only with `x-overflow: reject-publish`.
-failed.queue is a quorum queue too: dead letters are the messages we can least afford to lose, and in a cluster a
-quorum queue survives losing a node where a classic one does not.
+The dead-letter queue is a quorum queue too: dead letters are the messages we can least afford to lose, and in a
+cluster a quorum queue survives losing a node where a classic one does not.
 """
 
 from __future__ import annotations
@@ -43,24 +45,18 @@ from yarl import URL
 from clarion.core.broker import (
     DEFAULT_DELIVERY_LIMIT,
     DELIVERY_COUNT_HEADER,
-    FAILED_QUEUE,
     REASON_HEADER,
     RETRY_TIERS_S,
     SOURCE_QUEUE_HEADER,
-    WORK_QUEUES,
     BrokerError,
     BrokerUnavailable,
     Handler,
     Message,
     SettlingReceived,
+    Topology,
     Unroutable,
-    all_queues,
-    check_consume_queue,
-    check_known_queue,
     check_message,
-    check_publish_queue,
     is_broker_header,
-    retry_queue,
     run_handler,
 )
 from clarion.core.logging import get_logger
@@ -89,6 +85,7 @@ class RabbitMQBroker:
         self,
         url: str,
         *,
+        topology: Topology,
         namespace: str = "",
         publish_timeout_s: float = 5.0,
         delivery_limit: int = DEFAULT_DELIVERY_LIMIT,
@@ -97,6 +94,7 @@ class RabbitMQBroker:
         if delivery_limit < 0:
             raise ValueError("delivery_limit must be >= 0")
         self._url = url
+        self.topology = topology
         self._namespace = namespace
         self._publish_timeout_s = publish_timeout_s
         self._connect_timeout_s = connect_timeout_s
@@ -115,19 +113,20 @@ class RabbitMQBroker:
 
     def queue_arguments(self, queue: str) -> dict[str, Any]:
         """The declaration arguments of a logical queue (the contract tests check the broker holds exactly these)."""
-        if queue in WORK_QUEUES:
+        topology = self.topology
+        if queue in topology.work_queues:
             return {
                 "x-queue-type": "quorum",
                 "x-delivery-limit": self._delivery_limit,
                 "x-dead-letter-exchange": self.name(DEAD_LETTER_EXCHANGE),
-                "x-dead-letter-routing-key": FAILED_QUEUE,
+                "x-dead-letter-routing-key": topology.dead_letter_queue,
                 **_AT_LEAST_ONCE,
             }
-        if queue == FAILED_QUEUE:
+        if queue == topology.dead_letter_queue:
             return {"x-queue-type": "quorum"}
-        for work_queue in WORK_QUEUES:
+        for work_queue in topology.work_queues:
             for tier_s in RETRY_TIERS_S:
-                if queue == retry_queue(work_queue, tier_s):
+                if queue == topology.retry_queue(work_queue, tier_s):
                     return {
                         "x-queue-type": "quorum",
                         "x-message-ttl": round(tier_s * 1000),
@@ -186,12 +185,14 @@ class RabbitMQBroker:
             )
             for exchange in EXCHANGES
         }
-        bindings = {FAILED_QUEUE: (DEAD_LETTER_EXCHANGE, FAILED_QUEUE)}
-        for queue in WORK_QUEUES:
+        topology = self.topology
+        bindings = {topology.dead_letter_queue: (DEAD_LETTER_EXCHANGE, topology.dead_letter_queue)}
+        for queue in topology.work_queues:
             bindings[queue] = (DELIVERIES_EXCHANGE, queue)
             for tier_s in RETRY_TIERS_S:
-                bindings[retry_queue(queue, tier_s)] = (RETRY_EXCHANGE, retry_queue(queue, tier_s))
-        for queue in all_queues():
+                retry = topology.retry_queue(queue, tier_s)
+                bindings[retry] = (RETRY_EXCHANGE, retry)
+        for queue in topology.all_queues():
             declared = await channel.declare_queue(
                 self.name(queue), durable=True, arguments=self.queue_arguments(queue), robust=robust
             )
@@ -209,7 +210,7 @@ class RabbitMQBroker:
         Raises BrokerUnavailable (not connected, timed out, nacked), its subclass Unroutable (no queue bound), and
         ValueError for a name that is not a work queue.
         """
-        check_publish_queue(queue)
+        self.topology.check_publish_queue(queue)
         check_message(message)
         await self._send(DELIVERIES_EXCHANGE, queue, message, dict(message.headers))
 
@@ -239,7 +240,7 @@ class RabbitMQBroker:
 
     async def consume(self, queue: str, handler: Handler, *, prefetch: int) -> None:
         """Start handling messages of `queue` on a channel of its own, at most `prefetch` unsettled at a time."""
-        check_consume_queue(queue)
+        self.topology.check_consume_queue(queue)
         if prefetch < 1:
             raise ValueError("prefetch must be >= 1")
         if self._connection is None or self._connection.is_closed:
@@ -298,8 +299,8 @@ class RabbitMQBroker:
         consumer.stopping = True
 
     async def queue_depth(self, queue: str) -> int:
-        """Messages ready (not in flight) on `queue`: a work queue, failed.queue or a retry queue."""
-        check_known_queue(queue)
+        """Messages ready (not in flight) on `queue`: a work queue, the dead-letter queue or a retry queue."""
+        self.topology.check_known_queue(queue)
         if self._connection is None or self._connection.is_closed:
             raise BrokerUnavailable("the RabbitMQ broker is not connected")
         try:
@@ -342,7 +343,7 @@ class RabbitMQBroker:
             connection = await aio_pika.connect(self._url, timeout=self._connect_timeout_s)
             async with connection:
                 channel = await connection.channel()
-                for queue in all_queues():
+                for queue in self.topology.all_queues():
                     await channel.queue_delete(self.name(queue))
                 for exchange in EXCHANGES:
                     await channel.exchange_delete(self.name(exchange))
@@ -374,8 +375,8 @@ class _RabbitReceived(SettlingReceived):
         raw = dict(incoming.headers or {})
         headers = {key: _text(value) for key, value in raw.items() if not is_broker_header(key)}
         deliveries_here = _int(raw.get("x-delivery-count"))
-        if queue == FAILED_QUEUE:
-            # Counted afresh in failed.queue, as InMemoryBroker does.
+        if queue == broker.topology.dead_letter_queue:
+            # Counted afresh in the dead-letter queue, as InMemoryBroker does.
             delivery_count = deliveries_here
             if REASON_HEADER not in headers:
                 # Dead-lettered by RabbitMQ itself (the delivery limit): say so as dead_letter() does.
@@ -384,6 +385,7 @@ class _RabbitReceived(SettlingReceived):
             delivery_count = _int(raw.get(DELIVERY_COUNT_HEADER)) + deliveries_here
         super().__init__(
             Message(incoming.message_id or "", incoming.body, headers, incoming.content_type or "application/json"),
+            topology=broker.topology,
             queue=queue,
             redelivered=bool(incoming.redelivered),
             delivery_count=delivery_count,
@@ -398,12 +400,14 @@ class _RabbitReceived(SettlingReceived):
         await self._settle_on_broker(self._incoming.nack(requeue=True))
 
     async def _publish_retry(self, tier_s: float) -> None:
-        target = retry_queue(self.queue, tier_s)
+        target = self._broker.topology.retry_queue(self.queue, tier_s)
         headers: dict[str, str | int] = {**self.message.headers, DELIVERY_COUNT_HEADER: self.delivery_count + 1}
         await self._broker._send(RETRY_EXCHANGE, target, self.message, headers)
 
     async def _publish_dead_letter(self, headers: dict[str, str]) -> None:
-        await self._broker._send(DEAD_LETTER_EXCHANGE, FAILED_QUEUE, self.message, dict(headers))
+        await self._broker._send(
+            DEAD_LETTER_EXCHANGE, self._broker.topology.dead_letter_queue, self.message, dict(headers)
+        )
 
     async def _settle_on_broker(self, settle: Awaitable[None]) -> None:
         try:

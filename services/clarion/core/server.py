@@ -17,7 +17,6 @@ from grpc_reflection.v1alpha import reflection
 from clarion.core.config import Settings
 from clarion.core.interceptors import ServerInterceptor
 from clarion.core.logging import get_logger
-from clarion.keys.auth import Authenticator, AuthInterceptor
 
 log = get_logger(__name__)
 
@@ -49,20 +48,20 @@ class PortInUseError(RuntimeError):
 class GrpcServer:
     """A grpc.aio server with the health service, reflection and the interceptors, serving `services`.
 
-    `authenticator` checks the API key of every call but health and reflection; None serves without keys
-    (CLARION_AUTH_REQUIRED=false), which every caller has to say explicitly.
+    `auth` checks the API key of every call but health and reflection (clarion.keys.auth.server_auth); None serves
+    without keys (CLARION_AUTH_REQUIRED=false), which every caller has to say explicitly.
     """
 
     def __init__(
-        self, settings: Settings, services: Sequence[ServiceRegistration], *, authenticator: Authenticator | None
+        self, settings: Settings, services: Sequence[ServiceRegistration], *, auth: grpc.aio.ServerInterceptor | None
     ) -> None:
         self._settings = settings
         self._services = list(services)
         keepalive_ms = int(settings.grpc_keepalive_time_s * 1000)
         # The first interceptor is the outermost: the key check runs inside the one that maps errors to statuses.
         interceptors: list[grpc.aio.ServerInterceptor] = [ServerInterceptor()]
-        if authenticator is not None:
-            interceptors.append(AuthInterceptor(authenticator))
+        if auth is not None:
+            interceptors.append(auth)
         self.server = grpc.aio.server(
             interceptors=interceptors,
             options=[

@@ -297,6 +297,11 @@ Req = TypeVar("Req")
 Resp = TypeVar("Resp")
 
 
+def server_auth(authenticator: Authenticator | None) -> AuthInterceptor | None:
+    """The interceptor a GrpcServer checks keys with; None (no keys checked) for no authenticator."""
+    return AuthInterceptor(authenticator) if authenticator is not None else None
+
+
 class BearerAuth(grpc.aio.UnaryUnaryClientInterceptor):
     """Adds `authorization: Bearer <token>` to every unary call of a channel that does not carry its own."""
 

@@ -17,7 +17,7 @@ from typing import Any
 import asyncpg
 from opentelemetry.trace import SpanKind
 
-from clarion.core.broker import EMAIL_QUEUE, FAILED_QUEUE, PUSH_QUEUE, Broker, BrokerError, BrokerUnavailable
+from clarion.core.broker import Broker, BrokerError, BrokerUnavailable
 from clarion.core.db import FastPath, asyncpg_dsn, is_database_unavailable
 from clarion.core.errors import ClarionError, FailedPrecondition, NotFound, Unavailable
 from clarion.core.logging import get_logger
@@ -31,6 +31,7 @@ from clarion.core.metrics import (
 from clarion.core.tracing import from_traceparent, inject, tracer
 from clarion.delivery import store
 from clarion.delivery.lifecycle import DeliveryStatus, derive_notification_status
+from clarion.delivery.queues import CHANNEL_QUEUES, FAILED_QUEUE
 from clarion.delivery.tasks import task_message
 from clarion.notifications.clients import ServiceClients, render_request
 from clarion.notifications.schedule import quiet_hours_end
@@ -39,7 +40,6 @@ from clarion.v1 import notifications_pb2, templates_pb2, users_pb2
 
 log = get_logger(__name__)
 
-QUEUES = {"email": EMAIL_QUEUE, "push": PUSH_QUEUE}
 # How often the dispatcher samples the gauges that need a query (lag, dead letters, queue depths): often enough for
 # alerts, rare enough to cost nothing next to a pass.
 GAUGE_INTERVAL_S = 5.0
@@ -282,7 +282,7 @@ class Dispatcher:
             oldest, dead = await store.relay_backlog(connection, now)
         DISPATCHER_LAG.set(max(0.0, (now - oldest).total_seconds()) if oldest is not None else 0.0)
         DEAD_LETTERS.set(dead)
-        for queue in (*QUEUES.values(), FAILED_QUEUE):
+        for queue in (*CHANNEL_QUEUES.values(), FAILED_QUEUE):
             # Not connected, or not declared yet: the last sample stands until the next one.
             with contextlib.suppress(BrokerError):
                 QUEUE_MESSAGES.labels(queue=queue).set(await self._broker.queue_depth(queue))
@@ -305,7 +305,7 @@ class Dispatcher:
             kind=SpanKind.PRODUCER,
             attributes={
                 "messaging.system": "rabbitmq",
-                "messaging.destination.name": QUEUES[channel],
+                "messaging.destination.name": CHANNEL_QUEUES[channel],
                 "clarion.delivery_id": delivery_id,
             },
         ):
@@ -321,7 +321,7 @@ class Dispatcher:
                 # traceparent: the workers' spans continue this one.
                 headers=inject(headers),
             )
-            await self._broker.publish(QUEUES[channel], message)
+            await self._broker.publish(CHANNEL_QUEUES[channel], message)
 
     async def prune_idempotency_keys(self) -> int:
         """Delete expired idempotency keys (a batch at a time)."""

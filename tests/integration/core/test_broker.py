@@ -23,9 +23,6 @@ from yarl import URL
 
 from clarion.core.broker import (
     DELIVERY_LIMIT_REASON,
-    EMAIL_QUEUE,
-    FAILED_QUEUE,
-    PUSH_QUEUE,
     REASON_HEADER,
     RETRY_TIERS_S,
     SOURCE_QUEUE_HEADER,
@@ -36,11 +33,12 @@ from clarion.core.broker import (
     Message,
     RabbitMQBroker,
     Received,
+    Topology,
     Unroutable,
     create_broker,
-    retry_queue,
     retry_tier_s,
 )
+from clarion.delivery.queues import EMAIL_QUEUE, FAILED_QUEUE, PUSH_QUEUE, TOPOLOGY
 from tests.conftest import free_port, unavailable
 
 TEST_RABBITMQ_URL = os.environ.get("CLARION_TEST_RABBITMQ_URL", "amqp://guest:guest@127.0.0.1:5672/")
@@ -52,7 +50,9 @@ WAIT_S = 5.0
 
 
 class BrokerFactory(Protocol):
-    async def __call__(self, *, url: str | None = None, publish_timeout_s: float = 2.0) -> Broker: ...
+    async def __call__(
+        self, *, url: str | None = None, publish_timeout_s: float = 2.0, topology: Topology = TOPOLOGY
+    ) -> Broker: ...
 
 
 def a_message(n: int = 1, **headers: str) -> Message:
@@ -134,10 +134,13 @@ async def make_rabbitmq_broker(rabbitmq_url: str, namespace: str) -> AsyncIterat
     """Factory of connected RabbitMQBrokers sharing this test's namespace (as the processes of one deployment
     share a vhost); all closed afterwards and the namespace's topology deleted."""
     brokers: list[RabbitMQBroker] = []
+    topologies = {TOPOLOGY}
 
-    async def make(*, url: str | None = None, publish_timeout_s: float = 2.0) -> Broker:
+    async def make(*, url: str | None = None, publish_timeout_s: float = 2.0, topology: Topology = TOPOLOGY) -> Broker:
+        topologies.add(topology)
         broker = RabbitMQBroker(
             url or rabbitmq_url,
+            topology=topology,
             namespace=namespace,
             publish_timeout_s=publish_timeout_s,
             delivery_limit=DELIVERY_LIMIT,
@@ -150,15 +153,16 @@ async def make_rabbitmq_broker(rabbitmq_url: str, namespace: str) -> AsyncIterat
     yield make
     for broker in brokers:
         await broker.close()
-    await RabbitMQBroker(rabbitmq_url, namespace=namespace).delete_topology()
+    for topology in topologies:
+        await RabbitMQBroker(rabbitmq_url, topology=topology, namespace=namespace).delete_topology()
 
 
 @pytest.fixture
 async def make_memory_broker() -> AsyncIterator[BrokerFactory]:
     brokers: list[InMemoryBroker] = []
 
-    async def make(*, url: str | None = None, publish_timeout_s: float = 2.0) -> Broker:
-        broker = InMemoryBroker(delivery_limit=DELIVERY_LIMIT)
+    async def make(*, url: str | None = None, publish_timeout_s: float = 2.0, topology: Topology = TOPOLOGY) -> Broker:
+        broker = InMemoryBroker(topology=topology, delivery_limit=DELIVERY_LIMIT)
         brokers.append(broker)
         await broker.connect()
         return broker
@@ -303,14 +307,14 @@ async def test_retry_delivers_again_on_the_same_queue_after_the_tier_delay(broke
     await broker.publish(EMAIL_QUEUE, sent)
     await inbox.next()
     await asyncio.wait_for(retried.wait(), WAIT_S)
-    assert await broker.queue_depth(retry_queue(EMAIL_QUEUE, 1)) == 1
+    assert await broker.queue_depth(TOPOLOGY.retry_queue(EMAIL_QUEUE, 1)) == 1
     assert await broker.queue_depth(EMAIL_QUEUE) == 0
     again = await inbox.next()
     assert redelivered_at - retried_at >= 0.9, "delivered again before the tier's delay"
     assert again.message == sent, "the id, body and headers survive the retry"
     assert (again.queue, again.redelivered, again.delivery_count) == (EMAIL_QUEUE, False, 1)
     await inbox.nothing_more()
-    assert await broker.queue_depth(retry_queue(EMAIL_QUEUE, 1)) == 0
+    assert await broker.queue_depth(TOPOLOGY.retry_queue(EMAIL_QUEUE, 1)) == 0
 
 
 async def test_a_retry_longer_than_every_tier_waits_in_the_largest(broker: Broker) -> None:
@@ -319,10 +323,10 @@ async def test_a_retry_longer_than_every_tier_waits_in_the_largest(broker: Broke
     await broker.publish(PUSH_QUEUE, a_message())
     await inbox.next()
     largest = RETRY_TIERS_S[-1]
-    await depth_is(broker, retry_queue(PUSH_QUEUE, largest), 1)
+    await depth_is(broker, TOPOLOGY.retry_queue(PUSH_QUEUE, largest), 1)
     for tier_s in RETRY_TIERS_S[:-1]:
-        assert await broker.queue_depth(retry_queue(PUSH_QUEUE, tier_s)) == 0
-    assert await broker.queue_depth(retry_queue(EMAIL_QUEUE, largest)) == 0
+        assert await broker.queue_depth(TOPOLOGY.retry_queue(PUSH_QUEUE, tier_s)) == 0
+    assert await broker.queue_depth(TOPOLOGY.retry_queue(EMAIL_QUEUE, largest)) == 0
     assert await broker.queue_depth(PUSH_QUEUE) == 0
 
 
@@ -361,6 +365,31 @@ async def test_a_dead_letter_can_be_replayed_to_its_source_queue(broker: Broker)
     await broker.consume(FAILED_QUEUE, replay, prefetch=1)
     await depth_is(broker, EMAIL_QUEUE, 1)
     assert await broker.queue_depth(FAILED_QUEUE) == 0
+
+
+async def test_the_broker_carries_any_topology_it_is_given(make_broker: BrokerFactory) -> None:
+    # The broker is transport: the queues are its caller's. One of another design works the same way, and the
+    # delivery core's queues are not among its own.
+    orders = Topology(work_queues=("orders.queue",), dead_letter_queue="parked.queue")
+    broker = await make_broker(topology=orders)
+    with pytest.raises(ValueError, match="cannot publish"):
+        await broker.publish(EMAIL_QUEUE, a_message())
+    inbox = Inbox(lambda received: received.retry(1) if received.delivery_count == 0 else received.dead_letter("no"))
+    await broker.consume("orders.queue", inbox, prefetch=1)
+    await broker.publish("orders.queue", sent := a_message())
+    first, second = await inbox.next(), await inbox.next(timeout_s=WAIT_S + 1)
+    assert (first.message.message_id, second.message.message_id) == (sent.message_id, sent.message_id)
+    await depth_is(broker, "parked.queue", 1)
+    await broker.stop_consuming()
+    dead = Inbox()
+    await broker.consume("parked.queue", dead, prefetch=1)
+    assert (await dead.next()).message.headers[SOURCE_QUEUE_HEADER] == "orders.queue"
+
+
+def test_a_topology_needs_distinct_names() -> None:
+    for work, dead in ((("a.queue", "a.queue"), "d.queue"), (("a.queue",), "a.queue"), ((), "d.queue"), (("",), "d")):
+        with pytest.raises(ValueError, match="distinct"):
+            Topology(work_queues=work, dead_letter_queue=dead)
 
 
 async def test_prefetch_bounds_the_handlers_in_flight(broker: Broker) -> None:
@@ -449,11 +478,11 @@ async def test_a_message_is_settled_once(broker: Broker) -> None:
 
 
 async def test_names_that_are_not_queues_are_refused(broker: Broker) -> None:
-    for name in ("sms.queue", FAILED_QUEUE, retry_queue(EMAIL_QUEUE, 1), ""):
+    for name in ("sms.queue", FAILED_QUEUE, TOPOLOGY.retry_queue(EMAIL_QUEUE, 1), ""):
         with pytest.raises(ValueError, match="cannot publish"):
             await broker.publish(name, a_message())
     with pytest.raises(ValueError, match="cannot consume"):
-        await broker.consume(retry_queue(EMAIL_QUEUE, 1), Inbox(), prefetch=1)
+        await broker.consume(TOPOLOGY.retry_queue(EMAIL_QUEUE, 1), Inbox(), prefetch=1)
     with pytest.raises(ValueError, match="prefetch"):
         await broker.consume(EMAIL_QUEUE, Inbox(), prefetch=0)
     with pytest.raises(ValueError, match="unknown queue"):
@@ -500,21 +529,21 @@ async def test_publishing_after_close_is_unavailable(broker: Broker) -> None:
 
 def test_a_delay_waits_in_the_smallest_tier_at_least_as_long_or_the_largest() -> None:
     assert [retry_tier_s(d) for d in (0, 1, 1.5, 5, 29, 3600, 10**6)] == [1, 1, 5, 5, 30, 3600, 3600]
-    assert retry_queue(EMAIL_QUEUE, 30) == "retry.email.queue.30s"
+    assert TOPOLOGY.retry_queue(EMAIL_QUEUE, 30) == "retry.email.queue.30s"
 
 
 async def test_create_broker_picks_the_implementation_by_url() -> None:
-    assert isinstance(create_broker(None), InMemoryBroker)
-    rabbit = create_broker("amqp://guest:guest@127.0.0.1:5672/", namespace="x", delivery_limit=5)
+    assert isinstance(create_broker(None, topology=TOPOLOGY), InMemoryBroker)
+    rabbit = create_broker("amqp://guest:guest@127.0.0.1:5672/", topology=TOPOLOGY, namespace="x", delivery_limit=5)
     assert isinstance(rabbit, RabbitMQBroker)
     assert rabbit.name(EMAIL_QUEUE) == "x.email.queue"
     with pytest.raises(ValueError, match="amqp"):
-        create_broker("redis://127.0.0.1:6379/0")
+        create_broker("redis://127.0.0.1:6379/0", topology=TOPOLOGY)
 
 
 async def test_the_un_namespaced_topology_is_never_deleted() -> None:
     with pytest.raises(BrokerError, match="refusing"):
-        await RabbitMQBroker("amqp://guest:guest@127.0.0.1:1/").delete_topology()
+        await RabbitMQBroker("amqp://guest:guest@127.0.0.1:1/", topology=TOPOLOGY).delete_topology()
 
 
 # --- RabbitMQ's own duties -------------------------------------------------------------------------------------
@@ -595,7 +624,7 @@ async def test_rabbitmq_an_unroutable_publish_raises_instead_of_vanishing(
 
 
 async def test_rabbitmq_on_a_closed_port_is_unavailable_at_once() -> None:
-    broker = RabbitMQBroker(f"amqp://guest:guest@127.0.0.1:{free_port()}/", connect_timeout_s=2)
+    broker = RabbitMQBroker(f"amqp://guest:guest@127.0.0.1:{free_port()}/", topology=TOPOLOGY, connect_timeout_s=2)
     started_at = time.monotonic()
     with pytest.raises(BrokerUnavailable):
         await broker.connect()
@@ -608,7 +637,7 @@ async def test_rabbitmq_on_a_closed_port_is_unavailable_at_once() -> None:
 async def test_rabbitmq_that_never_answers_is_unavailable_within_the_connect_timeout(
     silent_port: int,
 ) -> None:
-    broker = RabbitMQBroker(f"amqp://guest:guest@127.0.0.1:{silent_port}/", connect_timeout_s=0.5)
+    broker = RabbitMQBroker(f"amqp://guest:guest@127.0.0.1:{silent_port}/", topology=TOPOLOGY, connect_timeout_s=0.5)
     started_at = time.monotonic()
     with pytest.raises(BrokerUnavailable):
         await broker.connect()

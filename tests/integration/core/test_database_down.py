@@ -30,7 +30,7 @@ async def test_an_unreachable_database_is_unavailable_not_internal() -> None:
     fast = FastPath(nowhere, max_size=2)
     processes = TemplateProcesses(workers=1)
     resources = app.Resources(settings, engine, session_factory(engine), MemoryCache(), clients, None, fast, processes)
-    server = GrpcServer(settings, [app.SERVICES["users"](resources)], authenticator=None)
+    server = GrpcServer(settings, [app.SERVICES["users"](resources)], auth=None)
     await server.start()
     try:
         async with grpc.aio.insecure_channel(f"127.0.0.1:{port}") as channel:

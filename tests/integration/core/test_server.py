@@ -59,7 +59,7 @@ async def server() -> AsyncIterator[tuple[GrpcServer, ScriptedUsers, str]]:
         users_pb2.DESCRIPTOR.services_by_name["UserService"],
     )
     # The plumbing on its own: API keys are tested with the real services in tests/integration/auth/.
-    grpc_server = GrpcServer(load_settings(grpc_port=0, shutdown_grace_s=5), [registration], authenticator=None)
+    grpc_server = GrpcServer(load_settings(grpc_port=0, shutdown_grace_s=5), [registration], auth=None)
     port = await grpc_server.start()
     yield grpc_server, servicer, f"127.0.0.1:{port}"
     servicer.release.set()
@@ -143,7 +143,7 @@ async def test_reflection_lists_services_to_grpcurl(server: tuple[GrpcServer, Sc
 
 async def test_second_server_on_the_same_port_fails_loudly(server: tuple[GrpcServer, ScriptedUsers, str]) -> None:
     port = int(server[2].rsplit(":", 1)[1])
-    second = GrpcServer(load_settings(grpc_port=port), [], authenticator=None)
+    second = GrpcServer(load_settings(grpc_port=port), [], auth=None)
     with pytest.raises(PortInUseError, match=str(port)):
         await second.start()
 

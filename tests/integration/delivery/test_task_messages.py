@@ -9,6 +9,7 @@ import aio_pika
 import pytest
 
 from clarion.core.broker import create_broker
+from clarion.delivery.queues import TOPOLOGY
 from clarion.delivery.tasks import TASK_CONTENT_TYPE
 from clarion.v1 import common_pb2, delivery_task_pb2, templates_pb2, users_pb2
 from tests.integration.conftest import RABBITMQ_URL, RunningClarion
@@ -26,7 +27,7 @@ async def test_each_channel_queue_carries_delivery_tasks_any_amqp_client_can_rea
     await clarion.users.AddDevice(users_pb2.AddDeviceRequest(user_id=user.user_id, device=device), timeout=10)
     notification_id = await send(clarion, user.user_id)
     namespace = f"test-{uuid.uuid4().hex[:8]}"
-    broker = create_broker(RABBITMQ_URL, namespace=namespace)
+    broker = create_broker(RABBITMQ_URL, topology=TOPOLOGY, namespace=namespace)
     await broker.connect()
     try:
         dispatcher = dispatcher_for(clarion, broker)

@@ -16,7 +16,7 @@ from urllib.parse import urlsplit, urlunsplit
 import pytest
 from sqlalchemy import update
 
-from clarion.core.broker import EMAIL_QUEUE, FAILED_QUEUE, Broker, Message, Received
+from clarion.core.broker import Broker, Message, Received
 from clarion.core.config import load_settings
 from clarion.core.db import FastPath, utcnow
 from clarion.delivery import store
@@ -24,6 +24,7 @@ from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.lifecycle import DeliveryStatus
 from clarion.delivery.providers.factory import create_email_provider, create_push_provider
+from clarion.delivery.queues import EMAIL_QUEUE, FAILED_QUEUE
 from clarion.delivery.report import format_report
 from clarion.delivery.sweeper import Sweeper
 from clarion.notifications import models as m

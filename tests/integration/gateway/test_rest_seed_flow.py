@@ -15,6 +15,7 @@ from clarion.core.broker import Broker, create_broker
 from clarion.core.config import load_settings
 from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.providers.factory import create_email_provider
+from clarion.delivery.queues import TOPOLOGY
 from tests.integration.conftest import RunningClarion
 from tests.integration.gateway.conftest import RestClient
 from tests.integration.gateway.test_rest_templates import SEED_TEMPLATE
@@ -66,7 +67,7 @@ async def test_the_seed_requests_deliver_a_correct_email_and_respect_quiet_hours
     assert again["notification"]["notification_id"] == first["notification"]["notification_id"]
     assert first["notification"]["status"] == "NOTIFICATION_STATUS_ACCEPTED"
 
-    broker = create_broker(None)
+    broker = create_broker(None, topology=TOPOLOGY)
     await broker.connect()
     tomorrow = (datetime.now(UTC) + timedelta(days=1)).replace(minute=0, second=0, microsecond=0)
     outbox = tmp_path / "outbox"

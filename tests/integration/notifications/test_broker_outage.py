@@ -1,11 +1,10 @@
 """RabbitMQ really stops (stop_app) while notifications are accepted: accepts succeed, deliveries wait in
-PostgreSQL, and they flow once RabbitMQ is back."""
+PostgreSQL, and they flow once RabbitMQ is back. The node stopped is one of this test's own (the chaos suite's
+tests/chaos/infra.py), never the machine's: the other tests running beside this one keep their broker."""
 
 from __future__ import annotations
 
 import asyncio
-import shutil
-import subprocess
 import time
 import uuid
 from collections.abc import Iterator
@@ -13,11 +12,12 @@ from collections.abc import Iterator
 import pytest
 from sqlalchemy import func, select
 
-from clarion.core.broker import EMAIL_QUEUE, create_broker
+from clarion.core.broker import create_broker
+from clarion.delivery.queues import EMAIL_QUEUE, TOPOLOGY
 from clarion.notifications import models as m
 from clarion.v1 import templates_pb2
-from tests.conftest import REQUIRE_SERVICES
-from tests.integration.conftest import RABBITMQ_URL, RunningClarion
+from tests.chaos.infra import ChaosRabbitMQ
+from tests.integration.conftest import RunningClarion
 from tests.integration.notifications.test_dispatcher import (
     TEMPLATE,
     dispatcher_for,
@@ -29,20 +29,15 @@ from tests.integration.notifications.test_dispatcher import (
 pytestmark = pytest.mark.integration
 
 
-def _rabbitmqctl(*args: str) -> None:
-    subprocess.run(["rabbitmqctl", *args], check=True, capture_output=True, timeout=120)
-
-
 @pytest.fixture
-def rabbitmq_control() -> Iterator[None]:
-    """rabbitmqctl on this machine; whatever happens, RabbitMQ is running again afterwards."""
-    if shutil.which("rabbitmqctl") is None:
-        if REQUIRE_SERVICES:
-            pytest.fail("rabbitmqctl is needed to stop and start RabbitMQ")
-        pytest.skip("rabbitmqctl is not installed")
-    yield
-    _rabbitmqctl("start_app")
-    _rabbitmqctl("await_startup")
+def own_rabbitmq() -> Iterator[ChaosRabbitMQ]:
+    """A RabbitMQ node of this test's own, removed afterwards."""
+    node = ChaosRabbitMQ()
+    try:
+        node.start()
+        yield node
+    finally:
+        node.remove()
 
 
 async def unpublished(clarion: RunningClarion) -> int:
@@ -52,17 +47,19 @@ async def unpublished(clarion: RunningClarion) -> int:
 
 
 async def test_accepts_survive_a_broker_outage_and_deliveries_flow_after(
-    clarion: RunningClarion, rabbitmq_control: None
+    clarion: RunningClarion, own_rabbitmq: ChaosRabbitMQ
 ) -> None:
     await clarion.templates.CreateTemplate(templates_pb2.CreateTemplateRequest(template=TEMPLATE), timeout=10)
     user_id = await make_user(clarion, email_address="outage@example.com")
-    broker = create_broker(RABBITMQ_URL, namespace=f"test-{uuid.uuid4().hex[:8]}", publish_timeout_s=1)
+    broker = create_broker(
+        own_rabbitmq.url, topology=TOPOLOGY, namespace=f"test-{uuid.uuid4().hex[:8]}", publish_timeout_s=1
+    )
     await broker.connect()
     dispatcher = dispatcher_for(clarion, broker)
     stop = asyncio.Event()
     running = asyncio.create_task(dispatcher.run(stop))
     try:
-        await asyncio.to_thread(_rabbitmqctl, "stop_app")
+        await asyncio.to_thread(own_rabbitmq.stop_app)
         ids = [await send(clarion, user_id, channels=[1]) for _ in range(5)]
         assert len(set(ids)) == 5, "every request is accepted while RabbitMQ is down"
         deadline = time.monotonic() + 30
@@ -70,7 +67,7 @@ async def test_accepts_survive_a_broker_outage_and_deliveries_flow_after(
             assert time.monotonic() < deadline
             await asyncio.sleep(0.2)
 
-        await asyncio.to_thread(_rabbitmqctl, "start_app")
+        await asyncio.to_thread(own_rabbitmq.start_app)
         deadline = time.monotonic() + 90
         while await unpublished(clarion):
             assert time.monotonic() < deadline, "deliveries did not flow after RabbitMQ came back"

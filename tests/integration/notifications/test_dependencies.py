@@ -17,6 +17,7 @@ from clarion import app
 from clarion.core.config import load_settings
 from clarion.core.metrics import BREAKER_CLOSED, BREAKER_OPEN
 from clarion.core.server import GrpcServer
+from clarion.keys.auth import server_auth
 from clarion.v1 import templates_pb2, users_pb2
 from tests.conftest import free_port
 from tests.helpers import status_detail
@@ -60,7 +61,7 @@ async def test_the_breaker_opens_while_users_is_down_and_closes_after(start_clar
     users = GrpcServer(
         load_settings(grpc_port=users_port, shutdown_grace_s=0),
         [app.SERVICES["users"](clarion.resources)],
-        authenticator=clarion.resources.authenticator,
+        auth=server_auth(clarion.resources.authenticator),
     )
     await users.start()
     try:

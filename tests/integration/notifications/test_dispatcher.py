@@ -13,7 +13,8 @@ import pytest
 from google.protobuf.json_format import MessageToDict
 from sqlalchemy import func, select, update
 
-from clarion.core.broker import EMAIL_QUEUE, PUSH_QUEUE, Broker, Received, create_broker
+from clarion.core.broker import Broker, Received, create_broker
+from clarion.delivery.queues import EMAIL_QUEUE, PUSH_QUEUE, TOPOLOGY
 from clarion.delivery.tasks import TASK_CONTENT_TYPE, read_task
 from clarion.notifications import models as m
 from clarion.notifications.dispatcher import Dispatcher
@@ -249,7 +250,7 @@ async def test_publishing_waits_out_a_broker_outage(clarion_with_template: Runni
     clarion = clarion_with_template
     user_id = await make_user(clarion, email_address="ho@example.com")
     notification_id = await send(clarion, user_id, channels=[1])
-    down = create_broker(f"amqp://guest:guest@127.0.0.1:{free_port()}/", publish_timeout_s=1)
+    down = create_broker(f"amqp://guest:guest@127.0.0.1:{free_port()}/", topology=TOPOLOGY, publish_timeout_s=1)
     assert await dispatcher_for(clarion, down).run_once() == (1, 0), "accepted work is planned; publishing fails"
     await down.close()
     assert (await get(clarion, notification_id)).deliveries[0].status == notifications_pb2.DELIVERY_STATUS_QUEUED
