@@ -10,9 +10,11 @@ import asyncio
 import io
 import logging
 import os
+import random
 import socket
 import uuid
 from collections.abc import Callable, Iterator
+from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit, urlunsplit
 
@@ -58,11 +60,27 @@ def pytest_xdist_make_scheduler(config: pytest.Config, log: Any) -> Any:
 
 
 def free_port() -> int:
-    """A TCP port nothing listens on right now."""
-    with socket.socket() as sock:
+    """A TCP port nothing listens on right now, below the kernel's ephemeral range: a port the kernel hands out
+    (bind to port 0) may be taken by any outgoing connection before the server the test starts listens on it, and on
+    a busy machine that happens (Envoy failing with "Address already in use"). Random, so that parallel workers
+    rarely try the same one; checked free by binding it."""
+    try:
+        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        ephemeral_low = 32768
+    chance = random.Random()  # noqa: S311 - picking a port, not a secret
+    for _ in range(500):
+        port = chance.randrange(max(1024, ephemeral_low - 12000), ephemeral_low)
+        with socket.socket() as sock:
+            try:
+                sock.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    with socket.socket() as sock:  # that range is full: any free port will have to do
         sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
+        found: int = sock.getsockname()[1]
+        return found
 
 
 def unavailable(what: str, why: object) -> None:

@@ -19,8 +19,8 @@ from clarion.core.health_http import start_health_server
 from clarion.core.logging import get_logger
 from clarion.core.server import GrpcServer, ServiceRegistration, install_stop_signals
 from clarion.delivery.breaker import ProviderBreaker
+from clarion.delivery.channels import CHANNELS
 from clarion.delivery.consumer import DeliveryWorker
-from clarion.delivery.providers.factory import create_email_provider, create_push_provider
 from clarion.delivery.queues import CHANNEL_QUEUES, TOPOLOGY
 from clarion.delivery.sweeper import Sweeper
 from clarion.keys.auth import Authenticator, BearerAuth, server_auth
@@ -125,7 +125,8 @@ def wire_in_process(settings: Settings, clients: ServiceClients, registrations: 
     )
 
 
-WORKER_KINDS = ("dispatcher", "email", "push", "sweeper")
+# The dispatcher, one worker per channel (clarion.delivery.channels), the sweeper.
+WORKER_KINDS = ("dispatcher", *CHANNELS, "sweeper")
 # The workers that call other services (and so need a service key when keys are checked): the dispatcher reads
 # users and renders templates, the push worker removes devices FCM no longer knows.
 CALLING_WORKERS = ("dispatcher", "push")
@@ -184,14 +185,12 @@ async def run_workers(
             )
             tasks.append(asyncio.create_task(sweeper.run(stop), name="sweeper"))
         else:
-            email = create_email_provider(settings) if kind == "email" else None
-            push = create_push_provider(settings) if kind == "push" else None
-            closers += [p.close for p in (email, push) if p is not None]
+            provider = CHANNELS[kind].create_provider(settings)
+            closers.append(provider.close)
             worker = DeliveryWorker(
                 channel=kind,
                 fast=resources.fast,
-                email=email,
-                push=push,
+                provider=provider,
                 clients=resources.clients,
                 max_attempts=settings.delivery_max_attempts,
                 lease_s=settings.delivery_lease_s,
@@ -199,7 +198,7 @@ async def run_workers(
                 breaker=ProviderBreaker(
                     threshold=settings.provider_breaker_threshold,
                     reset_s=settings.provider_breaker_reset_s,
-                    name=next(p.name for p in (email, push) if p is not None),
+                    name=provider.name,
                 ),
             )
             start = functools.partial(worker.start, broker, CHANNEL_QUEUES[kind], prefetch=settings.worker_prefetch)

@@ -21,6 +21,7 @@ from clarion.core.errors import ClarionError
 from clarion.core.logging import configure_logging, get_logger
 from clarion.core.server import PortInUseError
 from clarion.core.tracing import configure_tracing
+from clarion.delivery.channels import CHANNELS
 from clarion.delivery.lifecycle import DeliveryStatus
 from clarion.gateway import kubernetes
 from clarion.gateway.errors import GatewayError
@@ -314,7 +315,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=["", *(status.value for status in DeliveryStatus)],
         help="only this status",
     )
-    deliveries.add_argument("--channel", default="", choices=["", "email", "push"], help="only this channel")
+    deliveries.add_argument("--channel", default="", choices=["", *CHANNELS], help="only this channel")
     deliveries.add_argument(
         "--stats", action="store_true", help="counts by status, channel and provider, success rate, time to send"
     )

@@ -7,9 +7,8 @@ from __future__ import annotations
 import contextlib
 import os
 import pwd
-import random
+import secrets
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -25,21 +24,9 @@ RABBITMQ_BIN = Path("/usr/lib/rabbitmq/bin")
 
 
 def stable_port() -> int:
-    """A free port below the kernel's ephemeral range: a server stopped for half a minute must be able to listen on
-    its port again, and any outgoing connection may take a port of that range meanwhile."""
-    try:
-        ephemeral_low = int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
-    except (OSError, ValueError, IndexError):
-        ephemeral_low = 32768
-    chance = random.Random()  # noqa: S311 - picking a port, not a secret
-    for _ in range(500):
-        port = chance.randrange(max(1024, ephemeral_low - 12000), ephemeral_low)
-        with socket.socket() as sock:
-            try:
-                sock.bind(("127.0.0.1", port))
-            except OSError:
-                continue
-            return port
+    """A free port below the kernel's ephemeral range (tests.conftest.free_port): a server stopped for half a minute
+    must be able to listen on its port again, and any outgoing connection may take a port of that range
+    meanwhile."""
     return free_port()
 
 
@@ -114,6 +101,12 @@ class ChaosRabbitMQ:
         (self.folder / "rabbitmq.conf").write_text(f"listeners.tcp.default = 127.0.0.1:{self.port}\n")
         (self.folder / "enabled_plugins").write_text("[].\n")
         (self.folder / "rabbitmq-env.conf").write_text("")
+        # The node and every rabbitmqctl read the Erlang cookie from HOME. Written here, before either starts: left to
+        # them, a rabbitmqctl that runs while the node is still booting writes a cookie of its own, and on a busy
+        # machine the two may disagree ("Invalid challenge reply"), and every later command is refused.
+        cookie = self.folder / ".erlang.cookie"
+        cookie.write_text(secrets.token_hex(20))
+        cookie.chmod(0o400)
         self._env = {
             **{k: v for k, v in os.environ.items() if not k.startswith(("RABBITMQ_", "ERL_"))},
             "HOME": str(self.folder),  # the Erlang cookie is made and read here

@@ -50,7 +50,9 @@ DELIVERIES_PUBLISHED = Counter(
 )
 DELIVERIES_SKIPPED = Counter(
     "clarion_dispatcher_deliveries_skipped_total",
-    "Deliveries the dispatcher decided not to make, by channel and reason (opted out, no address, no device...).",
+    # The name is older than planning at accept: NotificationService counts the deliveries it plans as skipped, the
+    # dispatcher those a check at their due time skips.
+    "Deliveries planned as skipped, or skipped when they fell due, by channel and reason (opted out, no address...).",
     ["channel", "reason"],
 )
 DISPATCHER_LAG = Gauge(

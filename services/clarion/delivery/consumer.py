@@ -20,17 +20,13 @@ from clarion.core.logging import get_logger, redact_text
 from clarion.core.metrics import ATTEMPT_SECONDS, DEAD_LETTERED, DELIVERIES, TIME_TO_SEND
 from clarion.core.tracing import extract, tracer
 from clarion.delivery.breaker import ProviderBreaker
+from clarion.delivery.channels import CHANNELS
 from clarion.delivery.lifecycle import AttemptOutcome, DeliveryStatus, settle
 from clarion.delivery.providers.base import (
-    EmailMessage,
-    EmailProvider,
     OutcomeUnknown,
     PermanentFailure,
     ProviderError,
-    PushMessage,
-    PushProvider,
     TransientFailure,
-    UnregisteredToken,
 )
 from clarion.delivery.store import Attempt, Claimed, Outcome, claim_many, finish_many
 from clarion.delivery.tasks import UnreadableTask, read_task
@@ -57,15 +53,16 @@ def backoff_s(attempt: int, retry_after_s: float | None, *, base_s: float = 2.0)
 
 
 class DeliveryWorker:
-    """Handles one channel's work queue (email or push)."""
+    """Handles one channel's work queue: claims each message's delivery, has the channel (clarion.delivery.channels)
+    send it with `provider`, records the outcome and settles the message. Also the channel's `Sending`: every
+    provider call goes through `call`."""
 
     def __init__(
         self,
         *,
         channel: str,
         fast: FastPath,
-        email: EmailProvider | None = None,
-        push: PushProvider | None = None,
+        provider: Any = None,
         clients: ServiceClients | None = None,
         max_attempts: int = 5,
         lease_s: float = 60.0,
@@ -73,13 +70,13 @@ class DeliveryWorker:
         breaker: ProviderBreaker | None = None,
     ) -> None:
         self.channel = channel
+        self._channel = CHANNELS[channel]
         self._fast = fast
         # The handlers of the messages in flight (up to the prefetch) share their claims and their outcomes'
         # transactions: a few statements per batch instead of two transactions per message.
         self._claims: GroupCommit[uuid.UUID, Claimed | None] = GroupCommit(self._claim_batch)
         self._outcomes: GroupCommit[Outcome, Exception | bool] = GroupCommit(self._finish_batch)
-        self._email = email
-        self._push = push
+        self._provider = provider
         self._clients = clients
         self._max_attempts = max_attempts
         self._lease_s = lease_s
@@ -153,8 +150,7 @@ class DeliveryWorker:
 
     @property
     def _provider_name(self) -> str:
-        provider = self._email if self.channel == "email" else self._push
-        return provider.name if provider is not None else ""
+        return str(self._provider.name) if self._provider is not None else ""
 
     async def start(self, broker: Broker, queue: str, *, prefetch: int) -> None:
         """Begin consuming `queue`."""
@@ -197,86 +193,33 @@ class DeliveryWorker:
         if claimed.attempt > self._max_attempts:
             # Claimed again after the last allowed attempt's lease expired (its outcome unknown): no more sends.
             exhausted = TransientFailure(f"no attempt left after attempt {claimed.attempt - 1} (outcome unknown)")
-            partial = bool(claimed.payload.get("sent_device_ids"))  # a push some devices already got
+            partial = self._channel.partially_sent(claimed.payload)
             await self._settle(
                 claimed, received, [], exhausted, provider=self._provider_name, message_id="", partial_success=partial
             )
-        elif claimed.channel == "email":
-            await self._send_email(claimed, received)
         else:
-            await self._send_push(claimed, received)
-
-    async def _send_email(self, claimed: Claimed, received: Received) -> None:
-        assert self._email is not None
-        payload = claimed.payload
-        message = EmailMessage(
-            delivery_id=str(claimed.delivery_id),
-            to=str(payload.get("to", "")),
-            subject=str(payload.get("subject", "")),
-            body=str(payload.get("body", "")),
-            html_body=str(payload.get("html_body", "")),
-        )
-        attempt, message_id, error = await self._call(self._email.name, self._email.send(message))
-        await self._settle(claimed, received, [attempt], error, provider=self._email.name, message_id=message_id)
-
-    async def _send_push(self, claimed: Claimed, received: Received) -> None:
-        """One attempt per device still owed this push. The payload remembers which devices got it (`sent`) and
-        which are finished either way (`done`), so a retry goes only to the devices that failed transiently."""
-        assert self._push is not None
-        payload = dict(claimed.payload)
-        sent: list[str] = list(payload.get("sent_device_ids", []))
-        done: list[str] = list(payload.get("done_device_ids", []))
-        attempts: list[Attempt] = []
-        message_ids: list[str] = []
-        transient: TransientFailure | None = None
-        permanent: ProviderError | None = None
-        for device in payload.get("devices", []):
-            device_id = str(device["device_id"])
-            if device_id in done:
-                continue
-            message = PushMessage(
-                delivery_id=str(claimed.delivery_id),
-                device_id=device_id,
-                token=str(device["token"]),
-                platform=str(device.get("platform", "")),
-                title=str(payload.get("title", "")),
-                body=str(payload.get("body", "")),
-                data={str(k): str(v) for k, v in payload.get("data", {}).items()},
+            if self._provider is None:
+                raise RuntimeError(f"the {self.channel} worker has no provider")
+            sent = await CHANNELS[claimed.channel].send(self._provider, claimed, self)
+            await self._settle(
+                claimed,
+                received,
+                sent.attempts,
+                sent.error,
+                provider=self._provider.name,
+                message_id=sent.message_id,
+                payload=sent.payload,
+                partial_success=sent.partial_success,
             )
-            attempt, message_id, error = await self._call(self._push.name, self._push.send(message))
-            attempts.append(attempt)
-            if error is None:
-                sent.append(device_id)
-                done.append(device_id)
-                message_ids.append(message_id)
-            elif isinstance(error, TransientFailure):
-                transient = error
-            else:
-                permanent = permanent or error
-                done.append(device_id)
-                if isinstance(error, UnregisteredToken):
-                    await self._forget_device(claimed, device_id)
-        payload["sent_device_ids"], payload["done_device_ids"] = sent, done
-        failure: ProviderError | None = transient or (permanent if not sent else None)
-        await self._settle(
-            claimed,
-            received,
-            attempts,
-            failure,
-            provider=self._push.name,
-            message_id=",".join(message_ids),
-            payload=payload,
-            partial_success=bool(sent),
-        )
 
-    async def _call(self, provider: str, call: Any) -> tuple[Attempt, str, ProviderError | None]:
+    async def call(self, provider: str, send: Awaitable[str]) -> tuple[Attempt, str, ProviderError | None]:
         """One provider call, counted by the breaker: only transient failures say the provider is unwell."""
         with tracer().start_as_current_span(
             f"{provider} send",
             kind=SpanKind.CLIENT,
             attributes={"clarion.provider": provider, "clarion.channel": self.channel},
         ) as span:
-            attempt, message_id, error = await _attempt(provider, call)
+            attempt, message_id, error = await _attempt(provider, send)
             span.set_attribute("clarion.outcome", attempt.outcome)
             if error is not None:
                 span.set_status(Status(StatusCode.ERROR, attempt.error[:200]))
@@ -287,15 +230,15 @@ class DeliveryWorker:
             self._breaker.record_success()
         return attempt, message_id, error
 
-    async def _forget_device(self, claimed: Claimed, device_id: str) -> None:
+    async def forget_device(self, user_id: str, device_id: str) -> None:
         """An unregistered token is removed from the user, so nobody sends to it again."""
         if self._clients is None:
             return
         try:
-            await self._clients.remove_device(claimed.user_id, device_id)
-            log.info("device_removed_unregistered", user_id=claimed.user_id, device_id=device_id)
+            await self._clients.remove_device(user_id, device_id)
+            log.info("device_removed_unregistered", user_id=user_id, device_id=device_id)
         except Exception:  # noqa: BLE001 - the push outcome matters more; the next failure will try again
-            log.warning("device_remove_failed", user_id=claimed.user_id, device_id=device_id)
+            log.warning("device_remove_failed", user_id=user_id, device_id=device_id)
 
     async def _settle(
         self,
@@ -348,7 +291,7 @@ class DeliveryWorker:
             log.info("delivery_retrying", delivery_id=delivery, attempt=claimed.attempt, delay_s=round(delay_s, 1))
             await received.retry(delay_s)
             return
-        final = status  # FAILED, or SENT when some of a push's devices got it
+        final = status  # FAILED, or SENT when some of its messages went out (a push to several devices)
         why = reason if isinstance(error, PermanentFailure) else f"attempts exhausted: {reason}"
         outcome = Outcome(
             claimed, attempts, final, reason=why, provider=provider, provider_message_id=message_id, payload=payload
@@ -384,7 +327,7 @@ def outcome_of(error: ProviderError | None) -> AttemptOutcome:
     return AttemptOutcome.PERMANENT_FAILURE
 
 
-async def _attempt(provider: str, call: Any) -> tuple[Attempt, str, ProviderError | None]:
+async def _attempt(provider: str, call: Awaitable[str]) -> tuple[Attempt, str, ProviderError | None]:
     """Run one provider call and describe it for the attempt log."""
     started_at = datetime.now(UTC)
     started = time.perf_counter()

@@ -3,11 +3,12 @@ strings, shown as the contracts' enums), every legal move between them and the c
 each unfinished status forward and how long a row may wait in it, and the decisions as pure functions (how an
 attempt settles a delivery; a notification's status from its deliveries').
 
-A notification is accepted (ACCEPTED, or SCHEDULED for later); the dispatcher plans it into one delivery per
-channel (QUEUED, or SKIPPED with a reason) and publishes the queued ones; a channel's worker claims a delivery
-(SENDING, under a lease) and settles it with the provider's answer (SENT, RETRYING, FAILED). The sweeper is the
-watchdog: a lease that runs out, or a published message nobody claims, goes back to QUEUED. Clients cancel what has
-not started and replay what failed. docs/delivery-guarantees.md tells the story; this module is its contract.
+A notification is accepted and planned at once into one delivery per channel (QUEUED, or SKIPPED with a reason;
+the notification ACCEPTED, or SCHEDULED for later); the dispatcher publishes the queued ones as they fall due,
+checking a deferred one again first; a channel's worker claims a delivery (SENDING, under a lease) and settles it
+with the provider's answer (SENT, RETRYING, FAILED). The sweeper is the watchdog: a lease that runs out, or a
+published message nobody claims, goes back to QUEUED. Clients cancel what has not started and replay what failed.
+docs/delivery-guarantees.md tells the story; this module is its contract.
 """
 
 from __future__ import annotations
@@ -106,7 +107,8 @@ UNFINISHED_DELIVERY_STATUSES = frozenset(DeliveryStatus) - FINAL_DELIVERY_STATUS
 class Component(StrEnum):
     """Who changes statuses. Each is one place in the code (named below)."""
 
-    DISPATCHER = "dispatcher"  # notifications/dispatcher.py: plans due notifications, publishes deliveries
+    ACCEPT = "accept"  # SendNotification (notifications/servicer.py, delivery/planning.py): plans the deliveries
+    DISPATCHER = "dispatcher"  # notifications/dispatcher.py: publishes due deliveries, checks deferred ones again
     WORKER = "worker"  # delivery/consumer.py (statements: store/outcomes.py): claims and settles deliveries
     SWEEPER = "sweeper"  # delivery/sweeper.py: takes back what nothing works on any more
     CLIENT = "client"  # CancelNotification, ReplayDeadLetters
@@ -125,8 +127,13 @@ class Move:
 _D = DeliveryStatus
 # Every way a delivery's status may change. A change not listed here is a bug (`check_delivery_move`).
 DELIVERY_MOVES: tuple[Move, ...] = (
-    Move(None, _D.QUEUED, Component.DISPATCHER, "planned: the channel applies, now or when quiet hours end"),
-    Move(None, _D.SKIPPED, Component.DISPATCHER, "planned: no address, no device, the channel off, no content"),
+    Move(None, _D.QUEUED, Component.ACCEPT, "planned: the channel applies, now or when quiet hours end"),
+    Move(None, _D.SKIPPED, Component.ACCEPT, "planned: no address, no device, the channel off, no content"),
+    # Notifications an earlier release accepted without planning them are planned by the dispatcher.
+    Move(None, _D.QUEUED, Component.DISPATCHER, "planned late: accepted by an earlier release"),
+    Move(None, _D.SKIPPED, Component.DISPATCHER, "planned late: accepted by an earlier release"),
+    Move(_D.QUEUED, _D.SKIPPED, Component.DISPATCHER, "deferred, then due: the channel switched off, the user gone"),
+    Move(_D.QUEUED, _D.QUEUED, Component.DISPATCHER, "deferred, then due: checked again (published, or quiet)"),
     Move(_D.QUEUED, _D.SENDING, Component.WORKER, "claimed from its message, under a lease"),
     Move(_D.RETRYING, _D.SENDING, Component.WORKER, "claimed when its retry message comes back"),
     Move(_D.SENDING, _D.SENT, Component.WORKER, "the provider accepted it"),
@@ -145,7 +152,7 @@ DELIVERY_MOVES: tuple[Move, ...] = (
     Move(_D.RETRYING, _D.CANCELLED, Component.CLIENT, "cancelled between attempts"),
     Move(_D.FAILED, _D.QUEUED, Component.CLIENT, "a dead letter replayed"),
 )
-_LEGAL = {(move.before, move.after): move for move in DELIVERY_MOVES}
+_LEGAL = {(move.before, move.after, move.by): move for move in DELIVERY_MOVES}
 
 
 class IllegalMove(ValueError):
@@ -154,8 +161,8 @@ class IllegalMove(ValueError):
 
 def check_delivery_move(before: DeliveryStatus | None, after: DeliveryStatus, by: Component) -> Move:
     """The legal move from `before` to `after` made by `by`; IllegalMove for any other."""
-    move = _LEGAL.get((before, after))
-    if move is None or move.by != by:
+    move = _LEGAL.get((before, after, by))
+    if move is None:
         raise IllegalMove(f"a delivery may not go from {before or 'nothing'} to {after} by {by}")
     return move
 
@@ -175,14 +182,15 @@ class Owner:
 # each is left by a move its owner makes.
 NOTIFICATION_OWNERS: Mapping[NotificationStatus, Owner] = {
     NotificationStatus.ACCEPTED: Owner(
-        Component.DISPATCHER,
-        "dispatched within a poll interval (woken at once by LISTEN/NOTIFY) while UserService and TemplateService "
-        "answer; while they do not, it waits for them, unwatched",
+        Component.WORKER,
+        "moved on by the first outcome of its deliveries, each bound by its own status's bound; one an earlier "
+        "release accepted without deliveries is planned by the dispatcher within LEGACY_EVERY passes",
         ("dispatch_poll_interval_s",),
     ),
     NotificationStatus.SCHEDULED: Owner(
         Component.DISPATCHER,
-        "dispatched within a poll interval after send_at, as an ACCEPTED one is",
+        "its deliveries fall due at send_at: the dispatcher checks them again within a poll interval and moves the "
+        "notification on (IN_PROGRESS, or SKIPPED when no channel applies any more)",
         ("dispatch_poll_interval_s",),
     ),
     NotificationStatus.IN_PROGRESS: Owner(

@@ -14,8 +14,7 @@ from typing import Any
 from google.protobuf.message import DecodeError
 
 from clarion.core.broker import Message
-from clarion.notifications.convert import CHANNELS
-from clarion.users.servicer import platform_value
+from clarion.delivery.channels import CHANNELS
 from clarion.v1 import delivery_task_pb2
 
 TASK_MEDIA_TYPE = "application/x-protobuf"
@@ -54,34 +53,10 @@ def task_message(
         delivery_id=delivery_id,
         notification_id=notification_id,
         user_id=user_id,
-        channel=CHANNELS[channel],
+        channel=CHANNELS[channel].proto,
         locale=str(payload.get("locale", "")),
     )
-    if channel == "email":
-        task.email.CopyFrom(
-            delivery_task_pb2.EmailTask(
-                to=str(payload.get("to", "")),
-                subject=str(payload.get("subject", "")),
-                body=str(payload.get("body", "")),
-                html_body=str(payload.get("html_body", "")),
-            )
-        )
-    else:
-        task.push.CopyFrom(
-            delivery_task_pb2.PushTask(
-                devices=[
-                    delivery_task_pb2.PushDevice(
-                        device_id=str(device.get("device_id", "")),
-                        token=str(device.get("token", "")),
-                        platform=platform_value(str(device.get("platform", ""))),
-                    )
-                    for device in payload.get("devices", [])
-                ],
-                title=str(payload.get("title", "")),
-                body=str(payload.get("body", "")),
-                data={str(key): str(value) for key, value in payload.get("data", {}).items()},
-            )
-        )
+    CHANNELS[channel].fill_task(task, payload)
     return Message(
         message_id=delivery_id, body=task.SerializeToString(), headers=headers, content_type=TASK_CONTENT_TYPE
     )

@@ -6,6 +6,7 @@ from datetime import timedelta
 
 from google.protobuf import struct_pb2
 
+from clarion.delivery.channels import CHANNELS as REGISTRY
 from clarion.delivery.lifecycle import AttemptOutcome, DeliveryStatus, NotificationStatus
 from clarion.delivery.store import (
     AttemptRecord,
@@ -17,8 +18,9 @@ from clarion.delivery.store import (
 )
 from clarion.v1 import common_pb2, notifications_pb2
 
-CHANNELS = {"email": common_pb2.CHANNEL_EMAIL, "push": common_pb2.CHANNEL_PUSH}
-CHANNEL_NAMES = {value: name for name, value in CHANNELS.items()}
+# Stored channel names to clarion.v1.Channel values and back, from the channel registry.
+CHANNELS = {name: channel.proto for name, channel in REGISTRY.items()}
+CHANNEL_NAMES = {channel.proto: name for name, channel in REGISTRY.items()}
 
 
 def delivery_to_proto(row: DeliveryRecord, attempts: list[AttemptRecord]) -> notifications_pb2.Delivery:

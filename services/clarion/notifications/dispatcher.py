@@ -1,8 +1,11 @@
-"""The dispatcher: turns due notifications into one delivery per channel, then publishes due deliveries.
+"""The dispatcher is the relay of the deliveries outbox: a notification's deliveries are planned and written when it
+is accepted (clarion.delivery.planning), and a pass publishes the due ones and marks them published. A deferred
+delivery (quiet hours, a scheduled send) is checked again when it falls due, before it is published.
 
-Both tables are outboxes (docs/message-flow.md). A pass claims rows with `FOR UPDATE SKIP LOCKED` in short
+The deliveries table is an outbox (docs/message-flow.md). A pass claims rows with `FOR UPDATE SKIP LOCKED` in short
 transactions, so several dispatchers can run at once; anything committed but not yet published (a crash, a broker
 outage, quiet hours that just ended) goes out on a later pass. LISTEN/NOTIFY wakes it; a poll interval backs that up.
+Every LEGACY_EVERY passes it also plans notifications an earlier release accepted without deliveries.
 """
 
 from __future__ import annotations
@@ -29,14 +32,11 @@ from clarion.core.metrics import (
     QUEUE_MESSAGES,
 )
 from clarion.core.tracing import from_traceparent, inject, tracer
-from clarion.delivery import store
+from clarion.delivery import planning, store
 from clarion.delivery.lifecycle import DeliveryStatus, derive_notification_status
 from clarion.delivery.queues import CHANNEL_QUEUES, FAILED_QUEUE
 from clarion.delivery.tasks import task_message
 from clarion.notifications.clients import ServiceClients, render_request
-from clarion.notifications.schedule import quiet_hours_end
-from clarion.users.servicer import platform_name
-from clarion.v1 import notifications_pb2, templates_pb2, users_pb2
 
 log = get_logger(__name__)
 
@@ -45,76 +45,17 @@ log = get_logger(__name__)
 GAUGE_INTERVAL_S = 5.0
 
 
+# Notifications accepted by a release that did not plan deliveries are looked for on the first pass and then every
+# this many passes: they only exist across an upgrade, and the look costs a scan of the in-flight notifications.
+LEGACY_EVERY = 30
+
+
 @dataclass
 class _Plan:
+    """A legacy notification's deliveries, or why it can have none."""
+
     deliveries: list[store.NewDelivery] = field(default_factory=list)
     reason: str = ""  # set when there can be no deliveries at all
-
-
-def _channel_plan(
-    channel: str,
-    *,
-    user: users_pb2.User,
-    rendered: templates_pb2.RenderTemplateResponse,
-    critical: bool,
-    now: datetime,
-) -> tuple[DeliveryStatus, str, datetime, dict[str, Any]]:
-    """(status, reason, due, payload) of one channel's delivery."""
-    if not (rendered.HasField("email") if channel == "email" else rendered.HasField("push")):
-        return DeliveryStatus.SKIPPED, f"template_has_no_{channel}_content", now, {}
-    if channel == "email":
-        if not user.preferences.email_enabled:
-            return DeliveryStatus.SKIPPED, "email_disabled_by_user", now, {}
-        if not user.email_address:
-            return DeliveryStatus.SKIPPED, "no_email_address", now, {}
-        payload: dict[str, Any] = {
-            "to": user.email_address,
-            "subject": rendered.email.subject,
-            "body": rendered.email.body,
-            "html_body": rendered.email.html_body,
-        }
-    else:
-        if not user.preferences.push_enabled:
-            return DeliveryStatus.SKIPPED, "push_disabled_by_user", now, {}
-        if not user.devices:
-            return DeliveryStatus.SKIPPED, "no_devices", now, {}
-        payload = {
-            "devices": [
-                {"device_id": d.device_id, "token": d.token, "platform": platform_name(d.platform)}
-                for d in user.devices
-            ],
-            "title": rendered.push.title,
-            "body": rendered.push.body,
-            "data": dict(rendered.push.data),
-        }
-    payload["locale"] = rendered.locale
-    quiet_end = None
-    if not critical and user.preferences.quiet_hours_start:
-        quiet_end = quiet_hours_end(
-            now,
-            start=user.preferences.quiet_hours_start,
-            end=user.preferences.quiet_hours_end,
-            timezone=user.timezone or "UTC",
-        )
-    if quiet_end is not None:
-        return DeliveryStatus.QUEUED, "quiet_hours", quiet_end, payload
-    return DeliveryStatus.QUEUED, "", now, payload
-
-
-def _deliveries(
-    notification: store.DueNotification,
-    user: users_pb2.User,
-    rendered: templates_pb2.RenderTemplateResponse,
-    now: datetime,
-) -> _Plan:
-    """One delivery per channel asked for (or, when none was, per channel the template has)."""
-    channels = notification.channels or [c for c in ("email", "push") if rendered.HasField(c)]
-    critical = notification.priority == notifications_pb2.PRIORITY_CRITICAL
-    plan = _Plan()
-    for channel in channels:
-        status, reason, due, payload = _channel_plan(channel, user=user, rendered=rendered, critical=critical, now=now)
-        plan.deliveries.append(store.NewDelivery(notification.id, channel, status, reason, payload, due))
-    return plan
 
 
 class Dispatcher:
@@ -151,7 +92,7 @@ class Dispatcher:
             while not stop.is_set():
                 self._wake.clear()
                 try:
-                    dispatched, published = await self.run_once()
+                    dispatched, published = await self.run_once(legacy=passes % LEGACY_EVERY == 0)
                     passes += 1
                     if passes % 60 == 0:
                         await self.prune_idempotency_keys()
@@ -172,12 +113,41 @@ class Dispatcher:
                 with contextlib.suppress(asyncio.CancelledError):
                     await task
 
-    async def run_once(self) -> tuple[int, int]:
-        """One pass: plan due notifications, then publish due deliveries. Returns (planned, published)."""
-        return await self.dispatch_due(), await self.publish_due()
+    async def run_once(self, *, legacy: bool = True) -> tuple[int, int]:
+        """One pass: plan due notifications of an earlier release (when `legacy`), check deferred deliveries that
+        fell due, publish due deliveries. Returns (planned or checked, published)."""
+        planned = await self.dispatch_due() if legacy else 0
+        return planned + await self.recheck_deferred(), await self.publish_due()
+
+    async def recheck_deferred(self) -> int:
+        """Check up to a batch of deferred deliveries that fell due against their users as they are now
+        (clarion.delivery.planning.recheck); returns how many. When UserService does not answer they wait for a
+        later pass."""
+        now = self._clock()
+        async with self._fast.connection() as connection:
+            due = await store.deferred_due(connection, now, self._batch_size)
+            if not due:
+                return 0
+            try:
+                users = await self._clients.get_users([d.user_id for d in due])
+            except Unavailable as exc:
+                log.warning("recheck_deferred", deliveries=len(due), why=exc.message)
+                return 0
+            rechecked = []
+            for deferred in due:
+                after = planning.recheck(
+                    deferred.channel, users.get(deferred.user_id), priority=deferred.priority, now=now
+                )
+                rechecked.append(store.Rechecked(deferred, after.status, after.reason, after.due_at))
+            await store.record_rechecks(connection, rechecked, now)
+        for r in rechecked:
+            if r.status == DeliveryStatus.SKIPPED:
+                DELIVERIES_SKIPPED.labels(channel=r.deferred.channel, reason=r.reason).inc()
+        return len(rechecked)
 
     async def dispatch_due(self) -> int:
-        """Write the deliveries of up to a batch of due notifications; returns how many were dispatched."""
+        """Plan and write the deliveries of up to a batch of due notifications an earlier release accepted without
+        deliveries; returns how many were dispatched."""
         now = self._clock()
         async with self._fast.connection() as connection, connection.transaction():
             due = await store.claim_due(connection, now, self._batch_size)
@@ -201,7 +171,7 @@ class Dispatcher:
             )
         for notification, plan in planned:
             log.info("notification_dispatched", notification_id=str(notification.id), reason=plan.reason or None)
-        # Counted once committed. The reasons are a closed set (_channel_plan), never user data.
+        # Counted once committed. The reasons are a closed set (clarion.delivery.planning), never user data.
         for delivery in deliveries:
             if delivery.status == DeliveryStatus.SKIPPED:
                 DELIVERIES_SKIPPED.labels(channel=delivery.channel, reason=delivery.status_reason).inc()
@@ -248,7 +218,16 @@ class Dispatcher:
                 elif isinstance(result, ClarionError):
                     plans.append(_Plan(reason=f"render_failed: {result.message}"))
                 else:
-                    plans.append(_deliveries(notification, user, result, now))
+                    deliveries = planning.plan(
+                        notification.id,
+                        channels=notification.channels,
+                        user=user,
+                        rendered=result,
+                        priority=notification.priority,
+                        send_at=now,
+                        now=now,
+                    )
+                    plans.append(_Plan(deliveries))
         return plans
 
     async def publish_due(self) -> int:

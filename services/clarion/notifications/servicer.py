@@ -15,7 +15,7 @@ from grpc.aio import ServicerContext
 from clarion.core.db import FastPath
 from clarion.core.errors import Aborted, AlreadyExists, ClarionError, FailedPrecondition, InvalidArgument, NotFound
 from clarion.core.logging import get_logger
-from clarion.core.metrics import NOTIFICATIONS_ACCEPTED, NOTIFICATIONS_REPLAYED
+from clarion.core.metrics import DELIVERIES_SKIPPED, NOTIFICATIONS_ACCEPTED, NOTIFICATIONS_REPLAYED
 from clarion.core.pagination import decode_keyset, encode_page_token, page_size, position_time, position_uuid
 from clarion.core.server import ServiceRegistration, service_registration
 from clarion.core.tracing import current_traceparent
@@ -26,8 +26,9 @@ from clarion.core.validation import (
     parse_timestamp,
     struct_to_dict,
 )
-from clarion.delivery import store
-from clarion.delivery.lifecycle import NotificationStatus
+from clarion.delivery import planning, store
+from clarion.delivery.channels import CHANNELS as REGISTRY
+from clarion.delivery.lifecycle import DeliveryStatus, NotificationStatus
 from clarion.keys.auth import caller_project
 from clarion.notifications.clients import ServiceClients
 from clarion.notifications.convert import (
@@ -57,6 +58,34 @@ _PRIORITIES = {
     notifications_pb2.PRIORITY_HIGH: notifications_pb2.PRIORITY_HIGH,
     notifications_pb2.PRIORITY_CRITICAL: notifications_pb2.PRIORITY_CRITICAL,
 }
+
+
+# "CHANNEL_EMAIL or CHANNEL_PUSH": the channels the registry has, as the contracts name them.
+_CHANNEL_CHOICES = " or ".join(common_pb2.Channel.Name(channel.proto) for channel in REGISTRY.values())
+
+
+def _by_channel(delivery: store.NewDelivery) -> str:
+    return delivery.channel  # the order every read gives
+
+
+def _record(delivery: store.NewDelivery, now: datetime) -> store.DeliveryRecord:
+    """A delivery just planned, as it was written."""
+    return store.DeliveryRecord(
+        id=delivery.id,
+        notification_id=delivery.notification_id,
+        channel=delivery.channel,
+        status=delivery.status,
+        status_reason=delivery.status_reason,
+        due_at=delivery.due_at,
+        published_at=None,
+        attempt_count=0,
+        lease_until=None,
+        provider="",
+        provider_message_id="",
+        sent_at=None,
+        created_at=now,
+        updated_at=now,
+    )
 
 
 def notification_not_found(notification_id: str) -> NotFound:
@@ -115,7 +144,7 @@ def _validate(request: notifications_pb2.SendNotificationRequest, now: datetime)
     for index, channel in enumerate(request.channels):
         name = CHANNEL_NAMES.get(channel)
         if name is None:
-            violations.add(f"channels[{index}]", "must be CHANNEL_EMAIL or CHANNEL_PUSH")
+            violations.add(f"channels[{index}]", f"must be {_CHANNEL_CHOICES}")
         elif name not in channels:
             channels.append(name)
     priority = _PRIORITIES.get(request.priority)
@@ -144,7 +173,8 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
     async def SendNotification(
         self, request: notifications_pb2.SendNotificationRequest, context: Context
     ) -> notifications_pb2.SendNotificationResponse:
-        """Validate, check the user and template, and record the notification durably; nothing is sent here."""
+        """Validate, check the user, render the template and plan the deliveries, and record the notification with
+        them durably, in one statement; nothing is sent here."""
         now = datetime.now(UTC)
         channels, priority, due = _validate(request, now)
         key = _idempotency_key(request, context)
@@ -155,7 +185,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         # the original notification still answers for it.
         project = caller_project().project_id
         try:
-            row = await self._checked_row(
+            row, deliveries = await self._checked_row(
                 request, normalize_data(raw_data), channels, priority, key, now, due, project=project
             )
         except ClarionError:
@@ -165,7 +195,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             return await self._replay(key, holder, fingerprint, project)
         async with self._fast.connection() as connection:
             inserted = await store.insert_notification(
-                connection, row, fingerprint=fingerprint, key_expires_at=now + self._idempotency_ttl
+                connection, row, deliveries, fingerprint=fingerprint, key_expires_at=now + self._idempotency_ttl
             )
             winner = None if inserted else await store.find_key(connection, project, key)
         if not inserted:
@@ -173,11 +203,15 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             if winner is None:  # it expired in between: vanishingly rare, and safe to ask again
                 raise Aborted("the idempotency key changed hands; retry", reason="IDEMPOTENCY_KEY_RACE")
             return await self._replay(key, winner, fingerprint, project)
-        # Just inserted: no deliveries yet, so the row is the whole view (no read-back queries).
+        # Just inserted: the view is what was written (no read-back queries).
+        written = [_record(d, now) for d in sorted(deliveries, key=_by_channel)]
         response = notifications_pb2.SendNotificationResponse(
-            notification=notification_to_proto(store.NotificationView(row))
+            notification=notification_to_proto(store.NotificationView(row, written))
         )
         NOTIFICATIONS_ACCEPTED.labels(priority=PRIORITY_NAMES[priority]).inc()
+        for delivery in deliveries:
+            if delivery.status == DeliveryStatus.SKIPPED:  # the reasons are a closed set, never user data
+                DELIVERIES_SKIPPED.labels(channel=delivery.channel, reason=delivery.status_reason).inc()
         log.info("notification_accepted", notification_id=str(row.id), status=row.status, template_key=row.template_key)
         return response
 
@@ -192,8 +226,9 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         due: datetime,
         *,
         project: str,
-    ) -> store.NotificationRecord:
-        """The notification to record, once its user exists and its template renders with its data."""
+    ) -> tuple[store.NotificationRecord, list[store.NewDelivery]]:
+        """The notification to record and its deliveries, once its user exists and its template renders with its
+        data (clarion.delivery.planning)."""
         user = await self._clients.get_user(request.user_id)
         rendered = await self._clients.render(
             template_key=request.template_key,
@@ -201,13 +236,17 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             locale=request.locale or user.preferred_language,
             data=data,
         )
-        offered = {name for name in ("email", "push") if rendered.HasField(name)}
+        offered = {name for name, channel in REGISTRY.items() if channel.has_content(rendered)}
         if channels and not offered.intersection(channels):
             raise InvalidArgument.for_field(
                 "channels", f"template {request.template_key!r} has no content for {', '.join(channels)}"
             )
-        return store.NotificationRecord(
-            id=uuid.uuid4(),
+        notification_id = uuid.uuid4()
+        deliveries = planning.plan(
+            notification_id, channels=channels, user=user, rendered=rendered, priority=priority, send_at=due, now=now
+        )
+        record = store.NotificationRecord(
+            id=notification_id,
             project_id=project,
             user_id=request.user_id,
             template_key=request.template_key,
@@ -219,12 +258,13 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             request_id=key or None,
             trace_request_id=str(structlog.contextvars.get_contextvars().get("request_id", "")),
             trace_parent=current_traceparent(),
-            status=NotificationStatus.SCHEDULED if due > now else NotificationStatus.ACCEPTED,
+            status=planning.accepted_status(deliveries, scheduled=due > now),
             status_reason="",
             send_at=due,
             created_at=now,
             updated_at=now,
         )
+        return record, deliveries
 
     async def _key_holder(self, project: str, key: str) -> store.KeyHolder | None:
         async with self._fast.connection() as connection:

@@ -99,8 +99,7 @@ async def pipeline(
             worker = DeliveryWorker(
                 channel=channel,
                 fast=fast or clarion.resources.fast,
-                email=email_provider,
-                push=push_provider,
+                provider=email_provider if channel == "email" else push_provider,
                 clients=clarion.resources.clients,
                 max_attempts=max_attempts,
                 lease_s=lease_s,

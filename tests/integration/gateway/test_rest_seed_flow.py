@@ -37,7 +37,7 @@ async def _send(rest: RestClient, body: dict[str, Any], key: str) -> dict[str, A
 async def _deliver(clarion: RunningClarion, broker: Broker, clock: Clock, outbox: Path) -> None:
     """One dispatcher pass at the clock's time, then let the email worker drain the queue into the outbox."""
     provider = create_email_provider(load_settings(email_provider="file", outbox_dir=outbox))
-    worker = DeliveryWorker(channel="email", fast=clarion.resources.fast, email=provider)
+    worker = DeliveryWorker(channel="email", fast=clarion.resources.fast, provider=provider)
     await worker.start(broker, "email.queue", prefetch=4)
     try:
         await dispatcher_for(clarion, broker, clock).run_once()

@@ -1,5 +1,7 @@
-"""The dispatcher against real PostgreSQL and real RabbitMQ (and the in-memory broker): routing by preference and
-quiet hours, messages on the right queues with rendered content, and nothing lost or doubled."""
+"""The dispatcher against real PostgreSQL and real RabbitMQ (and the in-memory broker): deliveries planned at accept
+(routing by preference and quiet hours) are published on the right queues with their rendered content, deferred ones
+are checked again when they fall due, nothing is lost or doubled, and notifications an earlier release accepted
+without deliveries are still planned."""
 
 from __future__ import annotations
 
@@ -10,16 +12,19 @@ from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import pytest
+from google.protobuf import field_mask_pb2
 from google.protobuf.json_format import MessageToDict
-from sqlalchemy import func, select, update
+from sqlalchemy import func, select
 
 from clarion.core.broker import Broker, Received, create_broker
+from clarion.delivery.lifecycle import NotificationStatus
 from clarion.delivery.queues import EMAIL_QUEUE, PUSH_QUEUE, TOPOLOGY
 from clarion.delivery.tasks import TASK_CONTENT_TYPE, read_task
 from clarion.notifications import models as m
 from clarion.notifications.dispatcher import Dispatcher
 from clarion.v1 import common_pb2, notifications_pb2, templates_pb2, users_pb2
 from tests.conftest import free_port
+from tests.helpers import notification_row
 from tests.integration.conftest import RunningClarion
 
 pytestmark = pytest.mark.integration
@@ -115,11 +120,15 @@ async def test_deliveries_are_written_and_published_with_rendered_content(
         timeout=10,
     )
     notification_id = await send(clarion, user_id)
-    assert await dispatcher_for(clarion, broker).run_once() == (1, 2)
+    # Planned and written at accept: the dispatcher only publishes.
+    accepted = await get(clarion, notification_id)
+    assert accepted.status == notifications_pb2.NOTIFICATION_STATUS_ACCEPTED
+    assert [d.status for d in accepted.deliveries] == [notifications_pb2.DELIVERY_STATUS_QUEUED] * 2
+    assert await dispatcher_for(clarion, broker).run_once() == (0, 2)
 
     notification = await get(clarion, notification_id)
-    assert notification.status == notifications_pb2.NOTIFICATION_STATUS_IN_PROGRESS
     by_channel = {d.channel: d for d in notification.deliveries}
+    assert by_channel.keys() == {d.channel for d in accepted.deliveries}
     assert {d.status for d in notification.deliveries} == {notifications_pb2.DELIVERY_STATUS_QUEUED}
 
     [email] = await drain(broker, EMAIL_QUEUE, expect=1)
@@ -162,50 +171,109 @@ async def test_only_the_requested_channels_are_used(clarion_with_template: Runni
     assert [d.channel for d in (await get(clarion, notification_id)).deliveries] == [1]
 
 
+def quiet_window_around(now: datetime) -> tuple[str, str, datetime]:
+    """Quiet hours (in UTC) from an hour before `now` to an hour after, and the instant they end."""
+    start, end = now - timedelta(hours=1), now + timedelta(hours=1)
+    ends_at = end.replace(second=0, microsecond=0)
+    return f"{start:%H:%M}", f"{end:%H:%M}", ends_at
+
+
 async def test_quiet_hours_defer_normal_but_not_critical(clarion_with_template: RunningClarion, broker: Broker) -> None:
     clarion = clarion_with_template
-    # 23:00 in Lisbon (winter, UTC+0) is inside 22:00-08:00.
-    clock = Clock(datetime(2026, 1, 15, 23, 0, tzinfo=UTC))
+    start, end, ends_at = quiet_window_around(datetime.now(UTC))
     user_id = await make_user(
         clarion,
         email_address="di@example.com",
-        timezone="Europe/Lisbon",
-        preferences={"quiet_hours_start": "22:00", "quiet_hours_end": "08:00", "push_enabled": False},
+        timezone="UTC",
+        preferences={"quiet_hours_start": start, "quiet_hours_end": end, "push_enabled": False},
     )
     normal = await send(clarion, user_id)
     critical = await send(clarion, user_id, priority=notifications_pb2.PRIORITY_CRITICAL)
+    held_notification = await get(clarion, normal)
+    assert held_notification.status == notifications_pb2.NOTIFICATION_STATUS_ACCEPTED
+    held = next(d for d in held_notification.deliveries if d.channel == 1)
+    assert (held.status, held.status_reason) == (notifications_pb2.DELIVERY_STATUS_QUEUED, "quiet_hours")
+    assert held.due_time.ToDatetime(tzinfo=UTC) == ends_at
+    clock = Clock(datetime.now(UTC))
     dispatcher = dispatcher_for(clarion, broker, clock)
-    async with (
-        clarion.resources.sessions.begin() as session
-    ):  # accepted at the real time: make them due by the test clock
-        await session.execute(update(m.NotificationRow).values(send_at=clock.now - timedelta(minutes=1)))
-    assert await dispatcher.run_once() == (2, 1)
-
-    held = next(d for d in (await get(clarion, normal)).deliveries if d.channel == 1)
-    assert held.status == notifications_pb2.DELIVERY_STATUS_QUEUED
-    assert held.status_reason == "quiet_hours"
-    assert held.due_time.ToDatetime(tzinfo=UTC) == datetime(2026, 1, 16, 8, 0, tzinfo=UTC)
+    assert await dispatcher.run_once() == (0, 1)
     [message] = await drain(broker, EMAIL_QUEUE, expect=1)
     assert message["notification_id"] == critical
 
-    clock.now = datetime(2026, 1, 16, 7, 59, tzinfo=UTC)
+    clock.now = ends_at - timedelta(minutes=1)
     assert await dispatcher.run_once() == (0, 0)
-    clock.now = datetime(2026, 1, 16, 8, 0, tzinfo=UTC)
-    assert await dispatcher.run_once() == (0, 1), "the window ended: the held delivery goes out"
+    clock.now = ends_at
+    assert await dispatcher.run_once() == (1, 1), "the window ended: the held delivery is checked and goes out"
     [later] = await drain(broker, EMAIL_QUEUE, expect=1)
     assert later["notification_id"] == normal
+    released = await get(clarion, normal)
+    assert released.status == notifications_pb2.NOTIFICATION_STATUS_IN_PROGRESS
+    assert [d.status_reason for d in released.deliveries if d.channel == 1] == [""]
 
 
-async def test_a_dispatcher_that_dies_after_commit_is_covered_by_the_next_pass(
+async def test_a_deferred_delivery_is_checked_again_when_it_falls_due(
+    clarion_with_template: RunningClarion, broker: Broker
+) -> None:
+    clarion = clarion_with_template
+    start, end, _ = quiet_window_around(datetime.now(UTC))
+    user_id = await make_user(
+        clarion,
+        email_address="ji@example.com",
+        timezone="UTC",
+        preferences={"quiet_hours_start": start, "quiet_hours_end": end, "push_enabled": False},
+    )
+    held = await send(clarion, user_id)
+    later = datetime.now(UTC) + timedelta(hours=3)
+    scheduled = await send(clarion, user_id, send_at=later)
+    assert (await get(clarion, scheduled)).status == notifications_pb2.NOTIFICATION_STATUS_SCHEDULED
+    [waiting] = [d for d in (await get(clarion, scheduled)).deliveries if d.channel == 1]
+    assert (waiting.status_reason, waiting.due_time.ToDatetime(tzinfo=UTC)) == (
+        "scheduled_send",
+        later,
+    )
+    # The user switches email off while both wait: neither goes out.
+    switch_off = users_pb2.UpdateUserRequest(
+        user={"user_id": user_id, "preferences": {"email_enabled": False}},
+        update_mask=field_mask_pb2.FieldMask(paths=["preferences.email_enabled"]),
+    )
+    await clarion.users.UpdateUser(switch_off, timeout=10)
+    dispatcher = dispatcher_for(clarion, broker, Clock(later + timedelta(minutes=1)))
+    assert await dispatcher.run_once() == (2, 0)
+    for notification_id in (held, scheduled):
+        notification = await get(clarion, notification_id)
+        [email] = [d for d in notification.deliveries if d.channel == 1]
+        assert (email.status, email.status_reason) == (
+            notifications_pb2.DELIVERY_STATUS_SKIPPED,
+            "email_disabled_by_user",
+        )
+        assert notification.status == notifications_pb2.NOTIFICATION_STATUS_SKIPPED
+    assert await drain(broker, EMAIL_QUEUE, expect=0) == []
+
+
+async def test_a_scheduled_send_whose_user_is_gone_is_skipped(
+    clarion_with_template: RunningClarion, broker: Broker
+) -> None:
+    clarion = clarion_with_template
+    user_id = await make_user(clarion, email_address="gi@example.com")
+    later = datetime.now(UTC) + timedelta(hours=1)
+    notification_id = await send(clarion, user_id, send_at=later, channels=[1])
+    await clarion.users.DeleteUser(users_pb2.DeleteUserRequest(user_id=user_id), timeout=10)
+    assert await dispatcher_for(clarion, broker, Clock(later)).run_once() == (1, 0)
+    notification = await get(clarion, notification_id)
+    assert [(d.status, d.status_reason) for d in notification.deliveries] == [
+        (notifications_pb2.DELIVERY_STATUS_SKIPPED, "user_not_found")
+    ]
+    assert notification.status == notifications_pb2.NOTIFICATION_STATUS_SKIPPED
+
+
+async def test_a_dispatcher_that_dies_before_publishing_is_covered_by_the_next_pass(
     clarion_with_template: RunningClarion, broker: Broker
 ) -> None:
     clarion = clarion_with_template
     user_id = await make_user(clarion, email_address="ed@example.com")
     notification_id = await send(clarion, user_id, channels=[1])
-    # The first dispatcher commits the deliveries and "dies" before publishing.
-    assert await dispatcher_for(clarion, broker).dispatch_due() == 1
+    # Committed at accept; whatever dispatcher was woken "died" before publishing. The next pass publishes it.
     assert await drain(broker, EMAIL_QUEUE, expect=0) == []
-    # Another dispatcher (or the same one after a restart) publishes what was committed.
     assert await dispatcher_for(clarion, broker).run_once() == (0, 1)
     [message] = await drain(broker, EMAIL_QUEUE, expect=1)
     assert message["notification_id"] == notification_id
@@ -233,30 +301,45 @@ async def test_two_dispatchers_at_once_never_double_a_delivery(
     assert sorted(msg["notification_id"] for msg in messages) == sorted(ids)
 
 
-async def test_a_deleted_user_fails_the_notification_with_a_reason(
-    clarion_with_template: RunningClarion, broker: Broker
-) -> None:
-    clarion = clarion_with_template
-    user_id = await make_user(clarion, email_address="gi@example.com")
-    notification_id = await send(clarion, user_id)
-    await clarion.users.DeleteUser(users_pb2.DeleteUserRequest(user_id=user_id), timeout=10)
-    await dispatcher_for(clarion, broker).run_once()
-    notification = await get(clarion, notification_id)
-    assert notification.status == notifications_pb2.NOTIFICATION_STATUS_FAILED
-    assert list(notification.deliveries) == []
-
-
 async def test_publishing_waits_out_a_broker_outage(clarion_with_template: RunningClarion, broker: Broker) -> None:
     clarion = clarion_with_template
     user_id = await make_user(clarion, email_address="ho@example.com")
     notification_id = await send(clarion, user_id, channels=[1])
     down = create_broker(f"amqp://guest:guest@127.0.0.1:{free_port()}/", topology=TOPOLOGY, publish_timeout_s=1)
-    assert await dispatcher_for(clarion, down).run_once() == (1, 0), "accepted work is planned; publishing fails"
+    assert await dispatcher_for(clarion, down).run_once() == (0, 0), "publishing fails: the delivery waits"
     await down.close()
     assert (await get(clarion, notification_id)).deliveries[0].status == notifications_pb2.DELIVERY_STATUS_QUEUED
     assert await dispatcher_for(clarion, broker).run_once() == (0, 1)
     [message] = await drain(broker, EMAIL_QUEUE, expect=1)
     assert message["notification_id"] == notification_id
+
+
+async def legacy_notification(clarion: RunningClarion, user_id: str, data: dict[str, Any]) -> str:
+    """A notification as an earlier release accepted it: pending, without deliveries."""
+    row = notification_row(user_id=user_id, template_version=0, message_data=data, status=NotificationStatus.ACCEPTED)
+    async with clarion.resources.sessions.begin() as session:
+        session.add(row)
+    return str(row.id)
+
+
+async def test_a_notification_an_earlier_release_accepted_is_planned_by_the_dispatcher(
+    clarion_with_template: RunningClarion, broker: Broker
+) -> None:
+    clarion = clarion_with_template
+    user_id = await make_user(clarion, email_address="le@example.com")
+    gone = await make_user(clarion, email_address="gone@example.com")
+    planned = await legacy_notification(clarion, user_id, DATA)
+    orphan = await legacy_notification(clarion, gone, DATA)
+    await clarion.users.DeleteUser(users_pb2.DeleteUserRequest(user_id=gone), timeout=10)
+    dispatcher = dispatcher_for(clarion, broker)
+    assert await dispatcher.run_once(legacy=False) == (0, 0), "looked for only every LEGACY_EVERY passes"
+    assert await dispatcher.run_once() == (2, 1)
+    [message] = await drain(broker, EMAIL_QUEUE, expect=1)
+    assert (message["notification_id"], message["email"]["subject"]) == (planned, "Hi Ada")
+    notification = await get(clarion, orphan)
+    assert notification.status == notifications_pb2.NOTIFICATION_STATUS_FAILED
+    assert list(notification.deliveries) == []
+    assert await dispatcher.run_once() == (0, 0), "planned once"
 
 
 async def test_a_batch_too_large_for_one_answer_is_rendered_one_by_one(
@@ -267,11 +350,7 @@ async def test_a_batch_too_large_for_one_answer_is_rendered_one_by_one(
     template = templates_pb2.Template(template_key="digest", subject="Hi {name}", body="{blob}")
     await clarion.templates.CreateTemplate(templates_pb2.CreateTemplateRequest(template=template), timeout=10)
     user_id = await make_user(clarion, email_address="big@example.com")
-    ids = []
-    for n in range(10):
-        request = notifications_pb2.SendNotificationRequest(user_id=user_id, template_key="digest")
-        request.message_data.update({"name": f"n{n}", "blob": "x" * 40_000})
-        ids.append((await clarion.notifications.SendNotification(request, timeout=10)).notification.notification_id)
+    ids = [await legacy_notification(clarion, user_id, {"name": f"n{n}", "blob": "x" * 40_000}) for n in range(10)]
     assert await dispatcher_for(clarion, broker).dispatch_due() == 10
     for notification_id in ids:
         notification = await get(clarion, notification_id)

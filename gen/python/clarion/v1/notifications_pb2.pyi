@@ -60,11 +60,13 @@ class _NotificationStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_No
     NOTIFICATION_STATUS_UNSPECIFIED: _NotificationStatus.ValueType  # 0
     """Not set; used only as "any status" in filters."""
     NOTIFICATION_STATUS_ACCEPTED: _NotificationStatus.ValueType  # 1
-    """Accepted and durably recorded; not yet dispatched."""
+    """Accepted and durably recorded with its deliveries; none has been attempted yet (some may wait for the end of
+    the user's quiet hours).
+    """
     NOTIFICATION_STATUS_SCHEDULED: _NotificationStatus.ValueType  # 2
-    """Accepted with a future `send_at`; dispatched then."""
+    """Accepted with a future `send_at`; its deliveries wait until then."""
     NOTIFICATION_STATUS_IN_PROGRESS: _NotificationStatus.ValueType  # 3
-    """Dispatched: at least one delivery is not finished yet."""
+    """Under way: at least one delivery is not finished yet."""
     NOTIFICATION_STATUS_SENT: _NotificationStatus.ValueType  # 4
     """Every delivery that was attempted was sent."""
     NOTIFICATION_STATUS_PARTIALLY_SENT: _NotificationStatus.ValueType  # 5
@@ -82,11 +84,13 @@ class NotificationStatus(_NotificationStatus, metaclass=_NotificationStatusEnumT
 NOTIFICATION_STATUS_UNSPECIFIED: NotificationStatus.ValueType  # 0
 """Not set; used only as "any status" in filters."""
 NOTIFICATION_STATUS_ACCEPTED: NotificationStatus.ValueType  # 1
-"""Accepted and durably recorded; not yet dispatched."""
+"""Accepted and durably recorded with its deliveries; none has been attempted yet (some may wait for the end of
+the user's quiet hours).
+"""
 NOTIFICATION_STATUS_SCHEDULED: NotificationStatus.ValueType  # 2
-"""Accepted with a future `send_at`; dispatched then."""
+"""Accepted with a future `send_at`; its deliveries wait until then."""
 NOTIFICATION_STATUS_IN_PROGRESS: NotificationStatus.ValueType  # 3
-"""Dispatched: at least one delivery is not finished yet."""
+"""Under way: at least one delivery is not finished yet."""
 NOTIFICATION_STATUS_SENT: NotificationStatus.ValueType  # 4
 """Every delivery that was attempted was sent."""
 NOTIFICATION_STATUS_PARTIALLY_SENT: NotificationStatus.ValueType  # 5

@@ -5,13 +5,14 @@ from __future__ import annotations
 
 import json
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
 import asyncpg
 
 from clarion.delivery.store.reads import NotificationRecord
-from clarion.delivery.store.relay import DISPATCH_CHANNEL
+from clarion.delivery.store.relay import DISPATCH_CHANNEL, NewDelivery
 
 
 @dataclass(frozen=True, slots=True)
@@ -26,10 +27,10 @@ _FIND_KEY = """
 SELECT fingerprint, notification_id FROM idempotency_keys WHERE project_id = $1 AND key = $2 AND expires_at > now()
 """
 
-# The key first, then the notification only if the key is ours, in one statement: a key held by another live
-# request (even one committing right now: the INSERT waits for it) leaves nothing behind, and a key that expired
-# is taken over. The key's foreign key to the notification is checked at the end of the statement, when both rows
-# exist. NOTIFY wakes the dispatchers when it commits; no row back means the key was taken.
+# The key first, then the notification and its deliveries only if the key is ours, in one statement: a key held by
+# another live request (even one committing right now: the INSERT waits for it) leaves nothing behind, and a key
+# that expired is taken over. The foreign keys to the notification are checked at the end of the statement, when
+# every row exists. NOTIFY wakes the dispatchers' relay when it commits; no row back means the key was taken.
 _INSERT = """
 WITH key AS (
     INSERT INTO idempotency_keys AS k (project_id, key, fingerprint, notification_id, created_at, expires_at)
@@ -48,6 +49,15 @@ WITH key AS (
     SELECT $1, $2, $3, $4, $5::jsonb, $6::varchar[], $7, $8, $9, $10, $11, $12, '', $13, $14, $14, $18
     WHERE $9::varchar IS NULL OR EXISTS (SELECT FROM key)
     RETURNING id
+), delivery AS (
+    INSERT INTO deliveries (
+        id, notification_id, channel, status, status_reason, payload, due_at, published_at, attempt_count,
+        lease_until, provider, provider_message_id, sent_at, created_at, updated_at
+    )
+    SELECT u.id, $1, u.channel, u.status, u.reason, u.payload::jsonb, u.due_at, NULL, 0, NULL, '', '', NULL, $14, $14
+    FROM unnest($19::uuid[], $20::varchar[], $21::varchar[], $22::text[], $23::text[], $24::timestamptz[])
+        AS u(id, channel, status, reason, payload, due_at)
+    WHERE EXISTS (SELECT FROM notification)
 )
 SELECT id, pg_notify($17, '') FROM notification
 """
@@ -60,11 +70,16 @@ async def find_key(connection: asyncpg.Connection, project_id: str, key: str) ->
 
 
 async def insert_notification(
-    connection: asyncpg.Connection, row: NotificationRecord, *, fingerprint: str, key_expires_at: datetime
+    connection: asyncpg.Connection,
+    row: NotificationRecord,
+    deliveries: Sequence[NewDelivery],
+    *,
+    fingerprint: str,
+    key_expires_at: datetime,
 ) -> bool:
-    """Record `row` (and its idempotency key, `row.request_id`, when it has one, in `row.project_id`) and wake the
-    dispatchers, in one statement. False when another live request of the project holds the key: then nothing
-    was written."""
+    """Record `row` with its planned deliveries (and its idempotency key, `row.request_id`, when it has one, in
+    `row.project_id`) and wake the relay, in one statement. False when another live request of the project holds
+    the key: then nothing was written."""
     inserted = await connection.fetchrow(
         _INSERT,
         row.id,
@@ -85,6 +100,12 @@ async def insert_notification(
         key_expires_at,
         DISPATCH_CHANNEL,
         row.project_id,
+        [d.id for d in deliveries],
+        [d.channel for d in deliveries],
+        [d.status for d in deliveries],
+        [d.status_reason for d in deliveries],
+        [json.dumps(d.payload, separators=(",", ":")) for d in deliveries],
+        [d.due_at for d in deliveries],
     )
     return inserted is not None
 

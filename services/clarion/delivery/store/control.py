@@ -25,6 +25,8 @@ _CANCEL_PENDING = """
 UPDATE notifications SET status = $2, status_reason = $3, updated_at = $4 WHERE id = $1
 """
 
+_HAS_DELIVERIES = "SELECT EXISTS (SELECT FROM deliveries WHERE notification_id = $1)"
+
 _CANCEL_DELIVERIES = f"""
 UPDATE deliveries SET status = {sql(DeliveryStatus.CANCELLED)}, status_reason = $2, updated_at = $3
 WHERE notification_id = $1 AND status IN ({sql(DeliveryStatus.QUEUED, DeliveryStatus.RETRYING)})
@@ -33,23 +35,23 @@ RETURNING id
 
 
 async def cancel(connection: asyncpg.Connection, notification_id: uuid.UUID, *, project: str) -> bool | None:
-    """Cancel what of `project`'s notification has not been handed to a provider: the whole notification while
-    the dispatcher has not planned it, else its queued and retrying deliveries. False when nothing could be
-    cancelled; None when the project has no such notification."""
+    """Cancel what of `project`'s notification has not been handed to a provider: its queued and retrying
+    deliveries, or, for one an earlier release accepted and nobody has planned yet, the whole notification. False
+    when nothing could be cancelled; None when the project has no such notification."""
     now = utcnow()
     async with connection.transaction():
         status = await connection.fetchval(_LOCK_OWN, notification_id, project)
         if status is None:
             return None
-        if status in PENDING_NOTIFICATION_STATUSES:
+        if await connection.fetch(_CANCEL_DELIVERIES, notification_id, CANCELLED_BY_CLIENT, now):
+            await refresh_statuses(connection, [notification_id], now)
+            return True
+        if status in PENDING_NOTIFICATION_STATUSES and not await connection.fetchval(_HAS_DELIVERIES, notification_id):
             await connection.execute(
                 _CANCEL_PENDING, notification_id, NotificationStatus.CANCELLED, CANCELLED_BY_CLIENT, now
             )
             return True
-        if not await connection.fetch(_CANCEL_DELIVERIES, notification_id, CANCELLED_BY_CLIENT, now):
-            return False
-        await refresh_statuses(connection, [notification_id], now)
-        return True
+        return False
 
 
 _REPLAYABLE = f"""

@@ -15,9 +15,15 @@ from typing import Any, Self
 import asyncpg
 
 from clarion.delivery.lifecycle import PENDING_NOTIFICATION_STATUSES, DeliveryStatus, NotificationStatus, sql
+from clarion.delivery.store.outcomes import LOCK_NOTIFICATIONS, refresh_statuses
 
 # The channel NOTIFY'd when there is new work for the dispatcher (an accept, a replay).
 DISPATCH_CHANNEL = "clarion_dispatch"
+# Why a queued delivery waits (its status_reason until the relay checks it again when it falls due, see
+# clarion.delivery.planning): the user's quiet hours, or the notification's send time.
+QUIET_HOURS = "quiet_hours"
+SCHEDULED = "scheduled_send"
+_DEFERRED = f"'{QUIET_HOURS}', '{SCHEDULED}'"
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,9 +57,10 @@ class DueNotification:
 
 @dataclass(frozen=True, slots=True)
 class NewDelivery:
-    """One channel's delivery as the dispatcher plans it: QUEUED with its payload and when it is due, or SKIPPED
-    with its reason."""
+    """One channel's delivery as planned (clarion.delivery.planning): QUEUED with its payload and when it is due,
+    or SKIPPED with its reason."""
 
+    id: uuid.UUID
     notification_id: uuid.UUID
     channel: str
     status: DeliveryStatus
@@ -75,10 +82,12 @@ class Unpublished:
     trace_parent: str
 
 
+# Notifications an earlier release accepted without planning them: pending, and without deliveries.
 _CLAIM_DUE = f"""
 SELECT id, user_id, template_key, template_version, message_data, channels, priority, locale, trace_parent
-FROM notifications
+FROM notifications n
 WHERE status IN ({sql(*PENDING_NOTIFICATION_STATUSES)}) AND send_at <= $1
+    AND NOT EXISTS (SELECT FROM deliveries d WHERE d.notification_id = n.id)
 ORDER BY send_at
 LIMIT $2
 FOR UPDATE SKIP LOCKED
@@ -107,9 +116,29 @@ _CLAIM_UNPUBLISHED = f"""
 SELECT d.id, d.notification_id, d.channel, d.payload, n.user_id, n.trace_request_id, n.trace_parent
 FROM deliveries d JOIN notifications n ON n.id = d.notification_id
 WHERE d.status = {sql(DeliveryStatus.QUEUED)} AND d.published_at IS NULL AND d.due_at <= $1
+    AND d.status_reason NOT IN ({_DEFERRED})
 ORDER BY d.due_at
 LIMIT $2
 FOR UPDATE OF d SKIP LOCKED
+"""  # noqa: S608 - the statuses come from the lifecycle's enums, never from input
+
+# Deferred deliveries that fell due, to be checked again before they are published (no lock: record_rechecks
+# changes only those still as read).
+_DEFERRED_DUE = f"""
+SELECT d.id, d.notification_id, d.channel, d.status_reason, n.user_id, n.priority
+FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+WHERE d.status = {sql(DeliveryStatus.QUEUED)} AND d.published_at IS NULL AND d.due_at <= $1
+    AND d.status_reason IN ({_DEFERRED})
+ORDER BY d.due_at
+LIMIT $2
+"""  # noqa: S608 - the statuses come from the lifecycle's enums, never from input
+
+_RECHECK = f"""
+UPDATE deliveries d SET status = u.status, status_reason = u.reason, due_at = u.due_at, updated_at = $6
+FROM unnest($1::uuid[], $2::varchar[], $3::varchar[], $4::text[], $5::timestamptz[])
+    AS u(id, old_reason, status, reason, due_at)
+WHERE d.id = u.id AND d.status = {sql(DeliveryStatus.QUEUED)} AND d.published_at IS NULL
+    AND d.status_reason = u.old_reason
 """  # noqa: S608 - the statuses come from the lifecycle's enums, never from input
 
 _SET_PUBLISHED = """
@@ -141,7 +170,7 @@ async def record_dispatch(
     if deliveries:
         await connection.execute(
             _INSERT_DELIVERIES,
-            [uuid.uuid4() for _ in deliveries],
+            [d.id for d in deliveries],
             [d.notification_id for d in deliveries],
             [d.channel for d in deliveries],
             [d.status for d in deliveries],
@@ -158,6 +187,57 @@ async def record_dispatch(
             [reason for _, _, reason in notifications],
             now,
         )
+
+
+@dataclass(frozen=True, slots=True)
+class Deferred:
+    """A deferred delivery that fell due."""
+
+    id: uuid.UUID
+    notification_id: uuid.UUID
+    channel: str
+    reason: str
+    user_id: str
+    priority: int
+
+
+@dataclass(frozen=True, slots=True)
+class Rechecked:
+    """What a deferred delivery became when it fell due: QUEUED with no reason (published next), QUEUED with a
+    reason and a later due time, or SKIPPED with a reason."""
+
+    deferred: Deferred
+    status: DeliveryStatus
+    reason: str
+    due_at: datetime
+
+
+async def deferred_due(connection: asyncpg.Connection, now: datetime, limit: int) -> list[Deferred]:
+    """Up to `limit` deferred deliveries that fell due by `now`, oldest first."""
+    return [
+        Deferred(
+            row["id"], row["notification_id"], row["channel"], row["status_reason"], row["user_id"], row["priority"]
+        )
+        for row in await connection.fetch(_DEFERRED_DUE, now, limit)
+    ]
+
+
+async def record_rechecks(connection: asyncpg.Connection, rechecks: Sequence[Rechecked], now: datetime) -> None:
+    """Store what the deferred deliveries became, and their notifications' statuses (a SCHEDULED one is now on its
+    way), in one transaction that locks the notifications first (the store's lock order). A delivery changed
+    meanwhile (cancelled, say) is left as it is."""
+    async with connection.transaction():
+        await connection.execute(LOCK_NOTIFICATIONS, sorted({r.deferred.notification_id for r in rechecks}))
+        await connection.execute(
+            _RECHECK,
+            [r.deferred.id for r in rechecks],
+            [r.deferred.reason for r in rechecks],
+            [r.status for r in rechecks],
+            [r.reason for r in rechecks],
+            [r.due_at for r in rechecks],
+            now,
+        )
+        await refresh_statuses(connection, {r.deferred.notification_id for r in rechecks}, now)
 
 
 async def claim_unpublished(connection: asyncpg.Connection, now: datetime, limit: int) -> list[Unpublished]:
