@@ -266,6 +266,38 @@ class RawHttp:
         return status
 
 
+BATCH = 100  # notifications per BatchSendNotifications call in the batched phase
+
+
+async def grpc_batch_load(
+    address: str, users: list[str], rate: float, duration_s: float
+) -> tuple[list[float], int, float]:
+    """BatchSendNotifications of BATCH each at `rate` notifications/s. Latencies are per call; the achieved rate is
+    in notifications/s; a call with any failed item counts as an error."""
+    channels = [grpc.aio.insecure_channel(address) for _ in range(2)]
+    stubs = [notifications_pb2_grpc.NotificationServiceStub(c) for c in channels]
+    run = uuid.uuid4().hex[:6]
+
+    async def send(i: int) -> None:
+        requests = []
+        for k in range(BATCH):
+            n = i * BATCH + k
+            request = notifications_pb2.SendNotificationRequest(
+                user_id=users[n % len(users)], template_key="bench", request_id=f"b{run}-{n}"
+            )
+            request.message_data.update({"n": str(n)})
+            requests.append(request)
+        response = await stubs[i % len(stubs)].BatchSendNotifications(
+            notifications_pb2.BatchSendNotificationsRequest(requests=requests), timeout=30
+        )
+        if any(result.HasField("error") for result in response.results):
+            raise RuntimeError("an item failed")
+
+    calls = rate / BATCH
+    latencies, errors, achieved_calls = await paced(calls, duration_s, min(64, max(4, int(calls * 0.5))), send)
+    return latencies, errors, achieved_calls * BATCH
+
+
 async def rest_load(port: int, users: list[str], rate: float, duration_s: float) -> tuple[list[float], int, float]:
     client = RawHttp("127.0.0.1", port)
     run = uuid.uuid4().hex[:6]
@@ -310,6 +342,99 @@ async def accept_to_provider(dsn: str) -> tuple[float, float]:
 
 # The tables a notification rewrites: a queue-like churn of row versions that autovacuum normally clears.
 CHURNING_TABLES = ("notifications", "deliveries", "idempotency_keys", "delivery_attempts")
+
+
+@dataclass(frozen=True)
+class RowWrites:
+    """Row versions written so far (inserted + updated), and how many of the updates were HOT, by table."""
+
+    inserted: dict[str, int]
+    updated: dict[str, int]
+    hot: dict[str, int]
+
+    def __sub__(self, before: RowWrites) -> RowWrites:
+        return RowWrites(
+            *(
+                {table: now[table] - then.get(table, 0) for table in now}
+                for now, then in (
+                    (self.inserted, before.inserted),
+                    (self.updated, before.updated),
+                    (self.hot, before.hot),
+                )
+            )
+        )
+
+    def versions(self, tables: tuple[str, ...]) -> int:
+        return sum(self.inserted[t] + self.updated[t] for t in tables)
+
+
+async def row_writes(dsn: str) -> RowWrites:
+    """pg_stat_user_tables for the churning tables (a backend reports its counts within a second of going idle)."""
+    connection = await asyncpg.connect(dsn)
+    try:
+        rows = await connection.fetch(
+            "SELECT relname, n_tup_ins, n_tup_upd, n_tup_hot_upd FROM pg_stat_user_tables WHERE relname = ANY($1)",
+            list(CHURNING_TABLES),
+        )
+    finally:
+        await connection.close()
+    return RowWrites(
+        {r["relname"]: r["n_tup_ins"] for r in rows},
+        {r["relname"]: r["n_tup_upd"] for r in rows},
+        {r["relname"]: r["n_tup_hot_upd"] for r in rows},
+    )
+
+
+@dataclass
+class Measured:
+    """One load phase, measured until everything it accepted was delivered."""
+
+    name: str
+    load: tuple[list[float], int, float]  # per-call latencies, errors, achieved notifications/s
+    accepted: int
+    sent: int
+    wall_s: float
+    cpu: dict[str, float]  # CPU seconds used in the phase, by process (Clarion's, infrastructure, load generator)
+    rss: dict[str, tuple[float, float]]
+    writes: RowWrites
+
+    @property
+    def delivered_per_s(self) -> float:
+        return self.sent / self.wall_s
+
+
+async def measure(
+    name: str,
+    dsn: str,
+    processes: Processes,
+    load: Callable[[], Awaitable[tuple[list[float], int, float]]],
+    *,
+    patience_s: float,
+) -> Measured:
+    """Run `load`, then wait (at most `patience_s`) until every notification accepted so far is delivered; the CPU
+    of every process and the row versions written over that span."""
+    accepted_before, sent_before = await delivered(dsn)
+    writes_before = await row_writes(dsn)
+    cpu_before, rss_before = processes.cpu(), processes.rss()
+    infra_before, me_before = infrastructure_cpu_s(), cpu_s(os.getpid())
+    started = time.perf_counter()
+    result = await load()
+    accepted, _ = await delivered(dsn)
+    while (await delivered(dsn))[1] < accepted and time.perf_counter() - started < patience_s:  # noqa: ASYNC110 - polls the database
+        await asyncio.sleep(0.5)
+    wall = time.perf_counter() - started
+    _, sent = await delivered(dsn)
+    cpu_after, rss_after = processes.cpu(), processes.rss()
+    infra_after, me_after = infrastructure_cpu_s(), cpu_s(os.getpid())
+    await asyncio.sleep(1.5)  # the backends report their row counts when idle
+    writes = await row_writes(dsn) - writes_before
+    cpu = {p: cpu_after[p] - cpu_before[p] for p in cpu_after}
+    cpu |= {p: infra_after[p] - infra_before[p] for p in infra_after if p != "Envoy"}
+    cpu["load generator"] = me_after - me_before
+    rss = {p: (rss_before[p], rss_after[p]) for p in rss_after}
+    return Measured(name, result, accepted - accepted_before, sent - sent_before, wall, cpu, rss, writes)
+
+
 VACUUM_INTERVAL_S = 10.0
 
 
@@ -345,6 +470,7 @@ async def main(args: argparse.Namespace) -> None:
     inserts = await ceilings.postgres_insert_rps(asyncpg_dsn(POSTGRES_URL), duration_s=ceiling_s)
 
     name = f"clarion_bench_{uuid.uuid4().hex[:8]}"
+    phases: list[Measured] = []
     admin = await asyncpg.connect(asyncpg_dsn(POSTGRES_URL))
     await admin.execute(f'CREATE DATABASE "{name}"')
     database_url = _database(name)
@@ -383,20 +509,30 @@ async def main(args: argparse.Namespace) -> None:
         await asyncio.sleep(2)
 
         print(f"gRPC load: {args.rate}/s for {args.duration} s...", flush=True)
-        cpu_before, rss_before = processes.cpu(), processes.rss()
-        infra_before = infrastructure_cpu_s()
-        me_before = cpu_s(os.getpid())
-        started = time.perf_counter()
-        latencies, errors, achieved = await grpc_load(address, users, args.rate, args.duration)
-        accepted, _ = await delivered(dsn)
-        while (await delivered(dsn))[1] < accepted and time.perf_counter() - started < args.duration + 120:  # noqa: ASYNC110 - polls the database
-            await asyncio.sleep(0.5)
-        end_to_end_s = time.perf_counter() - started
-        _, sent = await delivered(dsn)
-        cpu_after, rss_after = processes.cpu(), processes.rss()
-        infra_after = infrastructure_cpu_s()
-        me_cpu = cpu_s(os.getpid()) - me_before
+        single = await measure(
+            "single",
+            dsn,
+            processes,
+            lambda: grpc_load(address, users, args.rate, args.duration),
+            patience_s=args.duration + 120,
+        )
+        phases.append(single)
+        latencies, errors, achieved = single.load
         p50_a2p, p99_a2p = await accept_to_provider(dsn)
+        batched = batched_unloaded = None
+        if args.batch_rate:
+            print(f"gRPC batched load: {args.batch_rate}/s in calls of {BATCH} for {args.duration} s...", flush=True)
+            batched = await measure(
+                "batched",
+                dsn,
+                processes,
+                lambda: grpc_batch_load(address, users, args.batch_rate, args.duration),
+                patience_s=args.duration + 120,
+            )
+            phases.append(batched)
+            half = max(BATCH / 2, round(batched.load[2] / 2, -2))
+            print(f"gRPC batched latency at {half:.0f}/s (half the rate sustained) for 15 s...", flush=True)
+            batched_unloaded = (half, await grpc_batch_load(address, users, half, 15))
 
         # Latency without queueing: at half the rate the system sustained in the first phase.
         unloaded_rate = max(10.0, round(achieved / 2, -1))
@@ -431,12 +567,14 @@ async def main(args: argparse.Namespace) -> None:
         except Exception as exc:  # noqa: BLE001 - the run's own error, if any, is the one to see
             print(f"could not delete the run's RabbitMQ queues: {exc!r}", file=sys.stderr)
 
-    wall = end_to_end_s
     ms = 1000.0
     rows = [
         ("target rate (gRPC SendNotification)", f"{args.rate}/s for {args.duration} s"),
         ("accepted/s (gRPC, achieved)", f"{achieved:,.0f}  ({errors} errors)"),
-        ("delivered/s end to end", f"{sent / wall:,.0f}  ({sent:,} of {accepted:,} in {wall:.1f} s)"),
+        (
+            "delivered/s end to end",
+            f"{single.delivered_per_s:,.0f}  ({single.sent:,} of {single.accepted:,} in {single.wall_s:.1f} s)",
+        ),
         latency_row("accept latency gRPC", (latencies, errors, achieved), counts=False),
     ]
     if grpc_1000 is not None:
@@ -447,28 +585,54 @@ async def main(args: argparse.Namespace) -> None:
     if rest is not None:
         rows.append(latency_row(f"accept latency REST at {args.rest_rate}/s", rest))
     rows.append(("accept -> provider p50 / p99", f"{p50_a2p * ms:.0f} ms / {p99_a2p * ms:.0f} ms"))
-    for proc in cpu_after:
-        used = cpu_after[proc] - cpu_before[proc]
-        rows.append(
+    if batched is not None and batched_unloaded is not None:
+        half, batch_latency = batched_unloaded
+        rows += [
+            (f"batched: accepted/s (calls of {BATCH})", f"{batched.load[2]:,.0f}  ({batched.load[1]} failed calls)"),
             (
-                f"CPU {proc}",
-                f"{used / wall * 100:.0f} % of a core, {used / max(sent, 1) * 1e6:.0f} µs per delivery; "
-                f"RSS {rss_before[proc]:.0f} -> {rss_after[proc]:.0f} MiB",
+                "batched: delivered/s end to end",
+                f"{batched.delivered_per_s:,.0f}  ({batched.sent:,} of {batched.accepted:,} in {batched.wall_s:.1f} s)",
+            ),
+            latency_row(f"batched: call latency at {half:.0f}/s", batch_latency),
+        ]
+    for phase in phases:
+        per = max(phase.sent, 1)
+        for proc, used in phase.cpu.items():
+            memory = ""
+            if proc in phase.rss:
+                memory = f"; RSS {phase.rss[proc][0]:.0f} -> {phase.rss[proc][1]:.0f} MiB"
+            rows.append(
+                (
+                    f"{phase.name}: CPU {proc}",
+                    f"{used / phase.wall_s * 100:.0f} % of a core, {used / per * 1e6:.0f} µs per delivery{memory}",
+                )
             )
+        writes, notifications = phase.writes, max(phase.accepted, 1)
+        core = ("notifications", "deliveries")
+        updates = sum(writes.updated[t] for t in core)
+        hot = sum(writes.hot[t] for t in core)
+        by_table = ", ".join(
+            f"{t} {writes.inserted[t] / notifications:.2f}+{writes.updated[t] / notifications:.2f}"
+            for t in CHURNING_TABLES
         )
-    for proc in infra_after:
-        if proc == "Envoy":
-            continue  # not in the gRPC phase
-        used = infra_after[proc] - infra_before[proc]
-        rows.append(
-            (f"CPU {proc}", f"{used / wall * 100:.0f} % of a core, {used / max(sent, 1) * 1e6:.0f} µs per delivery")
-        )
-    rows.append(("CPU load generator", f"{me_cpu / wall * 100:.0f} % of a core"))
+        rows += [
+            (
+                f"{phase.name}: row versions per notification",
+                f"{writes.versions(core) / notifications:.2f} in notifications+deliveries "
+                f"({writes.versions(CHURNING_TABLES) / notifications:.2f} with keys and attempts; target 4)",
+            ),
+            (f"{phase.name}: inserted+updated per notification", by_table),
+            (
+                f"{phase.name}: HOT updates",
+                f"{hot / max(updates, 1):.0%} of {updates / notifications:.2f} updates per notification (target 80 %)",
+            ),
+        ]
     rows += [
         ("ceiling: bare grpc.aio echo", f"{echo:,.0f} RPC/s  (accepted/s = {achieved / echo:.0%} of it)"),
         (
             "ceiling: bare aio-pika confirm+ack pipe",
-            f"{pipe:,.0f} msg/s  (delivered/s = {sent / wall / pipe:.0%} of it; target 40 %)",
+            f"{pipe:,.0f} msg/s  (delivered/s single = {single.delivered_per_s / pipe:.0%} of it, target 35 %"
+            + (f"; batched = {batched.delivered_per_s / pipe:.0%}, target 60 %)" if batched is not None else ")"),
         ),
         ("ceiling: bare asyncpg inserts", f"{inserts:,.0f} rows/s  (accepted/s = {achieved / inserts:.0%} of it)"),
     ]
@@ -487,6 +651,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--rest-rate", type=float, default=1000, help="REST calls per second through Envoy (1000; 0: none)"
     )
     parser.add_argument("--rest-duration", type=float, default=15, help="seconds of REST load (15)")
+    parser.add_argument(
+        "--batch-rate",
+        type=float,
+        default=4000,
+        help=f"notifications per second in BatchSendNotifications calls of {BATCH} (4000; 0: no batched phase)",
+    )
     parser.add_argument(
         "--latency-at-1000",
         action=argparse.BooleanOptionalAction,

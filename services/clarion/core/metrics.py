@@ -32,6 +32,19 @@ RPC_SECONDS = Histogram(
 )
 
 # --- NotificationService ------------------------------------------------------------------------------------------
+# NotificationService's and the workers' calls of UserService and TemplateService, whatever the transport (in process
+# under `clarion serve all`, gRPC otherwise): `code` is the gRPC code the caller got (UNAVAILABLE for a sick service).
+DEPENDENCY_CALLS = Counter(
+    "clarion_dependency_calls_total",
+    "Calls of another Clarion service, by service, method, transport (grpc, in_process) and the code answered.",
+    ["service", "method", "transport", "code"],
+)
+DEPENDENCY_SECONDS = Histogram(
+    "clarion_dependency_call_seconds",
+    "Duration of calls of another Clarion service, by service, method and transport.",
+    ["service", "method", "transport"],
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0),
+)
 NOTIFICATIONS_ACCEPTED = Counter(
     "clarion_notifications_accepted_total",
     "Notifications accepted by SendNotification (new rows; replays are not counted), by priority.",

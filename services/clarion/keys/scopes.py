@@ -53,6 +53,7 @@ OPEN_SERVICES = frozenset(
 SERVICE_SCOPES: Mapping[str, Mapping[str, Scope]] = {
     "clarion.v1.NotificationService": {
         "SendNotification": Scope.SEND,
+        "BatchSendNotifications": Scope.SEND,
         "GetNotification": Scope.SEND,
         "ListNotifications": Scope.SEND,
         "CancelNotification": Scope.SEND,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import json
 import time
 from collections.abc import Awaitable, Callable, Sequence
@@ -18,6 +19,7 @@ from opentelemetry.trace import SpanKind
 from purgatory import AsyncCircuitBreakerFactory
 from purgatory.domain.model import OpenedState
 
+from clarion.core.db import is_database_unavailable
 from clarion.core.errors import (
     ClarionError,
     FailedPrecondition,
@@ -27,7 +29,14 @@ from clarion.core.errors import (
     Unavailable,
 )
 from clarion.core.logging import get_logger
-from clarion.core.metrics import BREAKER_CLOSED, BREAKER_HALF_OPEN, BREAKER_OPEN, BREAKER_STATE
+from clarion.core.metrics import (
+    BREAKER_CLOSED,
+    BREAKER_HALF_OPEN,
+    BREAKER_OPEN,
+    BREAKER_STATE,
+    DEPENDENCY_CALLS,
+    DEPENDENCY_SECONDS,
+)
 from clarion.core.tracing import TracingClientInterceptor, rpc_attributes, tracer
 from clarion.v1 import templates_pb2, templates_pb2_grpc, users_pb2, users_pb2_grpc
 
@@ -112,6 +121,12 @@ def _rename(field: str, renames: dict[str, str]) -> str:
 
 def _renamed(violations: list[FieldViolation], field_prefix: dict[str, str]) -> list[FieldViolation]:
     return [FieldViolation(_rename(v.field, field_prefix), v.description) for v in violations]
+
+
+def _with_fields_renamed(error: InvalidArgument, field_prefix: dict[str, str]) -> InvalidArgument:
+    return InvalidArgument(
+        error.message, violations=_renamed(error.violations, field_prefix), reason=error.reason, metadata=error.metadata
+    )
 
 
 # The answers that are the caller's mistake, not the service's: they pass through as our own typed errors.
@@ -269,33 +284,31 @@ class ServiceClients:
         self._local_users = users or self._local_users
         self._local_templates = templates or self._local_templates
 
-    async def _in_process(
-        self,
-        service: str,
-        method: str,
-        call: Callable[[], Awaitable[T]],
-        timeout_s: float,
-        field_prefix: dict[str, str] | None = None,
-    ) -> T:
+    async def _in_process(self, service: str, method: str, call: Callable[[], Awaitable[T]], timeout_s: float) -> T:
+        """A call to a servicer of this process, answering as its gRPC twin would (docs/adr/0001): the same deadline;
+        a client's mistake as the same typed error; anything else (its own UNAVAILABLE, PostgreSQL gone, a bug) as
+        DependencyFailed, which the breaker counts and the caller sees as UNAVAILABLE, as over the network."""
         # One INTERNAL span where a remote call has a CLIENT and a SERVER span.
         with tracer().start_as_current_span(
             f"clarion.v1.{service}/{method}", kind=SpanKind.INTERNAL, attributes=rpc_attributes(service, method)
         ):
             try:
-                # The same deadline as over the network.
                 async with asyncio.timeout(timeout_s):
                     return await call()
             except TimeoutError:
-                raise _unavailable(service, "did not answer in time") from None
-            except InvalidArgument as exc:
-                if not field_prefix:
-                    raise
-                raise InvalidArgument(
-                    exc.message,
-                    violations=_renamed(exc.violations, field_prefix),
-                    reason=exc.reason,
-                    metadata=exc.metadata,
-                ) from None
+                raise DependencyFailed(service, grpc.StatusCode.DEADLINE_EXCEEDED, "did not answer in time") from None
+            except (InvalidArgument, NotFound, FailedPrecondition):
+                raise  # an answer: the request was wrong (its fields are renamed by _call)
+            except ClarionError as exc:
+                raise DependencyFailed(service, exc.code, exc.message) from None
+            except Exception as exc:
+                if is_database_unavailable(exc):
+                    raise DependencyFailed(
+                        service, grpc.StatusCode.UNAVAILABLE, "its database is unavailable"
+                    ) from None
+                # Over gRPC the service's own interceptor would log this and answer INTERNAL.
+                log.exception("dependency_unhandled_error", service=service, method=method)
+                raise DependencyFailed(service, grpc.StatusCode.INTERNAL, type(exc).__name__) from None
 
     async def _call(
         self, service: str, call: Callable[[], Awaitable[T]], field_prefix: dict[str, str] | None = None
@@ -306,6 +319,10 @@ class ServiceClients:
                     return await call()
                 except grpc.aio.AioRpcError as exc:
                     raise translate(exc, service=service, field_prefix=field_prefix or {}) from None
+                except InvalidArgument as exc:  # from a servicer of this process
+                    if not field_prefix:
+                        raise
+                    raise _with_fields_renamed(exc, field_prefix) from None
         except OpenedState as opened:
             retry_after_s = max(0.0, opened.opened_at + self._reset_s - time.time())
             raise _unavailable(service, "is unavailable (circuit open)", retry_after_s) from None
@@ -316,17 +333,32 @@ class ServiceClients:
     async def _invoke(
         self, service: str, method: str, request: Message, field_prefix: dict[str, str] | None = None
     ) -> Any:
-        """`service`'s `method` with `request`: in process when this process serves the service, else over gRPC
-        (deadline, retry policy, breaker). Batch methods get the longer deadline."""
+        """`service`'s `method` with `request`, one way whatever the transport (docs/adr/0001): in process when this
+        process serves the service, else over gRPC (with its retry policy); either way the same deadline (batch
+        methods get the longer one), the same breaker, the same typed errors and the same metrics."""
         timeout_s = self._batch_timeout_s if method.startswith("Batch") else self._timeout_s
         local: object = self._local_users if service == "UserService" else self._local_templates
+        call: Callable[[], Awaitable[Any]]
         if local is not None:
-            handler = getattr(local, method)
-            return await self._in_process(
-                service, method, lambda: handler(request, _IN_PROCESS), timeout_s, field_prefix
+            transport, handler = "in_process", getattr(local, method)
+            call = functools.partial(
+                self._in_process, service, method, functools.partial(handler, request, _IN_PROCESS), timeout_s
             )
-        stub_method = getattr(self._users if service == "UserService" else self._templates, method)
-        return await self._call(service, lambda: stub_method(request, timeout=timeout_s), field_prefix)
+        else:
+            transport = "grpc"
+            stub_method = getattr(self._users if service == "UserService" else self._templates, method)
+            call = functools.partial(stub_method, request, timeout=timeout_s)
+        started = time.perf_counter()
+        outcome = "OK"
+        try:
+            return await self._call(service, call, field_prefix)
+        except ClarionError as exc:
+            outcome = exc.code.name
+            raise
+        finally:
+            labels = {"service": service, "method": method, "transport": transport}
+            DEPENDENCY_CALLS.labels(**labels, code=outcome).inc()
+            DEPENDENCY_SECONDS.labels(**labels).observe(time.perf_counter() - started)
 
     async def get_user(self, user_id: str) -> users_pb2.User:
         """The user, or NotFound / Unavailable."""
@@ -356,10 +388,19 @@ class ServiceClients:
         return found
 
     async def render_many(
-        self, requests: Sequence[templates_pb2.RenderTemplateRequest]
+        self, requests: Sequence[templates_pb2.RenderTemplateRequest], *, field_prefix: dict[str, str] | None = None
     ) -> list[templates_pb2.RenderTemplateResponse | ClarionError]:
         """Each request rendered, or the typed error RenderTemplate would have raised for it (field names relative
-        to the request: `data.x`), in order (BatchRenderTemplates); Unavailable when TemplateService is."""
+        to the request, `data.x`, or renamed by `field_prefix`), in order (BatchRenderTemplates); Unavailable when
+        TemplateService is."""
+        results = await self._render_many(requests)
+        if not field_prefix:
+            return results
+        return [_with_fields_renamed(r, field_prefix) if isinstance(r, InvalidArgument) else r for r in results]
+
+    async def _render_many(
+        self, requests: Sequence[templates_pb2.RenderTemplateRequest]
+    ) -> list[templates_pb2.RenderTemplateResponse | ClarionError]:
         results: list[templates_pb2.RenderTemplateResponse | ClarionError] = []
         for start in range(0, len(requests), RENDERS_PER_CALL):
             chunk = list(requests[start : start + RENDERS_PER_CALL])

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import uuid
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -13,7 +14,15 @@ import structlog
 from grpc.aio import ServicerContext
 
 from clarion.core.db import FastPath
-from clarion.core.errors import Aborted, AlreadyExists, ClarionError, FailedPrecondition, InvalidArgument, NotFound
+from clarion.core.errors import (
+    Aborted,
+    AlreadyExists,
+    ClarionError,
+    FailedPrecondition,
+    InvalidArgument,
+    NotFound,
+    to_status,
+)
 from clarion.core.logging import get_logger
 from clarion.core.metrics import DELIVERIES_SKIPPED, NOTIFICATIONS_ACCEPTED, NOTIFICATIONS_REPLAYED
 from clarion.core.pagination import decode_keyset, encode_page_token, page_size, position_time, position_uuid
@@ -30,7 +39,7 @@ from clarion.delivery import planning, store
 from clarion.delivery.channels import CHANNELS as REGISTRY
 from clarion.delivery.lifecycle import DeliveryStatus, NotificationStatus
 from clarion.keys.auth import caller_project
-from clarion.notifications.clients import ServiceClients
+from clarion.notifications.clients import ServiceClients, render_request
 from clarion.notifications.convert import (
     CHANNEL_NAMES,
     dead_letter_to_proto,
@@ -39,7 +48,8 @@ from clarion.notifications.convert import (
 )
 from clarion.templates.content import check_key
 from clarion.templates.rendering import normalize_data
-from clarion.v1 import common_pb2, notifications_pb2, notifications_pb2_grpc
+from clarion.users.repository import user_not_found
+from clarion.v1 import common_pb2, notifications_pb2, notifications_pb2_grpc, templates_pb2, users_pb2
 
 log = get_logger(__name__)
 
@@ -162,6 +172,105 @@ def _validate(request: notifications_pb2.SendNotificationRequest, now: datetime)
     return channels, priority or notifications_pb2.PRIORITY_NORMAL, due
 
 
+@dataclass(frozen=True, slots=True)
+class _Checked:
+    """A request that passed validation: what accepting it needs."""
+
+    request: notifications_pb2.SendNotificationRequest
+    key: str
+    channels: list[str]
+    priority: int
+    due: datetime
+    data: dict[str, Any]  # message_data, normalised for rendering
+    fingerprint: str
+
+
+def _check(request: notifications_pb2.SendNotificationRequest, key: str, now: datetime) -> _Checked:
+    """Validate a request (every field at once); INVALID_ARGUMENT naming the fields."""
+    channels, priority, due = _validate(request, now)
+    raw_data = struct_to_dict(request.message_data, "message_data")
+    fingerprint = _fingerprint(request, raw_data, channels, priority)
+    return _Checked(request, key, channels, priority, due, normalize_data(raw_data), fingerprint)
+
+
+def _item_key(request: notifications_pb2.SendNotificationRequest) -> str:
+    """A batch item's idempotency key: its request_id (no header applies to one item)."""
+    key = request.request_id
+    if key and (len(key) > 255 or not key.isprintable()):
+        raise InvalidArgument.for_field("request_id", "must be 1 to 255 printable characters")
+    return key
+
+
+def _accepted(
+    checked: _Checked,
+    user: users_pb2.User,
+    rendered: templates_pb2.RenderTemplateResponse,
+    *,
+    now: datetime,
+    project: str,
+) -> store.Accepted:
+    """The notification to record and its deliveries (clarion.delivery.planning), given its user and its
+    rendering; INVALID_ARGUMENT when the template has none of the channels asked for."""
+    request, channels = checked.request, checked.channels
+    offered = {name for name, channel in REGISTRY.items() if channel.has_content(rendered)}
+    if channels and not offered.intersection(channels):
+        raise InvalidArgument.for_field(
+            "channels", f"template {request.template_key!r} has no content for {', '.join(channels)}"
+        )
+    notification_id = uuid.uuid4()
+    deliveries = planning.plan(
+        notification_id,
+        channels=channels,
+        user=user,
+        rendered=rendered,
+        priority=checked.priority,
+        send_at=checked.due,
+        now=now,
+    )
+    record = store.NotificationRecord(
+        id=notification_id,
+        project_id=project,
+        user_id=request.user_id,
+        template_key=request.template_key,
+        template_version=rendered.version,
+        message_data=checked.data,
+        channels=channels,
+        priority=checked.priority,
+        locale=request.locale,
+        request_id=checked.key or None,
+        trace_request_id=str(structlog.contextvars.get_contextvars().get("request_id", "")),
+        trace_parent=current_traceparent(),
+        status=planning.accepted_status(deliveries, scheduled=checked.due > now),
+        status_reason="",
+        send_at=checked.due,
+        created_at=now,
+        updated_at=now,
+    )
+    return store.Accepted(record, deliveries, checked.fingerprint)
+
+
+def _written(accepted: store.Accepted, now: datetime) -> notifications_pb2.SendNotificationResponse:
+    """The answer for a notification just recorded: the view is what was written (no read-back queries)."""
+    row = accepted.notification
+    written = [_record(d, now) for d in sorted(accepted.deliveries, key=_by_channel)]
+    NOTIFICATIONS_ACCEPTED.labels(priority=PRIORITY_NAMES[row.priority]).inc()
+    for delivery in accepted.deliveries:
+        if delivery.status == DeliveryStatus.SKIPPED:  # the reasons are a closed set, never user data
+            DELIVERIES_SKIPPED.labels(channel=delivery.channel, reason=delivery.status_reason).inc()
+    log.info("notification_accepted", notification_id=str(row.id), status=row.status, template_key=row.template_key)
+    return notifications_pb2.SendNotificationResponse(
+        notification=notification_to_proto(store.NotificationView(row, written))
+    )
+
+
+def _key_reused(key: str, holder: store.KeyHolder) -> AlreadyExists:
+    return AlreadyExists(
+        "this idempotency key was already used for a different request; use a new key for a new request",
+        reason="IDEMPOTENCY_KEY_REUSED",
+        metadata={"idempotency_key": key, "notification_id": str(holder.notification_id)},
+    )
+
+
 class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
     """Accepting notifications and reporting what became of them."""
 
@@ -176,95 +285,174 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         """Validate, check the user, render the template and plan the deliveries, and record the notification with
         them durably, in one statement; nothing is sent here."""
         now = datetime.now(UTC)
-        channels, priority, due = _validate(request, now)
-        key = _idempotency_key(request, context)
-        raw_data = struct_to_dict(request.message_data, "message_data")
-        fingerprint = _fingerprint(request, raw_data, channels, priority)
+        checked = _check(request, _idempotency_key(request, context), now)
+        key = checked.key
         # No lookup of the key first: the INSERT below says whether it is taken, which spares every new request a
         # round trip. A retry therefore goes through the checks again; if they now fail (its user deleted, say),
         # the original notification still answers for it.
         project = caller_project().project_id
         try:
-            row, deliveries = await self._checked_row(
-                request, normalize_data(raw_data), channels, priority, key, now, due, project=project
+            user = await self._clients.get_user(request.user_id)
+            rendered = await self._clients.render(
+                template_key=request.template_key,
+                version=request.template_version,
+                locale=request.locale or user.preferred_language,
+                data=checked.data,
             )
+            accepted = _accepted(checked, user, rendered, now=now, project=project)
         except ClarionError:
             holder = await self._key_holder(project, key) if key else None
             if holder is None:
                 raise
-            return await self._replay(key, holder, fingerprint, project)
+            return await self._replay(key, holder, checked.fingerprint, project)
         async with self._fast.connection() as connection:
-            inserted = await store.insert_notification(
-                connection, row, deliveries, fingerprint=fingerprint, key_expires_at=now + self._idempotency_ttl
+            inserted = await store.insert_notifications(
+                connection, [accepted], project_id=project, now=now, key_expires_at=now + self._idempotency_ttl
             )
             winner = None if inserted else await store.find_key(connection, project, key)
         if not inserted:
             # Another request holds the key: it answers for both.
             if winner is None:  # it expired in between: vanishingly rare, and safe to ask again
                 raise Aborted("the idempotency key changed hands; retry", reason="IDEMPOTENCY_KEY_RACE")
-            return await self._replay(key, winner, fingerprint, project)
-        # Just inserted: the view is what was written (no read-back queries).
-        written = [_record(d, now) for d in sorted(deliveries, key=_by_channel)]
-        response = notifications_pb2.SendNotificationResponse(
-            notification=notification_to_proto(store.NotificationView(row, written))
-        )
-        NOTIFICATIONS_ACCEPTED.labels(priority=PRIORITY_NAMES[priority]).inc()
-        for delivery in deliveries:
-            if delivery.status == DeliveryStatus.SKIPPED:  # the reasons are a closed set, never user data
-                DELIVERIES_SKIPPED.labels(channel=delivery.channel, reason=delivery.status_reason).inc()
-        log.info("notification_accepted", notification_id=str(row.id), status=row.status, template_key=row.template_key)
-        return response
+            return await self._replay(key, winner, checked.fingerprint, project)
+        return _written(accepted, now)
 
-    async def _checked_row(
+    async def BatchSendNotifications(
+        self, request: notifications_pb2.BatchSendNotificationsRequest, context: Context
+    ) -> notifications_pb2.BatchSendNotificationsResponse:
+        """Each request as SendNotification would take it, with one BatchGetUsers, one BatchRenderTemplates and one
+        database statement for the batch; each result is its response or its error."""
+        if any(k == IDEMPOTENCY_HEADER for k, _ in context.invocation_metadata() or ()):
+            raise InvalidArgument.for_field(
+                IDEMPOTENCY_HEADER, "does not apply to a batch: give each request its own request_id"
+            )
+        if not 0 < len(request.requests) <= MAX_BATCH_SEND:
+            raise InvalidArgument.for_field("requests", f"give 1 to {MAX_BATCH_SEND} notifications")
+        now = datetime.now(UTC)
+        project = caller_project().project_id
+        request_id = str(structlog.contextvars.get_contextvars().get("request_id", ""))
+        outcomes: list[notifications_pb2.SendNotificationResponse | ClarionError | None] = [None] * len(
+            request.requests
+        )
+        checked: dict[int, _Checked] = {}
+        first_with_key: dict[str, int] = {}
+        for index, item in enumerate(request.requests):
+            try:
+                checked[index] = _check(item, _item_key(item), now)
+            except ClarionError as exc:
+                outcomes[index] = exc
+                continue
+            key = checked[index].key
+            if key and key in first_with_key:
+                outcomes[index] = InvalidArgument.for_field(
+                    "request_id",
+                    f"repeats the request_id of requests[{first_with_key[key]}]; a key names one notification",
+                )
+                del checked[index]
+            elif key:
+                first_with_key[key] = index
+        accepted = await self._accept_batch(checked, outcomes, now=now, project=project)
+        async with self._fast.connection() as connection:
+            inserted = (
+                await store.insert_notifications(
+                    connection,
+                    list(accepted.values()),
+                    project_id=project,
+                    now=now,
+                    key_expires_at=now + self._idempotency_ttl,
+                )
+                if accepted
+                else set()
+            )
+        for index, one in accepted.items():
+            if one.notification.id in inserted:
+                outcomes[index] = _written(one, now)
+        # What was not written: its key is held by an earlier request (which answers for it, as for
+        # SendNotification), or it failed its checks and its key may still be held.
+        await self._answer_held_keys(
+            {
+                index: checked[index]
+                for index, outcome in enumerate(outcomes)
+                if index in checked and not isinstance(outcome, notifications_pb2.SendNotificationResponse)
+            },
+            outcomes,
+            project=project,
+        )
+        results = []
+        for outcome in outcomes:
+            if isinstance(outcome, notifications_pb2.SendNotificationResponse):
+                results.append(notifications_pb2.SendNotificationResult(response=outcome))
+            else:
+                error = outcome if outcome is not None else Aborted("the idempotency key changed hands; retry")
+                results.append(notifications_pb2.SendNotificationResult(error=to_status(error, request_id=request_id)))
+        return notifications_pb2.BatchSendNotificationsResponse(results=results)
+
+    async def _accept_batch(
         self,
-        request: notifications_pb2.SendNotificationRequest,
-        data: dict[str, Any],
-        channels: list[str],
-        priority: int,
-        key: str,
+        checked: dict[int, _Checked],
+        outcomes: list[notifications_pb2.SendNotificationResponse | ClarionError | None],
+        *,
         now: datetime,
-        due: datetime,
+        project: str,
+    ) -> dict[int, store.Accepted]:
+        """The checked requests' users and renders, in one call each; the ones that can be recorded, by index (the
+        others' errors go to `outcomes`)."""
+        users = await self._clients.get_users([c.request.user_id for c in checked.values()])
+        wanted = [index for index, c in checked.items() if c.request.user_id in users]
+        for index, c in checked.items():
+            if c.request.user_id not in users:
+                outcomes[index] = user_not_found(c.request.user_id)
+        renders = await self._clients.render_many(
+            [
+                render_request(
+                    template_key=checked[index].request.template_key,
+                    version=checked[index].request.template_version,
+                    locale=checked[index].request.locale or users[checked[index].request.user_id].preferred_language,
+                    data=checked[index].data,
+                )
+                for index in wanted
+            ],
+            field_prefix={"data": "message_data"},
+        )
+        accepted: dict[int, store.Accepted] = {}
+        for index, rendered in zip(wanted, renders, strict=True):
+            try:
+                if isinstance(rendered, ClarionError):
+                    raise rendered
+                c = checked[index]
+                accepted[index] = _accepted(c, users[c.request.user_id], rendered, now=now, project=project)
+            except ClarionError as exc:
+                outcomes[index] = exc
+        return accepted
+
+    async def _answer_held_keys(
+        self,
+        unanswered: dict[int, _Checked],
+        outcomes: list[notifications_pb2.SendNotificationResponse | ClarionError | None],
         *,
         project: str,
-    ) -> tuple[store.NotificationRecord, list[store.NewDelivery]]:
-        """The notification to record and its deliveries, once its user exists and its template renders with its
-        data (clarion.delivery.planning)."""
-        user = await self._clients.get_user(request.user_id)
-        rendered = await self._clients.render(
-            template_key=request.template_key,
-            version=request.template_version,
-            locale=request.locale or user.preferred_language,
-            data=data,
-        )
-        offered = {name for name, channel in REGISTRY.items() if channel.has_content(rendered)}
-        if channels and not offered.intersection(channels):
-            raise InvalidArgument.for_field(
-                "channels", f"template {request.template_key!r} has no content for {', '.join(channels)}"
+    ) -> None:
+        """Requests whose key is held by an earlier request get that request's notification (replayed), or
+        ALREADY_EXISTS when they differ from it; the others keep their outcome."""
+        keyed = {index: c for index, c in unanswered.items() if c.key}
+        if not keyed:
+            return
+        async with self._fast.connection() as connection:
+            holders = await store.find_keys(connection, project, [c.key for c in keyed.values()])
+            views = await store.get_views(
+                connection, list({holder.notification_id for holder in holders.values()}), project=project
             )
-        notification_id = uuid.uuid4()
-        deliveries = planning.plan(
-            notification_id, channels=channels, user=user, rendered=rendered, priority=priority, send_at=due, now=now
-        )
-        record = store.NotificationRecord(
-            id=notification_id,
-            project_id=project,
-            user_id=request.user_id,
-            template_key=request.template_key,
-            template_version=rendered.version,
-            message_data=data,
-            channels=channels,
-            priority=priority,
-            locale=request.locale,
-            request_id=key or None,
-            trace_request_id=str(structlog.contextvars.get_contextvars().get("request_id", "")),
-            trace_parent=current_traceparent(),
-            status=planning.accepted_status(deliveries, scheduled=due > now),
-            status_reason="",
-            send_at=due,
-            created_at=now,
-            updated_at=now,
-        )
-        return record, deliveries
+        for index, c in keyed.items():
+            holder = holders.get(c.key)
+            if holder is None:
+                continue  # not held: its own error stands (or, inserted by nobody, ABORTED: retry)
+            if holder.fingerprint != c.fingerprint:
+                outcomes[index] = _key_reused(c.key, holder)
+            elif (view := views.get(holder.notification_id)) is not None:
+                NOTIFICATIONS_REPLAYED.inc()
+                outcomes[index] = notifications_pb2.SendNotificationResponse(
+                    notification=notification_to_proto(view), replayed=True
+                )
 
     async def _key_holder(self, project: str, key: str) -> store.KeyHolder | None:
         async with self._fast.connection() as connection:
@@ -274,11 +462,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         self, key: str, holder: store.KeyHolder, fingerprint: str, project: str
     ) -> notifications_pb2.SendNotificationResponse:
         if holder.fingerprint != fingerprint:
-            raise AlreadyExists(
-                "this idempotency key was already used for a different request; use a new key for a new request",
-                reason="IDEMPOTENCY_KEY_REUSED",
-                metadata={"idempotency_key": key, "notification_id": str(holder.notification_id)},
-            )
+            raise _key_reused(key, holder)
         view = await self._view(holder.notification_id, project=project)
         NOTIFICATIONS_REPLAYED.inc()
         log.info("notification_replayed", notification_id=str(holder.notification_id))
@@ -444,6 +628,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
 
 
 MAX_REPLAY = 1000
+MAX_BATCH_SEND = 500
 DEFAULT_STATS_WINDOW = timedelta(hours=24)
 MAX_STATS_WINDOW = timedelta(days=366)
 _PROVIDER = re.compile(r"^[a-z0-9_-]{1,32}$")

@@ -40,6 +40,11 @@ class NotificationServiceStub:
                 request_serializer=clarion_dot_v1_dot_notifications__pb2.SendNotificationRequest.SerializeToString,
                 response_deserializer=clarion_dot_v1_dot_notifications__pb2.SendNotificationResponse.FromString,
                 _registered_method=True)
+        self.BatchSendNotifications = channel.unary_unary(
+                '/clarion.v1.NotificationService/BatchSendNotifications',
+                request_serializer=clarion_dot_v1_dot_notifications__pb2.BatchSendNotificationsRequest.SerializeToString,
+                response_deserializer=clarion_dot_v1_dot_notifications__pb2.BatchSendNotificationsResponse.FromString,
+                _registered_method=True)
         self.GetNotification = channel.unary_unary(
                 '/clarion.v1.NotificationService/GetNotification',
                 request_serializer=clarion_dot_v1_dot_notifications__pb2.GetNotificationRequest.SerializeToString,
@@ -79,6 +84,16 @@ class NotificationServiceServicer:
     def SendNotification(self, request, context):
         """Accepts a notification for delivery and returns at once; delivery is asynchronous. Idempotent by
         `request_id` or the `x-idempotency-key` header. The seed system's `POST /v1/notifications`.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def BatchSendNotifications(self, request, context):
+        """Accepts up to 500 notifications in one call, each as SendNotification would (the same validation, and
+        idempotent by its own `request_id`), recorded in one database statement. Each gets its own result: its
+        response, or the error SendNotification would have returned for it; one item's error leaves the others
+        accepted. The `x-idempotency-key` header does not apply to a batch.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -135,6 +150,11 @@ def add_NotificationServiceServicer_to_server(servicer, server):
                     servicer.SendNotification,
                     request_deserializer=clarion_dot_v1_dot_notifications__pb2.SendNotificationRequest.FromString,
                     response_serializer=clarion_dot_v1_dot_notifications__pb2.SendNotificationResponse.SerializeToString,
+            ),
+            'BatchSendNotifications': grpc.unary_unary_rpc_method_handler(
+                    servicer.BatchSendNotifications,
+                    request_deserializer=clarion_dot_v1_dot_notifications__pb2.BatchSendNotificationsRequest.FromString,
+                    response_serializer=clarion_dot_v1_dot_notifications__pb2.BatchSendNotificationsResponse.SerializeToString,
             ),
             'GetNotification': grpc.unary_unary_rpc_method_handler(
                     servicer.GetNotification,
@@ -195,6 +215,33 @@ class NotificationService:
             '/clarion.v1.NotificationService/SendNotification',
             clarion_dot_v1_dot_notifications__pb2.SendNotificationRequest.SerializeToString,
             clarion_dot_v1_dot_notifications__pb2.SendNotificationResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def BatchSendNotifications(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/clarion.v1.NotificationService/BatchSendNotifications',
+            clarion_dot_v1_dot_notifications__pb2.BatchSendNotificationsRequest.SerializeToString,
+            clarion_dot_v1_dot_notifications__pb2.BatchSendNotificationsResponse.FromString,
             options,
             channel_credentials,
             insecure,

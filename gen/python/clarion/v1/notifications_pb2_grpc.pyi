@@ -37,6 +37,12 @@ class NotificationServiceStub:
     """Accepts a notification for delivery and returns at once; delivery is asynchronous. Idempotent by
     `request_id` or the `x-idempotency-key` header. The seed system's `POST /v1/notifications`.
     """
+    BatchSendNotifications: _grpc.UnaryUnaryMultiCallable[_notifications_pb2.BatchSendNotificationsRequest, _notifications_pb2.BatchSendNotificationsResponse]
+    """Accepts up to 500 notifications in one call, each as SendNotification would (the same validation, and
+    idempotent by its own `request_id`), recorded in one database statement. Each gets its own result: its
+    response, or the error SendNotification would have returned for it; one item's error leaves the others
+    accepted. The `x-idempotency-key` header does not apply to a batch.
+    """
     GetNotification: _grpc.UnaryUnaryMultiCallable[_notifications_pb2.GetNotificationRequest, _notifications_pb2.Notification]
     """Returns a notification with each channel's delivery and its attempts."""
     ListNotifications: _grpc.UnaryUnaryMultiCallable[_notifications_pb2.ListNotificationsRequest, _notifications_pb2.ListNotificationsResponse]
@@ -62,6 +68,12 @@ class NotificationServiceAsyncStub(NotificationServiceStub):
     SendNotification: _aio.UnaryUnaryMultiCallable[_notifications_pb2.SendNotificationRequest, _notifications_pb2.SendNotificationResponse]  # type: ignore[assignment]
     """Accepts a notification for delivery and returns at once; delivery is asynchronous. Idempotent by
     `request_id` or the `x-idempotency-key` header. The seed system's `POST /v1/notifications`.
+    """
+    BatchSendNotifications: _aio.UnaryUnaryMultiCallable[_notifications_pb2.BatchSendNotificationsRequest, _notifications_pb2.BatchSendNotificationsResponse]  # type: ignore[assignment]
+    """Accepts up to 500 notifications in one call, each as SendNotification would (the same validation, and
+    idempotent by its own `request_id`), recorded in one database statement. Each gets its own result: its
+    response, or the error SendNotification would have returned for it; one item's error leaves the others
+    accepted. The `x-idempotency-key` header does not apply to a batch.
     """
     GetNotification: _aio.UnaryUnaryMultiCallable[_notifications_pb2.GetNotificationRequest, _notifications_pb2.Notification]  # type: ignore[assignment]
     """Returns a notification with each channel's delivery and its attempts."""
@@ -91,6 +103,18 @@ class NotificationServiceServicer(metaclass=_abc_1.ABCMeta):
     ) -> _typing.Union[_notifications_pb2.SendNotificationResponse, _abc.Awaitable[_notifications_pb2.SendNotificationResponse]]:
         """Accepts a notification for delivery and returns at once; delivery is asynchronous. Idempotent by
         `request_id` or the `x-idempotency-key` header. The seed system's `POST /v1/notifications`.
+        """
+
+    @_abc_1.abstractmethod
+    def BatchSendNotifications(
+        self,
+        request: _notifications_pb2.BatchSendNotificationsRequest,
+        context: _ServicerContext,
+    ) -> _typing.Union[_notifications_pb2.BatchSendNotificationsResponse, _abc.Awaitable[_notifications_pb2.BatchSendNotificationsResponse]]:
+        """Accepts up to 500 notifications in one call, each as SendNotification would (the same validation, and
+        idempotent by its own `request_id`), recorded in one database statement. Each gets its own result: its
+        response, or the error SendNotification would have returned for it; one item's error leaves the others
+        accepted. The `x-idempotency-key` header does not apply to a batch.
         """
 
     @_abc_1.abstractmethod

@@ -16,7 +16,7 @@ then its notification's status (a worker's outcome, a cancel, a replay) locks th
 on one notification's email and push then see each other's committed status, and none can deadlock another.
 """
 
-from clarion.delivery.store.accept import KeyHolder, find_key, insert_notification, prune_keys
+from clarion.delivery.store.accept import Accepted, KeyHolder, find_key, find_keys, insert_notifications, prune_keys
 from clarion.delivery.store.control import cancel, replay
 from clarion.delivery.store.outcomes import (
     Attempt,
@@ -39,6 +39,7 @@ from clarion.delivery.store.reads import (
     dead_letters,
     delivery_stats,
     get_view,
+    get_views,
     list_views,
     recent_deliveries,
 )
@@ -60,6 +61,7 @@ from clarion.delivery.store.relay import (
 
 __all__ = [
     "DISPATCH_CHANNEL",
+    "Accepted",
     "Attempt",
     "AttemptRecord",
     "Claimed",
@@ -85,9 +87,11 @@ __all__ = [
     "deferred_due",
     "delivery_stats",
     "find_key",
+    "find_keys",
     "finish_many",
     "get_view",
-    "insert_notification",
+    "get_views",
+    "insert_notifications",
     "list_views",
     "prune_keys",
     "recent_deliveries",

@@ -143,6 +143,19 @@ async def get_view(
         return (await _views(connection, [NotificationRecord.from_row(row)]))[0]
 
 
+_NOTIFICATIONS = f"SELECT {_columns(NotificationRecord)} FROM notifications WHERE id = ANY($1::uuid[])"  # noqa: S608 - column names from the record
+
+
+async def get_views(
+    connection: asyncpg.Connection, notification_ids: list[uuid.UUID], *, project: str
+) -> dict[uuid.UUID, NotificationView]:
+    """`project`'s notifications among `notification_ids` with their deliveries and attempts, by id."""
+    async with snapshot(connection):
+        rows = await connection.fetch(_NOTIFICATIONS, notification_ids)
+        records = [NotificationRecord.from_row(row) for row in rows if row["project_id"] == project]
+        return {view.notification.id: view for view in await _views(connection, records)}
+
+
 async def _views(connection: asyncpg.Connection, notifications: list[NotificationRecord]) -> list[NotificationView]:
     deliveries: dict[uuid.UUID, list[DeliveryRecord]] = defaultdict(list)
     attempts: dict[uuid.UUID, list[AttemptRecord]] = defaultdict(list)
