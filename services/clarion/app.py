@@ -280,6 +280,13 @@ async def serve(
 
 async def run_worker(settings: Settings, kind: str, *, database_url: str, stop: asyncio.Event | None = None) -> None:
     """One worker process (Kubernetes): dispatcher, email, push or sweeper. Runs until SIGTERM/SIGINT."""
+    if kind != "sweeper" and not settings.broker_url:
+        # The in-memory broker lives in one process: a dispatcher alone would publish where no worker reads.
+        raise SettingsError(
+            f"CLARION_BROKER_URL is not set: `clarion worker {kind}` is a process of its own and needs the shared "
+            "RabbitMQ (amqp://...); only `clarion up` and `clarion serve all` run every worker in one process on "
+            "the in-memory broker"
+        )
     if kind in CALLING_WORKERS:
         require_service_key(settings, kind)
     resources = Resources.open(settings, database_url, serves=False)

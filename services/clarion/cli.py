@@ -15,7 +15,7 @@ from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
 from clarion import app
 from clarion.core.config import Settings, SettingsError, load_settings
-from clarion.core.db import create_engine, migrate, session_factory
+from clarion.core.db import create_engine, database_location, is_database_unavailable, migrate, session_factory
 from clarion.core.embedded_postgres import EmbeddedPostgresInUse
 from clarion.core.errors import ClarionError
 from clarion.core.logging import configure_logging, get_logger
@@ -410,7 +410,24 @@ def main(argv: list[str] | None = None) -> int:
     except (UsageError, SettingsError, PortInUseError, GatewayError, ClarionError, EmbeddedPostgresInUse) as exc:
         sys.stderr.write(f"clarion: {exc}\n")
         return 2 if isinstance(exc, UsageError | SettingsError) else 1
+    except Exception as exc:
+        if not is_database_unavailable(exc):
+            raise
+        # One line, not a driver's traceback: the operator's question is only "which database, and why not".
+        where = database_location(settings.database_url or "")
+        sys.stderr.write(
+            f"clarion: cannot reach PostgreSQL{f' at {where}' if where else ''} ({_root_cause(exc)}): is it running, "
+            "and is CLARION_DATABASE_URL right?\n"
+        )
+        return 1
     return 0
+
+
+def _root_cause(error: BaseException) -> str:
+    """The innermost cause of a chain of errors, as `Type: message`."""
+    while (inner := error.__cause__ or error.__context__) is not None and inner is not error:
+        error = inner
+    return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 
 
 if __name__ == "__main__":

@@ -177,3 +177,24 @@ def test_migrate_refuses_an_app_role_it_cannot_grant(make_database: Callable[...
     done = subprocess.run([CLARION, "migrate"], env=environment, capture_output=True, text=True, timeout=60)
     assert done.returncode == 2, done.stderr
     assert said in done.stderr + done.stdout
+
+
+@pytest.mark.parametrize("kind", ["dispatcher", "email", "push"])
+def test_a_worker_process_without_a_broker_url_says_so(make_database: Callable[..., str], kind: str) -> None:
+    # Alone, on the in-memory broker, a dispatcher would publish where no worker reads (and a worker read nothing).
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    environment |= {"CLARION_DATABASE_URL": make_database(migrated=True), "CLARION_AUTH_REQUIRED": "false"}
+    done = subprocess.run([CLARION, "worker", kind], env=environment, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2, done.stderr
+    assert "CLARION_BROKER_URL is not set" in done.stderr
+
+
+@pytest.mark.parametrize("command", [["migrate"], ["keys", "list"], ["deliveries"]])
+def test_an_unreachable_database_is_one_line_not_a_traceback(command: list[str]) -> None:
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    environment["CLARION_DATABASE_URL"] = f"postgresql://clarion:s3cret@127.0.0.1:{free_port()}/clarion"
+    done = subprocess.run([CLARION, *command], env=environment, capture_output=True, text=True, timeout=60)
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("clarion: cannot reach PostgreSQL at 127.0.0.1:"), done.stderr
+    assert done.stderr.count("\n") == 1, done.stderr
+    assert "s3cret" not in done.stderr

@@ -50,6 +50,15 @@ _CONNECTION_ERRORS = (
 )
 
 
+def database_location(url: str) -> str:
+    """`host:port/database` of a database URL, without the credentials; "" for none."""
+    if not url:
+        return ""
+    parts = urlsplit(url)
+    port = f":{parts.port}" if parts.port else ""
+    return f"{parts.hostname or 'localhost'}{port}{parts.path}"
+
+
 def is_database_unavailable(error: BaseException) -> bool:
     """Whether `error` (or what it wraps) says PostgreSQL cannot be reached right now — worth a retry, not a bug."""
     seen: set[int] = set()

@@ -33,7 +33,8 @@ class BraceSyntaxError(ValueError):
 def format_value(value: Any) -> str:
     """How a data value reads in a notification, in both syntaxes.
 
-    Data arrives as JSON, so it prints as JSON scalars do: `None` is empty (a missing optional value should leave
+    Data arrives as JSON, so it prints as JSON scalars do: `None` is empty (a top-level placeholder that is null is
+    refused before rendering, rendering.NullVariablesError; a null inside a value, such as a list item, should leave
     no `None` in a customer's inbox), booleans are `true`/`false`, and integral floats (JSON has only floats once
     they have been through `google.protobuf.Struct`) lose their `.0`. Everything else is `str(value)`.
     """

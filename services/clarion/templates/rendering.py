@@ -113,6 +113,16 @@ class MissingVariablesError(TemplateRenderError):
         super().__init__("missing template variables: " + ", ".join(self.names))
 
 
+class NullVariablesError(TemplateRenderError):
+    """Variables the template prints are null in the data; `names` lists every one of them, sorted. A null is
+    refused as a missing variable is: a client whose JSON mapping dropped a value (protobuf's Value kinds lost by a
+    client library) would otherwise send a message with blanks in it."""
+
+    def __init__(self, names: Iterable[str]) -> None:
+        self.names = sorted(set(names))
+        super().__init__("null template variables: " + ", ".join(self.names))
+
+
 class RenderLimitError(TemplateRenderError):
     """Rendering went over a RenderLimits bound: output too large, too slow, or one operation too big.
     `line` is the template line that was running, when known."""
@@ -214,11 +224,15 @@ class CompiledTemplate:
         return self._variables
 
     def render(self, data: Mapping[str, Any]) -> Rendered:
-        """Render every part with `data`. Raises MissingVariablesError (naming every missing variable) before
-        rendering anything, then RenderLimitError or RenderError for the first part that fails."""
+        """Render every part with `data`. Raises MissingVariablesError (naming every missing variable), then
+        NullVariablesError (every one that is null), before rendering anything, then RenderLimitError or RenderError
+        for the first part that fails."""
         missing = self._variables - data.keys()
         if missing:
             raise MissingVariablesError(missing)
+        null = [name for name in self._variables if data[name] is None]
+        if null:
+            raise NullVariablesError(null)
         texts: dict[str, str] = {}
         room = self._limits.max_output_chars
         with time_budget(self._limits.max_render_s):

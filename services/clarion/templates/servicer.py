@@ -23,6 +23,7 @@ from clarion.templates.models import TemplateVersionRow
 from clarion.templates.rendering import (
     Content,
     MissingVariablesError,
+    NullVariablesError,
     Rendered,
     Syntax,
     TemplateRenderError,
@@ -103,6 +104,16 @@ def render_error(error: TemplateRenderError, *, field_prefix: str) -> InvalidArg
             violations=[FieldViolation(f"{field_prefix}{name}", "is used by the template") for name in error.names],
             reason="MISSING_TEMPLATE_VARIABLES",
             metadata={"missing": ",".join(error.names)},
+        )
+    if isinstance(error, NullVariablesError):
+        return InvalidArgument(
+            f"null template variables: {', '.join(error.names)}",
+            violations=[
+                FieldViolation(f"{field_prefix}{name}", "is null; the template prints it: give it a value")
+                for name in error.names
+            ],
+            reason="NULL_TEMPLATE_VARIABLES",
+            metadata={"null": ",".join(error.names)},
         )
     part = error.part or "template"
     return InvalidArgument(

@@ -141,6 +141,13 @@ async def test_unknown_user_template_and_missing_data_are_refused(clarion: Runni
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert set(violations(status)) == {"message_data.new_updates", "message_data.digest_link"}
 
+    # A null (what a client library that drops protobuf Value kinds sends) is refused as a missing value is.
+    nulls = send_request(user_id, message_data={**SEED_DATA, "new_updates": None})
+    code, status = await rpc_error(clarion.notifications.SendNotification(nulls, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert set(violations(status)) == {"message_data.new_updates"}
+    assert status_detail(status, error_details_pb2.ErrorInfo).reason == "NULL_TEMPLATE_VARIABLES"
+
     await clarion.templates.DeleteTemplate(
         templates_pb2.DeleteTemplateRequest(template_key="WEEKLY_DIGEST"), timeout=10
     )

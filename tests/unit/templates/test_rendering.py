@@ -11,6 +11,7 @@ from clarion.templates.rendering import (
     CompiledTemplateCache,
     Content,
     MissingVariablesError,
+    NullVariablesError,
     RenderError,
     RenderLimitError,
     RenderLimits,
@@ -93,14 +94,27 @@ def test_compile_content_detects_the_syntax_when_none_is_given() -> None:
 
 
 def test_braces_doubled_braces_are_literal_and_values_print_as_json_scalars() -> None:
-    data = {"a": None, "t": True, "f": False, "n": 3.0, "x": 2.5, "s": "{b}"}
-    rendered = render(Syntax.BRACES, data, body="{{a}} {a}|{t} {f} {n} {x} {s} }}")
+    data = {"t": True, "f": False, "n": 3.0, "x": 2.5, "s": "{b}"}
+    rendered = render(Syntax.BRACES, data, body="{{a}} |{t} {f} {n} {x} {s} }}")
     assert rendered.body == "{a} |true false 3 2.5 {b} }"
 
 
-def test_jinja_prints_none_and_booleans_like_braces() -> None:
-    data = {"a": None, "t": True, "n": 3.0}
-    assert render(Syntax.JINJA, data, body="{{ a }}|{{ t }}|{{ n }}|{{ 'x' ~ t }}").body == "|true|3|xtrue"
+def test_jinja_prints_none_inside_values_and_booleans_like_braces() -> None:
+    data = {"items": [None, 1], "t": True, "n": 3.0}
+    body = "{{ items[0] }}|{{ t }}|{{ n }}|{{ 'x' ~ t }}"
+    assert render(Syntax.JINJA, data, body=body).body == "|true|3|xtrue"
+
+
+@pytest.mark.parametrize(
+    ("syntax", "body"),
+    [(Syntax.BRACES, "Hi {name}, {count} {other}"), (Syntax.JINJA, "Hi {{ name }}, {{ count }} {{ other }}")],
+)
+def test_a_null_placeholder_is_refused_like_a_missing_one(syntax: Syntax, body: str) -> None:
+    # A client library that drops protobuf Value kinds sends nulls: a message with blanks must not go out.
+    with pytest.raises(NullVariablesError) as caught:
+        render(syntax, {"name": None, "count": 3, "other": None}, body=body)
+    assert caught.value.names == ["name", "other"]
+    assert str(caught.value) == "null template variables: name, other"
 
 
 def test_jinja_renders_a_typical_digest() -> None:
@@ -271,7 +285,7 @@ def test_normalize_data_makes_integral_floats_ints_everywhere() -> None:
 
 
 def test_errors_share_one_base() -> None:
-    for error in (TemplateSyntaxError, MissingVariablesError, RenderLimitError, RenderError):
+    for error in (TemplateSyntaxError, MissingVariablesError, NullVariablesError, RenderLimitError, RenderError):
         assert issubclass(error, TemplateRenderError)
 
 
