@@ -75,3 +75,5 @@ async def test_the_node_client_over_grpc_direct_grpc_through_envoy_and_rest(
             notifications_pb2.GetNotificationRequest(notification_id=record["notification_id"]), timeout=10
         )
         assert (stored.user_id, stored.template_key) == (record["user_id"], record["template_key"]), via
+        # The values arrived as sent (a Value that lost its kind would be a null, refused by the server).
+        assert "Ada" in dict(stored.message_data).values() or dict(stored.message_data)["app_name"] == "MyApp", via

@@ -48,9 +48,11 @@ function emit(record) {
   process.stdout.write(JSON.stringify(record) + "\n");
 }
 
-// A protobuf Struct, as proto-loader wants it with keepCase.
+// A protobuf Struct, as proto-loader wants it with keepCase. The well-known types come from protobufjs's own
+// definitions, whose Value fields are camelCase whatever keepCase says: `{ string_value: ... }` is dropped without a
+// word and arrives as a Value with no kind, which Clarion refuses (NULL_TEMPLATE_VARIABLES) rather than send blanks.
 function struct(values) {
-  return { fields: Object.fromEntries(Object.entries(values).map(([k, v]) => [k, { string_value: String(v) }])) };
+  return { fields: Object.fromEntries(Object.entries(values).map(([k, v]) => [k, { stringValue: String(v) }])) };
 }
 
 async function overGrpc(v1, via, address, apiKey) {
