@@ -298,11 +298,16 @@ async def run_worker(settings: Settings, kind: str, *, database_url: str, stop: 
     )
     stop = stop or asyncio.Event()
     install_stop_signals(stop)
-    # Healthy while the worker runs; a broker outage is not a reason to restart it (it reconnects by itself).
+    # Alive while the worker runs; a broker outage is not a reason to restart it (it reconnects by itself), but a
+    # worker without its broker does no work: not ready until it is connected (the sweeper needs no broker).
     health: asyncio.Task[None] | None = None
     try:
         health, _ = await start_health_server(
-            host=settings.grpc_host, port=settings.health_port, check=lambda: not stop.is_set(), stop=stop
+            host=settings.grpc_host,
+            port=settings.health_port,
+            check=lambda: not stop.is_set(),
+            stop=stop,
+            ready=(lambda: broker.connected) if kind != "sweeper" else None,
         )
         await run_workers(settings, resources, broker, [kind], database_url=database_url, stop=stop)
         await health

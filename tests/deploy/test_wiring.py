@@ -13,7 +13,7 @@ from clarion.core.config import ENV_PREFIX, Settings
 from clarion.delivery.queues import CHANNEL_QUEUES
 from clarion.gateway import kubernetes as gateway_k8s
 from clarion.gateway.config import STREAMS_SUFFIX
-from clarion.gateway.descriptors import REFLECTION_SERVICE
+from clarion.gateway.descriptors import REFLECTION_SERVICES
 from clarion.keys.scopes import SERVICE_KEY_SCOPES
 from tests.deploy.conftest import K8S
 from tests.deploy.manifests import Manifests, Obj, Workload, container_port, selects
@@ -49,7 +49,7 @@ def test_every_envoy_cluster_is_a_headless_service_on_its_port(manifests: Manife
     clusters = envoy["static_resources"]["clusters"]
 
     # One cluster per upstream for calls, one more for streams where the upstream serves reflection.
-    streams = {u.name + STREAMS_SUFFIX for u in gateway_k8s.UPSTREAMS if REFLECTION_SERVICE in u.services}
+    streams = {u.name + STREAMS_SUFFIX for u in gateway_k8s.UPSTREAMS if set(REFLECTION_SERVICES) & set(u.services)}
     assert {cluster["name"] for cluster in clusters} == {u.name for u in gateway_k8s.UPSTREAMS} | streams
     assert streams
     for cluster in clusters:

@@ -194,6 +194,11 @@ class Broker(Protocol):
         """Stop consuming without draining (cancelled handlers' messages go back to their queues) and disconnect."""
         ...
 
+    @property
+    def connected(self) -> bool:
+        """Whether the broker is reachable now (False while it reconnects)."""
+        ...
+
 
 def retry_tier_s(delay_s: float) -> float:
     """The retry tier a delay waits in: the smallest at least `delay_s`, or the largest if none is."""

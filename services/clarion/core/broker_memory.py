@@ -177,6 +177,11 @@ class InMemoryBroker:
         self.topology.check_known_queue(queue)
         return len(self._queues[queue].ready)
 
+    @property
+    def connected(self) -> bool:
+        """Between `connect` and `close`."""
+        return self._connected
+
     async def close(self) -> None:
         """Cancel consumers and handlers (their messages go back to their queues) and the retry timers."""
         consumers, self._consumers = self._consumers, []

@@ -318,6 +318,11 @@ class RabbitMQBroker:
         result = declared.declaration_result
         return int(result.message_count or 0)
 
+    @property
+    def connected(self) -> bool:
+        """Whether RabbitMQ is reachable now: False before `connect`, while aio-pika reconnects, and after close."""
+        return self._connection is not None and self._connection.connected.is_set()
+
     async def close(self) -> None:
         """Cancel the handlers without draining and disconnect: RabbitMQ requeues whatever was unacked."""
         consumers, self._consumers = self._consumers, []

@@ -1,10 +1,11 @@
 """A plain-HTTP endpoint for probes and Prometheus: the dispatcher, channel workers and the sweeper serve it on their
 health port, the gRPC services on their metrics port.
 
-Kubernetes probes it with `httpGet`: `GET /healthz` (liveness) and `GET /readyz` (readiness) answer 200 while
-`check()` is true and 503 otherwise. `GET /metrics` is the process's Prometheus registry in the text format.
-HTTP/1.1 with one request per connection, nothing more: a probe or a scrape needs no keep-alive, and owning a few
-dozen lines beats a web framework in every worker image.
+Kubernetes probes it with `httpGet`: `GET /healthz` (liveness) answers 200 while `check()` is true and 503
+otherwise; `GET /readyz` (readiness) also needs `ready()`, when given: a worker whose broker is away is alive (it
+reconnects by itself, a restart would not help) but not ready. `GET /metrics` is the process's Prometheus registry
+in the text format. HTTP/1.1 with one request per connection, nothing more: a probe or a scrape needs no keep-alive,
+and owning a few dozen lines beats a web framework in every worker image.
 """
 
 from __future__ import annotations
@@ -22,7 +23,8 @@ from clarion.core.server import PortInUseError
 
 log = get_logger(__name__)
 
-HEALTH_PATHS = frozenset({"/healthz", "/readyz"})
+LIVE_PATH, READY_PATH = "/healthz", "/readyz"
+HEALTH_PATHS = frozenset({LIVE_PATH, READY_PATH})
 METRICS_PATH = "/metrics"
 # A client that has not sent its request within this is dropped: the kubelet sends at once, and its own timeout
 # (timeoutSeconds, 1 s by default) has long passed by then.
@@ -98,7 +100,7 @@ def _healthy(check: Callable[[], bool]) -> bool:
         return False
 
 
-def _answer(method: str, path: str, check: Callable[[], bool]) -> bytes:
+def _answer(method: str, path: str, check: Callable[[], bool], ready: Callable[[], bool] | None = None) -> bytes:
     head = method == "HEAD"
     if path not in HEALTH_PATHS and path != METRICS_PATH:
         return _response(404, "not found\n", head=head)
@@ -106,7 +108,7 @@ def _answer(method: str, path: str, check: Callable[[], bool]) -> bytes:
         return _response(405, "method not allowed\n", allow="GET, HEAD")
     if path == METRICS_PATH:
         return _response(200, generate_latest(REGISTRY), head=head, content_type=CONTENT_TYPE_LATEST)
-    if _healthy(check):
+    if _healthy(check) and (path != READY_PATH or ready is None or _healthy(ready)):
         return _response(200, "ok\n", head=head)
     return _response(503, "unavailable\n", head=head)
 
@@ -118,6 +120,7 @@ async def serve_health(
     check: Callable[[], bool],
     stop: asyncio.Event,
     on_started: Callable[[int], None] | None = None,
+    ready: Callable[[], bool] | None = None,
 ) -> None:
     """Answer `GET /healthz` and `GET /readyz` on `host:port` until `stop` is set: 200 while `check()` is true,
     503 when it is false (or raises); `GET /metrics` with the Prometheus registry; 404 for any other path.
@@ -132,7 +135,7 @@ async def serve_health(
             except _BadRequest:
                 writer.write(_response(400, "bad request\n"))
             else:
-                writer.write(_answer(method, path, check))
+                writer.write(_answer(method, path, check, ready))
             await writer.drain()
         except (TimeoutError, ConnectionError):
             pass  # a client that left or never spoke gets nothing; the next probe is a new connection
@@ -162,13 +165,19 @@ async def serve_health(
 
 
 async def start_health_server(
-    *, host: str, port: int, check: Callable[[], bool], stop: asyncio.Event
+    *,
+    host: str,
+    port: int,
+    check: Callable[[], bool],
+    stop: asyncio.Event,
+    ready: Callable[[], bool] | None = None,
 ) -> tuple[asyncio.Task[None], int]:
     """`serve_health` as a task, returned with its bound port once it listens; a server that cannot start raises
     here (PortInUseError), so a process fails at start instead of running without probes or metrics."""
     listening: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
-        serve_health(host=host, port=port, check=check, stop=stop, on_started=listening.set_result), name="http"
+        serve_health(host=host, port=port, check=check, stop=stop, on_started=listening.set_result, ready=ready),
+        name="http",
     )
     first: set[asyncio.Future[Any]] = {task, listening}
     await asyncio.wait(first, return_when=asyncio.FIRST_COMPLETED)

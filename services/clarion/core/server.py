@@ -12,7 +12,7 @@ from typing import Any, TypeVar
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2, reflection_pb2_grpc
 
 from clarion.core.config import Settings
 from clarion.core.interceptors import ServerInterceptor
@@ -39,6 +39,10 @@ def service_registration(
 ) -> ServiceRegistration:
     """Pair a servicer with its generated `add_XServicer_to_server` function and its proto descriptor."""
     return ServiceRegistration(descriptor.full_name, lambda server: add(servicer, server), servicer)
+
+
+# The reflection services served: v1alpha by grpcio-reflection, v1 by the same servicer (GrpcServer).
+REFLECTION_V1 = "grpc.reflection.v1.ServerReflection"
 
 
 class PortInUseError(RuntimeError):
@@ -80,7 +84,25 @@ class GrpcServer:
         for service in self._services:
             service.add_to_server(self.server)
         names = [s.name for s in self._services]
-        reflection.enable_server_reflection([*names, health.SERVICE_NAME, reflection.SERVICE_NAME], self.server)
+        reflecting = reflection.aio.ReflectionServicer([*names, health.SERVICE_NAME, reflection.SERVICE_NAME])
+        reflection_pb2_grpc.add_ServerReflectionServicer_to_server(reflecting, self.server)  # type: ignore[no-untyped-call]
+        # grpcio-reflection serves only v1alpha, and current clients (grpcurl, Postman) ask v1 first, falling back
+        # only on UNIMPLEMENTED (through Envoy they would wait for a timeout instead). v1's messages are v1alpha's
+        # under another package, field for field, so the same servicer answers both.
+        self.server.add_generic_rpc_handlers(
+            (
+                grpc.method_handlers_generic_handler(
+                    REFLECTION_V1,
+                    {
+                        "ServerReflectionInfo": grpc.stream_stream_rpc_method_handler(
+                            reflecting.ServerReflectionInfo,
+                            request_deserializer=reflection_pb2.ServerReflectionRequest.FromString,
+                            response_serializer=reflection_pb2.ServerReflectionResponse.SerializeToString,
+                        )
+                    },
+                ),
+            )
+        )
         self.port = 0
 
     async def start(self) -> int:

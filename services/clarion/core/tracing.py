@@ -5,12 +5,14 @@ The context crosses every hop as a W3C `traceparent`: gRPC metadata between serv
 later, in another process), and message headers between the dispatcher and the channel workers. A caller's own
 `traceparent` (through Envoy too, which passes every header on as metadata) makes Clarion's spans part of its trace.
 
-Spans are exported over OTLP/gRPC when CLARION_OTLP_ENDPOINT is set; otherwise the API's no-op tracer makes every
-span free. The SDK's own OTEL_* variables (OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES...) apply as usual.
+Spans are exported over OTLP/gRPC when CLARION_OTLP_ENDPOINT or the standard OTEL_EXPORTER_OTLP_ENDPOINT is set
+(tracer_provider); otherwise the API's no-op tracer makes every span free. The SDK's own OTEL_* variables
+(OTEL_SERVICE_NAME, OTEL_TRACES_SAMPLER, OTEL_RESOURCE_ATTRIBUTES, OTEL_SDK_DISABLED...) apply as usual.
 """
 
 from __future__ import annotations
 
+import os
 from collections.abc import Awaitable, Callable, Mapping, MutableMapping
 from typing import Any, TypeVar
 
@@ -37,23 +39,56 @@ def tracer() -> trace.Tracer:
     return trace.get_tracer(TRACER_NAME)
 
 
-def configure_tracing(settings: Settings, *, service_name: str) -> bool:
-    """Export spans over OTLP to CLARION_OTLP_ENDPOINT, naming this process `service_name`; False (tracing off)
-    when the endpoint is unset. Spans are batched off the request path; the SDK flushes them at exit."""
-    if not settings.otlp_endpoint:
-        return False
+def tracer_provider(settings: Settings, *, service_name: str, environ: Mapping[str, str] | None = None) -> Any | None:
+    """The SDK's TracerProvider exporting over OTLP/gRPC, or None when tracing is off.
+
+    On when CLARION_OTLP_ENDPOINT is set, or the standard OTEL_EXPORTER_OTLP_TRACES_ENDPOINT /
+    OTEL_EXPORTER_OTLP_ENDPOINT (the exporter then reads its own OTEL_EXPORTER_OTLP_* settings: headers, TLS,
+    timeout); off when OTEL_SDK_DISABLED is true or OTEL_TRACES_EXPORTER is `none`. The process is named by
+    OTEL_SERVICE_NAME when set, else `service_name`; OTEL_RESOURCE_ATTRIBUTES, OTEL_TRACES_SAMPLER(_ARG) and
+    OTEL_BSP_* apply as the SDK reads them."""
+    env = os.environ if environ is None else environ
+    if env.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
+        return None
+    if env.get("OTEL_TRACES_EXPORTER", "otlp").strip().lower() == "none":
+        return None
+    standard = env.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or env.get("OTEL_EXPORTER_OTLP_ENDPOINT")
+    if not settings.otlp_endpoint and not standard:
+        return None
+    protocol = env.get("OTEL_EXPORTER_OTLP_TRACES_PROTOCOL") or env.get("OTEL_EXPORTER_OTLP_PROTOCOL") or "grpc"
+    if protocol != "grpc":
+        log.warning("tracing_protocol_unsupported", protocol=protocol, using="grpc")
     # Imported here: a process without an endpoint never loads the SDK and the exporter.
     from opentelemetry.exporter.otlp.proto.grpc.trace_exporter import OTLPSpanExporter
     from opentelemetry.sdk.resources import SERVICE_NAME, Resource
     from opentelemetry.sdk.trace import TracerProvider
     from opentelemetry.sdk.trace.export import BatchSpanProcessor
 
-    endpoint = settings.otlp_endpoint
-    provider = TracerProvider(resource=Resource.create({SERVICE_NAME: service_name}))
-    exporter = OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
+    # Resource.create reads OTEL_SERVICE_NAME and OTEL_RESOURCE_ATTRIBUTES; an attribute given here would win.
+    attributes = {} if env.get("OTEL_SERVICE_NAME") else {SERVICE_NAME: service_name}
+    provider = TracerProvider(resource=Resource.create(attributes))
+    if settings.otlp_endpoint:
+        endpoint = settings.otlp_endpoint
+        exporter = OTLPSpanExporter(endpoint=endpoint, insecure=endpoint.startswith("http://"))
+    else:
+        exporter = OTLPSpanExporter()  # the OTEL_EXPORTER_OTLP_* variables, as the SDK documents them
     provider.add_span_processor(BatchSpanProcessor(exporter))
+    return provider
+
+
+def configure_tracing(settings: Settings, *, service_name: str) -> bool:
+    """Export spans over OTLP (tracer_provider says when and where), naming this process `service_name` unless
+    OTEL_SERVICE_NAME does; False (tracing off) otherwise. Spans are batched off the request path; the SDK flushes
+    them at exit."""
+    provider = tracer_provider(settings, service_name=service_name)
+    if provider is None:
+        return False
     trace.set_tracer_provider(provider)
-    log.info("tracing_enabled", endpoint=endpoint, service_name=service_name)
+    log.info(
+        "tracing_enabled",
+        endpoint=settings.otlp_endpoint or "from OTEL_EXPORTER_OTLP_*",
+        service_name=provider.resource.attributes.get("service.name"),
+    )
     return True
 
 

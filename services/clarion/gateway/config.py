@@ -19,7 +19,7 @@ import jinja2
 from clarion.core.errors import ERROR_DOMAIN
 from clarion.gateway.descriptors import (
     HEALTH_SERVICE,
-    REFLECTION_SERVICE,
+    REFLECTION_SERVICES,
     gateway_descriptor_set,
     load_descriptor_set,
     service_names,
@@ -190,7 +190,7 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
                     routes.append({"match": "path", "path": prefix + method, "refuse": f"{service}/{method}"})
                 check = {"timeout": _duration(config.health_timeout_s), "streaming": False}
                 routes.append({"match": "prefix", "path": prefix, "cluster": upstream.name, **check})
-            elif service == REFLECTION_SERVICE:
+            elif service in REFLECTION_SERVICES:
                 cluster = upstream.name + STREAMS_SUFFIX
                 routes.append({"match": "prefix", "path": prefix, "cluster": cluster, **stream})
             else:
@@ -206,7 +206,7 @@ def _clusters(config: GatewayConfig) -> list[dict[str, Any]]:
         endpoint = {"host": upstream.host, "port": upstream.port, "type": kind}
         limits = {"max_pending_requests": config.max_pending_requests, "max_retries": 3}
         clusters.append({"name": upstream.name, **endpoint, **limits, "max_requests": config.max_requests})
-        if REFLECTION_SERVICE in upstream.services:
+        if any(service in upstream.services for service in REFLECTION_SERVICES):
             name = upstream.name + STREAMS_SUFFIX
             clusters.append({"name": name, **endpoint, **limits, "max_requests": config.max_streams})
     return clusters
@@ -352,7 +352,7 @@ def local_gateway_config(
     buckets per client unless `client_limits` is false (keys off: nothing tells the callers apart)."""
     # A server bound to every interface is still reached on loopback.
     upstream_host = "127.0.0.1" if grpc_host in ("0.0.0.0", "") else ("::1" if grpc_host == "::" else grpc_host)
-    upstream = Upstream("clarion", upstream_host, grpc_port, (*services, HEALTH_SERVICE, REFLECTION_SERVICE))
+    upstream = Upstream("clarion", upstream_host, grpc_port, (*services, HEALTH_SERVICE, *REFLECTION_SERVICES))
     return GatewayConfig(
         listen_host=listen_host,
         listen_port=listen_port,

@@ -17,7 +17,8 @@ from grpc_health.v1 import health_pb2
 from clarion.gateway.errors import GatewayError
 
 HEALTH_SERVICE = "grpc.health.v1.Health"
-REFLECTION_SERVICE = "grpc.reflection.v1alpha.ServerReflection"
+# Both reflection versions the servers answer (clarion.core.server), v1 first as clients ask.
+REFLECTION_SERVICES = ("grpc.reflection.v1.ServerReflection", "grpc.reflection.v1alpha.ServerReflection")
 HEALTH_PATH = "/v1/health"
 _ANNOTATIONS_FILE = "google/api/annotations.proto"
 

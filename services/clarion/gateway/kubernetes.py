@@ -18,7 +18,7 @@ from google.protobuf import descriptor_pb2
 from clarion.gateway.config import GatewayConfig, Upstream, render_envoy_config
 from clarion.gateway.descriptors import (
     HEALTH_SERVICE,
-    REFLECTION_SERVICE,
+    REFLECTION_SERVICES,
     default_descriptor_set_path,
     gateway_descriptor_set,
     load_descriptor_set,
@@ -43,7 +43,7 @@ UPSTREAMS = (
         "users",
         "users",
         GRPC_PORT,
-        (users_pb2.DESCRIPTOR.services_by_name["UserService"].full_name, HEALTH_SERVICE, REFLECTION_SERVICE),
+        (users_pb2.DESCRIPTOR.services_by_name["UserService"].full_name, HEALTH_SERVICE, *REFLECTION_SERVICES),
     ),
     Upstream(
         "templates", "templates", GRPC_PORT, (templates_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name,)

@@ -785,3 +785,18 @@ async def proxy(rabbitmq_url: str) -> AsyncIterator[Proxy]:
     await relay.start()
     yield relay
     await relay.close()
+
+
+async def test_connected_says_whether_the_broker_is_reachable(make_broker: BrokerFactory) -> None:
+    # What a worker's readiness answers: not ready before it connects, nor after it closes.
+    broker = await make_broker()
+    assert broker.connected
+    await broker.close()
+    assert not broker.connected
+
+
+async def test_a_broker_that_never_reached_rabbitmq_is_not_connected() -> None:
+    broker = RabbitMQBroker(f"amqp://guest:guest@127.0.0.1:{free_port()}/", topology=TOPOLOGY, connect_timeout_s=1)
+    with pytest.raises(BrokerUnavailable):
+        await broker.connect()
+    assert not broker.connected

@@ -27,12 +27,12 @@ class Flag:
 
 
 @contextlib.asynccontextmanager
-async def health_server(check: Callable[[], bool]) -> AsyncIterator[int]:
+async def health_server(check: Callable[[], bool], ready: Callable[[], bool] | None = None) -> AsyncIterator[int]:
     """serve_health on a kernel-chosen loopback port for the block; yields the port, stops and awaits it after."""
     stop = asyncio.Event()
     listening: asyncio.Future[int] = asyncio.get_running_loop().create_future()
     task = asyncio.create_task(
-        serve_health(host="127.0.0.1", port=0, check=check, stop=stop, on_started=listening.set_result)
+        serve_health(host="127.0.0.1", port=0, check=check, stop=stop, on_started=listening.set_result, ready=ready)
     )
     # A server that fails to start ends first: awaiting it raises its error.
     first: set[asyncio.Future[Any]] = {task, listening}
@@ -159,3 +159,17 @@ async def test_a_taken_port_is_refused_with_port_in_use() -> None:
         port = taken.getsockname()[1]
         with pytest.raises(PortInUseError, match=f"127.0.0.1:{port}"):
             await serve_health(host="127.0.0.1", port=port, check=Flag(), stop=asyncio.Event())
+
+
+async def test_readiness_also_asks_ready_while_liveness_does_not() -> None:
+    # A worker whose broker is away: alive (a restart would not help), not ready.
+    alive, connected = Flag(), Flag()
+    async with health_server(alive, ready=connected) as port:
+        connected.healthy = False
+        live = await request(port, b"GET /healthz HTTP/1.1\r\n\r\n")
+        ready = await request(port, b"GET /readyz HTTP/1.1\r\n\r\n")
+        assert (live[0], ready[0]) == (200, 503)
+        connected.healthy = True
+        assert (await request(port, b"GET /readyz HTTP/1.1\r\n\r\n"))[0] == 200
+        alive.healthy = False
+        assert (await request(port, b"GET /readyz HTTP/1.1\r\n\r\n"))[0] == 503

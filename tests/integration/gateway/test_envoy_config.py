@@ -24,7 +24,7 @@ from clarion.core.server import PortInUseError
 from clarion.gateway.config import GatewayConfig, Upstream, local_gateway_config, write_gateway_files
 from clarion.gateway.descriptors import (
     HEALTH_SERVICE,
-    REFLECTION_SERVICE,
+    REFLECTION_SERVICES,
     default_descriptor_set_path,
     load_descriptor_set,
     service_names,
@@ -69,7 +69,7 @@ def kubernetes_config(directory: Path) -> GatewayConfig:
                 "notifications",
                 "notifications.clarion.svc.cluster.local",
                 50051,
-                ("clarion.v1.NotificationService", REFLECTION_SERVICE),
+                ("clarion.v1.NotificationService", *REFLECTION_SERVICES),
             ),
         ),
         descriptor_path=directory / "etc" / "gateway.binpb",
@@ -98,7 +98,7 @@ def test_the_local_config_passes_envoy_validate(tmp_path: Path) -> None:
     assert "{%" not in rendered
     assert route_clusters(rendered) == {
         **{f"/{service}/": "clarion" for service in (*CLARION_SERVICES, HEALTH_SERVICE)},
-        f"/{REFLECTION_SERVICE}/": "clarion-streams",
+        **{f"/{service}/": "clarion-streams" for service in REFLECTION_SERVICES},
         f"/{HEALTH_SERVICE}/Watch": "refused",
         "/": "clarion",
     }
@@ -124,7 +124,7 @@ def test_a_kubernetes_config_routes_each_service_to_its_deployment_and_passes_en
         f"/{HEALTH_SERVICE}/": "users",
         "/clarion.v1.TemplateService/": "templates",
         "/clarion.v1.NotificationService/": "notifications",
-        f"/{REFLECTION_SERVICE}/": "notifications-streams",
+        **{f"/{service}/": "notifications-streams" for service in REFLECTION_SERVICES},
         "/": "users",
     }
     assert "admin:" not in rendered
@@ -157,7 +157,7 @@ def test_the_gateway_descriptor_set_is_gen_plus_a_health_binding(tmp_path: Path)
     (check,) = (m for s in health_file.service for m in s.method if m.name == "Check")
     assert check.options.Extensions[annotations_pb2.http].get == "/v1/health"
     assert service_names(gateway, http_only=True) == [*sorted(CLARION_SERVICES), HEALTH_SERVICE]
-    assert REFLECTION_SERVICE not in service_names(gateway, http_only=True)
+    assert not set(REFLECTION_SERVICES) & set(service_names(gateway, http_only=True))
     assert isinstance(gateway, descriptor_pb2.FileDescriptorSet)
 
 

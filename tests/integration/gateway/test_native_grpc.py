@@ -7,7 +7,7 @@ import json
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import grpc
 import pytest
@@ -133,5 +133,23 @@ async def test_a_reflection_stream_through_envoy_answers_each_request_while_it_s
             answer = await asyncio.wait_for(stream.read(), timeout=10)
             names = {service.name for service in answer.list_services_response.service}
             assert "clarion.v1.UserService" in names
+        await stream.done_writing()
+        assert await stream.code() == grpc.StatusCode.OK
+
+
+async def test_reflection_v1_answers_through_envoy_as_v1alpha_does(gateway: RunningGateway) -> None:
+    # Current clients (grpcurl, Postman) ask grpc.reflection.v1 first; its messages are v1alpha's field for field.
+    async with grpc.aio.insecure_channel(gateway.address) as channel:
+        stream = channel.stream_stream(
+            "/grpc.reflection.v1.ServerReflection/ServerReflectionInfo",
+            request_serializer=reflection_pb2.ServerReflectionRequest.SerializeToString,
+            response_deserializer=reflection_pb2.ServerReflectionResponse.FromString,
+        )()
+        await stream.write(reflection_pb2.ServerReflectionRequest(list_services=""))
+        answer = cast(reflection_pb2.ServerReflectionResponse, await asyncio.wait_for(stream.read(), timeout=10))
+        assert "clarion.v1.NotificationService" in {s.name for s in answer.list_services_response.service}
+        await stream.write(reflection_pb2.ServerReflectionRequest(file_containing_symbol="clarion.v1.UserService"))
+        described = cast(reflection_pb2.ServerReflectionResponse, await asyncio.wait_for(stream.read(), timeout=10))
+        assert described.file_descriptor_response.file_descriptor_proto
         await stream.done_writing()
         assert await stream.code() == grpc.StatusCode.OK
