@@ -24,6 +24,7 @@ import structlog
 
 from clarion.core.db import upgrade_database
 from clarion.core.logging import configure_logging
+from tests.helpers import LIFECYCLE_GUARD_SQL
 
 REQUIRE_SERVICES = bool(os.environ.get("CLARION_REQUIRE_SERVICES"))
 # The server the tests use; each session creates its own database on it and drops it at the end.
@@ -104,6 +105,14 @@ async def _admin(sql: str) -> None:
         await connection.close()
 
 
+async def _on(database: str, sql: str) -> None:
+    connection = await asyncpg.connect(_with_database(TEST_POSTGRES_URL, database), timeout=5)
+    try:
+        await connection.execute(sql)
+    finally:
+        await connection.close()
+
+
 @pytest.fixture(scope="session")
 def postgres_server_url() -> str:
     """The URL of the real PostgreSQL server, or a skip/fail when it is not reachable."""
@@ -122,6 +131,7 @@ def migrated_template(postgres_server_url: str) -> Iterator[str]:
     asyncio.run(_admin(f'CREATE DATABASE "{name}"'))
     try:
         upgrade_database(_with_database(postgres_server_url, name))
+        asyncio.run(_on(name, LIFECYCLE_GUARD_SQL))
         yield name
     finally:
         asyncio.run(_admin(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))

@@ -10,7 +10,7 @@ import grpc
 from google.protobuf.message import Message
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
-from clarion.delivery.lifecycle import NotificationStatus
+from clarion.delivery.lifecycle import DELIVERY_MOVES, NotificationStatus
 from clarion.notifications import models as m
 
 M = TypeVar("M", bound=Message)
@@ -52,3 +52,24 @@ def notification_row(**fields: Any) -> m.NotificationRow:
         "updated_at": now,
     }
     return m.NotificationRow(**{**defaults, **fields})
+
+
+# Every change of a delivery's status the lifecycle allows (clarion.delivery.lifecycle.DELIVERY_MOVES), enforced by
+# PostgreSQL in every migrated test database: a statement anywhere in Clarion that moves a delivery otherwise fails
+# the test that ran it. Inserts are not checked (tests insert rows in any status as fixtures); a test that has to set
+# up an impossible history says so with `SET LOCAL clarion.unguarded = 'on'`.
+_LEGAL_PAIRS = sorted({(m.before.value, m.after.value) for m in DELIVERY_MOVES if m.before is not None})
+LIFECYCLE_GUARD_SQL = f"""
+CREATE FUNCTION clarion_test_guard_delivery_move() RETURNS trigger LANGUAGE plpgsql AS $$
+BEGIN
+    IF coalesce(current_setting('clarion.unguarded', true), '') = 'on' THEN
+        RETURN NEW;
+    END IF;
+    IF (OLD.status, NEW.status) NOT IN ({", ".join(f"('{a}', '{b}')" for a, b in _LEGAL_PAIRS)}) THEN
+        RAISE EXCEPTION 'illegal delivery move % -> % (lifecycle.DELIVERY_MOVES)', OLD.status, NEW.status;
+    END IF;
+    RETURN NEW;
+END $$;
+CREATE TRIGGER clarion_test_guard_delivery_move BEFORE UPDATE OF status ON deliveries
+    FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION clarion_test_guard_delivery_move();
+"""
