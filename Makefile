@@ -78,8 +78,10 @@ SOAK_ARGS ?=
 soak: $(STAMP)  ## 30 minutes at half the sustained rate with a worker SIGKILLed every minute and a database outage
 	$(BIN)/python -m bench.soak $(SOAK_ARGS)
 
+# `make up UP_ARGS="--http-port 8090 --port 50052 --metrics-port 0"` when the default ports are taken.
+UP_ARGS ?=
 up: $(STAMP)  ## run the whole system locally
-	$(BIN)/clarion up
+	$(BIN)/clarion up $(UP_ARGS)
 
 clean:  ## remove the virtualenv, caches and local state
 	rm -rf $(VENV) build third_party .mypy_cache .ruff_cache .pytest_cache .clarion $(NODE_CLIENT)/node_modules

@@ -222,6 +222,7 @@ async def serve(
     database_url: str,
     workers: Sequence[str] = (),
     on_started: Callable[[int], None] | None = None,
+    on_metrics: Callable[[int], None] | None = None,
     stop: asyncio.Event | None = None,
 ) -> None:
     """Serve the named services on one port (and, in local mode, the background workers) until SIGTERM/SIGINT or
@@ -255,10 +256,12 @@ async def serve(
         wire_in_process(settings, resources.clients, registrations)
         server = GrpcServer(settings, list(registrations.values()), auth=server_auth(resources.authenticator))
         port = await server.start()
-        metrics, _ = await start_health_server(
+        metrics, metrics_port = await start_health_server(
             host=settings.grpc_host, port=settings.metrics_port, check=lambda: not stop.is_set(), stop=stop
         )
         background.append(metrics)
+        if on_metrics is not None:
+            on_metrics(metrics_port)
         if workers:
             background.append(
                 asyncio.create_task(

@@ -98,6 +98,11 @@ def cmd_up(settings: Settings) -> None:
 
     database = "CLARION_DATABASE_URL" if settings.database_url else f"embedded PostgreSQL in {settings.data_dir}"
     key_line = "  API keys  off (CLARION_AUTH_REQUIRED=false)\n"
+    metrics_port = settings.metrics_port
+
+    def metrics_started(port: int) -> None:
+        nonlocal metrics_port
+        metrics_port = port  # the one bound, when the setting is 0
 
     def started(port: int) -> None:
         address = f"{settings.grpc_host}:{port}"
@@ -107,7 +112,7 @@ def cmd_up(settings: Settings) -> None:
             f"  REST      http://{edge}   try: curl http://{edge}/v1/health\n"
             f"  gRPC      {address}   try: grpcurl -plaintext {address} list   (also on {edge}, through Envoy)\n"
             f"  database  {database}\n"
-            f"  metrics   http://{settings.grpc_host}:{settings.metrics_port}/metrics\n"
+            f"  metrics   http://{settings.grpc_host}:{metrics_port}/metrics\n"
             f"{key_line}"
             "Press Ctrl-C to stop.\n"
         )
@@ -136,6 +141,7 @@ def cmd_up(settings: Settings) -> None:
                 database_url=database_url,
                 workers=app.WORKER_KINDS,
                 on_started=on_started,
+                on_metrics=metrics_started,
                 stop=stop,
             ),
             on_ready=started,
@@ -301,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--port", type=int, help="gRPC port (default: CLARION_GRPC_PORT or 50051)")
     up.add_argument("--data-dir", type=Path, help="local state (default: CLARION_DATA_DIR or .clarion)")
     up.add_argument("--http-port", type=int, help="REST and gRPC through Envoy (default: CLARION_HTTP_PORT or 8080)")
+    up.add_argument(
+        "--metrics-port", type=int, help="Prometheus /metrics (default: CLARION_METRICS_PORT or 9464; 0: a free one)"
+    )
     serve = commands.add_parser("serve", help="serve one gRPC service (needs CLARION_DATABASE_URL)")
     serve.add_argument("service", choices=[*app.SERVICES, "all"])
     worker = commands.add_parser("worker", help="run a background worker (needs CLARION_DATABASE_URL)")
@@ -377,6 +386,8 @@ def main(argv: list[str] | None = None) -> int:
         overrides["data_dir"] = args.data_dir
     if getattr(args, "http_port", None) is not None:
         overrides["http_port"] = args.http_port
+    if getattr(args, "metrics_port", None) is not None:
+        overrides["metrics_port"] = args.metrics_port
     try:
         settings = load_settings(**overrides)
     except SettingsError as exc:

@@ -83,12 +83,19 @@ def test_the_gateway_runs_the_envoy_release_the_config_is_validated_with(render:
     assert container["image"].startswith(f"envoyproxy/envoy:distroless-v{wheel_major}.{wheel_minor}.")
 
 
-def test_the_rendered_config_has_no_admin_interface_and_listens_on_the_gateway_port() -> None:
+def test_the_admin_interface_is_on_loopback_and_only_its_metrics_are_served_outside() -> None:
     config = yaml.safe_load((COMMITTED / gateway_k8s.CONFIG_FILE).read_text())
-    (listener,) = config["static_resources"]["listeners"]
+    edge, metrics = config["static_resources"]["listeners"]
 
-    assert "admin" not in config
-    assert listener["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": gateway_k8s.LISTEN_PORT}
+    assert config["admin"]["address"]["socket_address"] == {"address": "127.0.0.1", "port_value": 9901}
+    assert edge["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": gateway_k8s.LISTEN_PORT}
+    assert metrics["address"]["socket_address"] == {"address": "0.0.0.0", "port_value": gateway_k8s.METRICS_PORT}
+    manager = metrics["filter_chains"][0]["filters"][0]["typed_config"]
+    (host,) = manager["route_config"]["virtual_hosts"]
+    to_admin, everything_else = host["routes"]
+    assert to_admin["match"]["path"] == "/metrics"
+    assert to_admin["route"] == {"cluster": "envoy_admin", "prefix_rewrite": "/stats/prometheus", "timeout": "5s"}
+    assert everything_else["direct_response"]["status"] == 404, "no other admin path is reachable"
 
 
 def test_the_renderer_writes_what_is_stale_and_check_reports_it(

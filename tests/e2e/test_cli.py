@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import signal
 import subprocess
 import time
@@ -63,6 +64,10 @@ def test_up_serves_every_service_with_health_and_reflection_and_stops_on_sigterm
     assert process.returncode == 0, output
     assert "Clarion is up" in output
     assert "grpc_server_stopped" in output
+    # CLARION_METRICS_PORT=0 (the fixture's): the line shows the port it took, not 0.
+    metrics = re.search(r"metrics +http://127\.0\.0\.1:(\d+)/metrics", output)
+    assert metrics is not None, output
+    assert int(metrics.group(1)) > 0
 
 
 def test_migrate_applies_migrations_to_a_real_database(

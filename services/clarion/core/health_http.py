@@ -150,7 +150,9 @@ async def serve_health(
         if exc.errno != errno.EADDRINUSE:
             raise
         raise PortInUseError(
-            f"cannot listen on {host}:{port} for health checks and metrics: is another server using it?"
+            f"cannot listen on {host}:{port} for health checks and metrics: is another server using it? Choose "
+            "another with CLARION_METRICS_PORT (CLARION_HEALTH_PORT for a worker), or `clarion up --metrics-port`; "
+            "0 takes a free one"
         ) from exc
     bound_port: int = server.sockets[0].getsockname()[1]
     log.info("health_server_started", address=f"{host}:{bound_port}", paths=sorted([*HEALTH_PATHS, METRICS_PATH]))

@@ -117,6 +117,9 @@ class GatewayConfig:
     # None: no admin interface at all. Port 0 lets the kernel choose (Envoy writes it to --admin-address-path).
     admin_host: str | None = "127.0.0.1"
     admin_port: int = 0
+    # A listener on listen_host serving only GET /metrics (the admin interface's /stats/prometheus) for Prometheus;
+    # None: none. Needs the admin interface on a fixed port.
+    metrics_port: int | None = None
     # Browser origins allowed to call the API; "*" is any origin (local mode's default), none is no browser page.
     cors_origins: tuple[str, ...] = ("*",)
     request_timeout_s: float = 10.0
@@ -286,8 +289,12 @@ def render_envoy_config(config: GatewayConfig, transcoded_services: Sequence[str
     if config.client_limits is not None and config.rate_limit is None:
         raise GatewayError("client limits live in the flood guard's filter: set rate_limit too, or neither")
     admin = {"host": config.admin_host, "port": config.admin_port} if config.admin_host else None
+    if config.metrics_port is not None and (admin is None or not config.admin_port):
+        raise GatewayError("the metrics listener reads the admin interface: give it a host and a fixed port")
+    metrics = {"host": config.listen_host, "port": config.metrics_port} if config.metrics_port is not None else None
     return _template().render(
         admin=admin,
+        metrics=metrics,
         listen={"host": config.listen_host, "port": config.listen_port},
         max_connections=config.max_connections,
         request_headers_timeout=_duration(config.request_headers_timeout_s),

@@ -31,6 +31,10 @@ DESCRIPTOR_FILE = "gateway.binpb"
 # Where deploy/k8s/base/gateway.yaml mounts the ConfigMap in the Envoy container.
 MOUNT_DIR = PurePosixPath("/etc/envoy")
 LISTEN_PORT = 8080
+# Envoy's admin interface (loopback only) and the listener that serves its metrics as GET /metrics: the same port as
+# the gRPC services' metrics, so the PodMonitor's `metrics` endpoint covers the gateway too.
+ADMIN_PORT = 9901
+METRICS_PORT = 9464
 GRPC_PORT = 50051
 DEFAULT_OUT_DIR = Path("deploy/k8s/base/gateway")
 
@@ -63,14 +67,18 @@ _HEADER = (
 
 
 def kubernetes_gateway_config(*, cors_origins: Sequence[str] = (), trusted_proxy_hops: int = 0) -> GatewayConfig:
-    """The edge as it runs in the cluster: every interface, no admin interface, one upstream per Deployment."""
+    """The edge as it runs in the cluster: every interface, the admin interface on loopback only (its metrics served
+    on METRICS_PORT for Prometheus, nothing else of it), one upstream per Deployment."""
     return GatewayConfig(
         listen_host="0.0.0.0",
         listen_port=LISTEN_PORT,
         upstreams=UPSTREAMS,
         descriptor_path=Path(MOUNT_DIR / DESCRIPTOR_FILE),
-        # The admin interface can stop Envoy and dump its config; in a pod nothing needs it (probes use the listener).
-        admin_host=None,
+        # The admin interface can stop Envoy and dump its config: loopback only, reached by nothing but the metrics
+        # listener's one route.
+        admin_host="127.0.0.1",
+        admin_port=ADMIN_PORT,
+        metrics_port=METRICS_PORT,
         cors_origins=tuple(cors_origins),
         trusted_proxy_hops=trusted_proxy_hops,
     )

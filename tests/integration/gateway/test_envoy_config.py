@@ -21,7 +21,13 @@ from google.api import annotations_pb2
 from google.protobuf import descriptor_pb2
 
 from clarion.core.server import PortInUseError
-from clarion.gateway.config import GatewayConfig, Upstream, local_gateway_config, write_gateway_files
+from clarion.gateway.config import (
+    GatewayConfig,
+    Upstream,
+    local_gateway_config,
+    render_envoy_config,
+    write_gateway_files,
+)
 from clarion.gateway.descriptors import (
     HEALTH_SERVICE,
     REFLECTION_SERVICES,
@@ -244,3 +250,32 @@ async def test_envoy_refuses_a_taken_port_instead_of_sharing_it(tmp_path: Path) 
         with pytest.raises(GatewayError, match="exited with code 1 before it was ready"):
             async with run_envoy(write(config, tmp_path), run_dir=tmp_path):
                 pass
+
+
+def http_request(port: int, method: str, path: str) -> tuple[int, str]:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=10)
+    try:
+        connection.request(method, path)
+        response = connection.getresponse()
+        return response.status, response.read().decode()
+    finally:
+        connection.close()
+
+
+async def test_the_metrics_listener_serves_envoys_metrics_and_nothing_else_of_the_admin(tmp_path: Path) -> None:
+    # As in Kubernetes: the admin interface on loopback and a fixed port, its metrics on a listener of their own.
+    config = local_config(tmp_path, grpc_port=free_port(), admin_port=free_port(), metrics_port=free_port())
+    assert config.metrics_port is not None
+    metrics_port = config.metrics_port
+    async with run_envoy(write(config, tmp_path), run_dir=tmp_path):
+        status, body = await asyncio.to_thread(http_request, metrics_port, "GET", "/metrics")
+        assert status == 200
+        assert "envoy_server_live" in body
+        for method, path in (("GET", "/stats"), ("POST", "/quitquitquit"), ("POST", "/metrics"), ("GET", "/")):
+            assert (await asyncio.to_thread(http_request, metrics_port, method, path))[0] == 404, (method, path)
+        assert (await asyncio.to_thread(http_request, metrics_port, "GET", "/metrics"))[0] == 200, "still running"
+
+
+def test_a_metrics_listener_needs_the_admin_interface_on_a_fixed_port(tmp_path: Path) -> None:
+    with pytest.raises(GatewayError, match="admin interface"):
+        render_envoy_config(local_config(tmp_path, grpc_port=50051, metrics_port=9464), ["clarion.v1.UserService"])
