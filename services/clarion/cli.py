@@ -436,7 +436,9 @@ def main(argv: list[str] | None = None) -> int:
 
 def _root_cause(error: BaseException) -> str:
     """The innermost cause of a chain of errors, as `Type: message`."""
-    while (inner := error.__cause__ or error.__context__) is not None and inner is not error:
+    seen = {id(error)}
+    while (inner := error.__cause__ or error.__context__) is not None and id(inner) not in seen:
+        seen.add(id(inner))
         error = inner
     return f"{type(error).__name__}: {error}" if str(error) else type(error).__name__
 

@@ -200,7 +200,7 @@ class DeliveryWorker:
         else:
             if self._provider is None:
                 raise RuntimeError(f"the {self.channel} worker has no provider")
-            sent = await CHANNELS[claimed.channel].send(self._provider, claimed, self)
+            sent = await self._channel.send(self._provider, claimed, self)
             await self._settle(
                 claimed,
                 received,

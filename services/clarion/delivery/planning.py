@@ -11,13 +11,14 @@ defer it again. The content and the recipients stay as planned: what was accepte
 from __future__ import annotations
 
 import uuid
-from dataclasses import dataclass
+from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
+from clarion.core.metrics import DELIVERIES_SKIPPED
 from clarion.delivery.channels import CHANNELS, Channel, Skip
 from clarion.delivery.lifecycle import DeliveryStatus, NotificationStatus, derive_notification_status
-from clarion.delivery.store import NewDelivery
+from clarion.delivery.store import Deferred, NewDelivery, Rechecked
 from clarion.delivery.store.relay import QUIET_HOURS, SCHEDULED
 from clarion.notifications.schedule import quiet_hours_end
 from clarion.v1 import notifications_pb2, templates_pb2, users_pb2
@@ -86,27 +87,29 @@ def plan(
     ]
 
 
-@dataclass(frozen=True, slots=True)
-class Recheck:
-    """What becomes of a deferred delivery that fell due: published now (status QUEUED, reason ""), deferred again
-    (QUEUED, QUIET_HOURS, a later due time) or SKIPPED with a reason."""
+def recheck(deferred: Deferred, user: users_pb2.User | None, *, now: datetime) -> Rechecked:
+    """What a deferred delivery that fell due at `now` becomes, for `user` as they are now (None: deleted): published
+    now (QUEUED, no reason), held again (QUEUED, QUIET_HOURS, a later due time) or SKIPPED with a reason."""
 
-    status: DeliveryStatus
-    reason: str
-    due_at: datetime
+    def becomes(status: DeliveryStatus, reason: str, due_at: datetime) -> Rechecked:
+        return Rechecked(deferred, status, reason, due_at)
 
-
-def recheck(channel: str, user: users_pb2.User | None, *, priority: int, now: datetime) -> Recheck:
-    """A deferred delivery of `channel` that fell due at `now`, for `user` as they are now (None: deleted)."""
     if user is None:
-        return Recheck(DeliveryStatus.SKIPPED, "user_not_found", now)
-    refused = CHANNELS[channel].refuses(user)
+        return becomes(DeliveryStatus.SKIPPED, "user_not_found", now)
+    refused = CHANNELS[deferred.channel].refuses(user)
     if refused is not None:
-        return Recheck(DeliveryStatus.SKIPPED, refused.reason, now)
-    quiet_end = _quiet_until(user, now, critical=priority == notifications_pb2.PRIORITY_CRITICAL)
+        return becomes(DeliveryStatus.SKIPPED, refused.reason, now)
+    quiet_end = _quiet_until(user, now, critical=deferred.priority == notifications_pb2.PRIORITY_CRITICAL)
     if quiet_end is not None:
-        return Recheck(DeliveryStatus.QUEUED, QUIET_HOURS, quiet_end)
-    return Recheck(DeliveryStatus.QUEUED, "", now)
+        return becomes(DeliveryStatus.QUEUED, QUIET_HOURS, quiet_end)
+    return becomes(DeliveryStatus.QUEUED, "", now)
+
+
+def count_skipped(deliveries: Iterable[NewDelivery]) -> None:
+    """Count the deliveries planned as skipped, by channel and reason (a closed set: never user data)."""
+    for delivery in deliveries:
+        if delivery.status == DeliveryStatus.SKIPPED:
+            DELIVERIES_SKIPPED.labels(channel=delivery.channel, reason=delivery.status_reason).inc()
 
 
 def accepted_status(deliveries: list[NewDelivery], *, scheduled: bool) -> NotificationStatus:

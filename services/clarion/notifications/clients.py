@@ -136,6 +136,8 @@ _CLIENT_ERRORS: dict[grpc.StatusCode, type[ClarionError]] = {
     grpc.StatusCode.FAILED_PRECONDITION: FailedPrecondition,
 }
 _CODES = {code.value[0]: code for code in grpc.StatusCode}
+# The same mistakes raised by a servicer of this process.
+_ANSWERS = tuple(_CLIENT_ERRORS.values())
 
 
 def _client_error(
@@ -297,7 +299,7 @@ class ServiceClients:
                     return await call()
             except TimeoutError:
                 raise DependencyFailed(service, grpc.StatusCode.DEADLINE_EXCEEDED, "did not answer in time") from None
-            except (InvalidArgument, NotFound, FailedPrecondition):
+            except _ANSWERS:
                 raise  # an answer: the request was wrong (its fields are renamed by _call)
             except ClarionError as exc:
                 raise DependencyFailed(service, exc.code, exc.message) from None

@@ -126,19 +126,16 @@ class Dispatcher:
         now = self._clock()
         async with self._fast.connection() as connection:
             due = await store.deferred_due(connection, now, self._batch_size)
-            if not due:
-                return 0
-            try:
-                users = await self._clients.get_users([d.user_id for d in due])
-            except Unavailable as exc:
-                log.warning("recheck_deferred", deliveries=len(due), why=exc.message)
-                return 0
-            rechecked = []
-            for deferred in due:
-                after = planning.recheck(
-                    deferred.channel, users.get(deferred.user_id), priority=deferred.priority, now=now
-                )
-                rechecked.append(store.Rechecked(deferred, after.status, after.reason, after.due_at))
+        if not due:
+            return 0
+        # No database connection held while UserService answers; record_rechecks changes only rows still as read.
+        try:
+            users = await self._clients.get_users([d.user_id for d in due])
+        except Unavailable as exc:
+            log.warning("recheck_deferred", deliveries=len(due), why=exc.message)
+            return 0
+        rechecked = [planning.recheck(deferred, users.get(deferred.user_id), now=now) for deferred in due]
+        async with self._fast.connection() as connection:
             await store.record_rechecks(connection, rechecked, now)
         for r in rechecked:
             if r.status == DeliveryStatus.SKIPPED:
@@ -171,10 +168,7 @@ class Dispatcher:
             )
         for notification, plan in planned:
             log.info("notification_dispatched", notification_id=str(notification.id), reason=plan.reason or None)
-        # Counted once committed. The reasons are a closed set (clarion.delivery.planning), never user data.
-        for delivery in deliveries:
-            if delivery.status == DeliveryStatus.SKIPPED:
-                DELIVERIES_SKIPPED.labels(channel=delivery.channel, reason=delivery.status_reason).inc()
+        planning.count_skipped(deliveries)  # once committed
         return len(planned)
 
     async def _plan_batch(self, due: list[store.DueNotification], now: datetime) -> list[_Plan | None]:

@@ -24,7 +24,7 @@ from clarion.core.errors import (
     to_status,
 )
 from clarion.core.logging import get_logger
-from clarion.core.metrics import DELIVERIES_SKIPPED, NOTIFICATIONS_ACCEPTED, NOTIFICATIONS_REPLAYED
+from clarion.core.metrics import NOTIFICATIONS_ACCEPTED, NOTIFICATIONS_REPLAYED
 from clarion.core.pagination import decode_keyset, encode_page_token, page_size, position_time, position_uuid
 from clarion.core.server import ServiceRegistration, service_registration
 from clarion.core.tracing import current_traceparent
@@ -37,7 +37,7 @@ from clarion.core.validation import (
 )
 from clarion.delivery import planning, store
 from clarion.delivery.channels import CHANNELS as REGISTRY
-from clarion.delivery.lifecycle import DeliveryStatus, NotificationStatus
+from clarion.delivery.lifecycle import NotificationStatus
 from clarion.keys.auth import caller_project
 from clarion.notifications.clients import ServiceClients, render_request
 from clarion.notifications.convert import (
@@ -112,10 +112,19 @@ def _idempotency_key(request: notifications_pb2.SendNotificationRequest, context
     key = request.request_id or header
     if request.request_id and header and request.request_id != header:
         raise InvalidArgument.for_field("request_id", "differs from the x-idempotency-key header; send one of them")
+    return _checked_key(key, "request_id" if request.request_id else IDEMPOTENCY_HEADER)
+
+
+def _checked_key(key: str, field: str) -> str:
+    """An idempotency key ("" for none), or INVALID_ARGUMENT naming `field`."""
     if key and (len(key) > 255 or not key.isprintable()):
-        field = "request_id" if request.request_id else "x-idempotency-key"
         raise InvalidArgument.for_field(field, "must be 1 to 255 printable characters")
     return key
+
+
+def _key_race() -> Aborted:
+    """A key that expired between the INSERT that found it taken and the look at who holds it."""
+    return Aborted("the idempotency key changed hands; retry", reason="IDEMPOTENCY_KEY_RACE")
 
 
 def _fingerprint(
@@ -193,14 +202,6 @@ def _check(request: notifications_pb2.SendNotificationRequest, key: str, now: da
     return _Checked(request, key, channels, priority, due, normalize_data(raw_data), fingerprint)
 
 
-def _item_key(request: notifications_pb2.SendNotificationRequest) -> str:
-    """A batch item's idempotency key: its request_id (no header applies to one item)."""
-    key = request.request_id
-    if key and (len(key) > 255 or not key.isprintable()):
-        raise InvalidArgument.for_field("request_id", "must be 1 to 255 printable characters")
-    return key
-
-
 def _accepted(
     checked: _Checked,
     user: users_pb2.User,
@@ -254,9 +255,7 @@ def _written(accepted: store.Accepted, now: datetime) -> notifications_pb2.SendN
     row = accepted.notification
     written = [_record(d, now) for d in sorted(accepted.deliveries, key=_by_channel)]
     NOTIFICATIONS_ACCEPTED.labels(priority=PRIORITY_NAMES[row.priority]).inc()
-    for delivery in accepted.deliveries:
-        if delivery.status == DeliveryStatus.SKIPPED:  # the reasons are a closed set, never user data
-            DELIVERIES_SKIPPED.labels(channel=delivery.channel, reason=delivery.status_reason).inc()
+    planning.count_skipped(accepted.deliveries)
     log.info("notification_accepted", notification_id=str(row.id), status=row.status, template_key=row.template_key)
     return notifications_pb2.SendNotificationResponse(
         notification=notification_to_proto(store.NotificationView(row, written))
@@ -313,7 +312,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         if not inserted:
             # Another request holds the key: it answers for both.
             if winner is None:  # it expired in between: vanishingly rare, and safe to ask again
-                raise Aborted("the idempotency key changed hands; retry", reason="IDEMPOTENCY_KEY_RACE")
+                raise _key_race()
             return await self._replay(key, winner, checked.fingerprint, project)
         return _written(accepted, now)
 
@@ -338,7 +337,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         first_with_key: dict[str, int] = {}
         for index, item in enumerate(request.requests):
             try:
-                checked[index] = _check(item, _item_key(item), now)
+                checked[index] = _check(item, _checked_key(item.request_id, "request_id"), now)
             except ClarionError as exc:
                 outcomes[index] = exc
                 continue
@@ -383,7 +382,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             if isinstance(outcome, notifications_pb2.SendNotificationResponse):
                 results.append(notifications_pb2.SendNotificationResult(response=outcome))
             else:
-                error = outcome if outcome is not None else Aborted("the idempotency key changed hands; retry")
+                error = outcome if outcome is not None else _key_race()
                 results.append(notifications_pb2.SendNotificationResult(error=to_status(error, request_id=request_id)))
         return notifications_pb2.BatchSendNotificationsResponse(results=results)
 
@@ -398,29 +397,30 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         """The checked requests' users and renders, in one call each; the ones that can be recorded, by index (the
         others' errors go to `outcomes`)."""
         users = await self._clients.get_users([c.request.user_id for c in checked.values()])
-        wanted = [index for index, c in checked.items() if c.request.user_id in users]
+        wanted: list[tuple[int, _Checked, users_pb2.User]] = []
         for index, c in checked.items():
-            if c.request.user_id not in users:
+            if (user := users.get(c.request.user_id)) is None:
                 outcomes[index] = user_not_found(c.request.user_id)
+            else:
+                wanted.append((index, c, user))
         renders = await self._clients.render_many(
             [
                 render_request(
-                    template_key=checked[index].request.template_key,
-                    version=checked[index].request.template_version,
-                    locale=checked[index].request.locale or users[checked[index].request.user_id].preferred_language,
-                    data=checked[index].data,
+                    template_key=c.request.template_key,
+                    version=c.request.template_version,
+                    locale=c.request.locale or user.preferred_language,
+                    data=c.data,
                 )
-                for index in wanted
+                for _, c, user in wanted
             ],
             field_prefix={"data": "message_data"},
         )
         accepted: dict[int, store.Accepted] = {}
-        for index, rendered in zip(wanted, renders, strict=True):
+        for (index, c, user), rendered in zip(wanted, renders, strict=True):
             try:
                 if isinstance(rendered, ClarionError):
                     raise rendered
-                c = checked[index]
-                accepted[index] = _accepted(c, users[c.request.user_id], rendered, now=now, project=project)
+                accepted[index] = _accepted(c, user, rendered, now=now, project=project)
             except ClarionError as exc:
                 outcomes[index] = exc
         return accepted

@@ -13,7 +13,7 @@ from datetime import datetime
 import asyncpg
 
 from clarion.delivery.store.reads import NotificationRecord
-from clarion.delivery.store.relay import DISPATCH_CHANNEL, NewDelivery
+from clarion.delivery.store.relay import DISPATCH_CHANNEL, NewDelivery, delivery_columns
 
 
 @dataclass(frozen=True, slots=True)
@@ -23,10 +23,6 @@ class KeyHolder:
     fingerprint: str
     notification_id: uuid.UUID
 
-
-_FIND_KEY = """
-SELECT fingerprint, notification_id FROM idempotency_keys WHERE project_id = $1 AND key = $2 AND expires_at > now()
-"""
 
 # Each key first, then each notification and its deliveries only if its key is ours (or it has none), in one
 # statement for a batch: a key held by another live request (even one committing right now: the INSERT waits for it)
@@ -86,8 +82,7 @@ class Accepted:
 
 async def find_key(connection: asyncpg.Connection, project_id: str, key: str) -> KeyHolder | None:
     """The live (unexpired) holder of a project's idempotency key."""
-    row = await connection.fetchrow(_FIND_KEY, project_id, key)
-    return KeyHolder(row["fingerprint"], row["notification_id"]) if row is not None else None
+    return (await find_keys(connection, project_id, [key])).get(key)
 
 
 async def insert_notifications(
@@ -122,13 +117,7 @@ async def insert_notifications(
         project_id,
         now,
         key_expires_at,
-        [d.id for d in deliveries],
-        [d.notification_id for d in deliveries],
-        [d.channel for d in deliveries],
-        [d.status for d in deliveries],
-        [d.status_reason for d in deliveries],
-        [json.dumps(d.payload, separators=(",", ":")) for d in deliveries],
-        [d.due_at for d in deliveries],
+        *delivery_columns(deliveries),
         DISPATCH_CHANNEL,
     )
     return {row["id"] for row in rows}

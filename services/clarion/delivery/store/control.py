@@ -54,8 +54,10 @@ async def cancel(connection: asyncpg.Connection, notification_id: uuid.UUID, *, 
         return False
 
 
+# The failed deliveries the filter chooses. What they are chosen by never changes (their channel, and their
+# notification's project and user) but their status and its time: _REPLAY checks that again under the locks.
 _REPLAYABLE = f"""
-SELECT DISTINCT d.notification_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id
+SELECT d.id, d.notification_id FROM deliveries d JOIN notifications n ON n.id = d.notification_id
 WHERE d.status = {sql(DeliveryStatus.FAILED)} AND n.project_id = $1
     AND (cardinality($2::uuid[]) = 0 OR d.id = ANY($2::uuid[]))
     AND ($3::varchar = '' OR d.channel = $3)
@@ -64,21 +66,13 @@ WHERE d.status = {sql(DeliveryStatus.FAILED)} AND n.project_id = $1
 LIMIT $6
 """  # noqa: S608 - the statuses come from the lifecycle's enums, never from input
 
-# The same filter again, now under the notifications' locks: a delivery replayed or changed in between is left.
+# Under the notifications' locks: a delivery replayed (or otherwise moved on) in between is left.
 _REPLAY = f"""
-UPDATE deliveries d
-SET status = {sql(DeliveryStatus.QUEUED)}, status_reason = $7, attempt_count = 0, published_at = NULL,
-    lease_until = NULL, due_at = $8, updated_at = $8
-WHERE d.id IN (
-    SELECT d2.id FROM deliveries d2 JOIN notifications n ON n.id = d2.notification_id
-    WHERE d2.notification_id = ANY($1::uuid[]) AND d2.status = {sql(DeliveryStatus.FAILED)} AND n.project_id = $2
-        AND (cardinality($3::uuid[]) = 0 OR d2.id = ANY($3::uuid[]))
-        AND ($4::varchar = '' OR d2.channel = $4)
-        AND ($5::varchar = '' OR n.user_id = $5)
-        AND ($6::timestamptz IS NULL OR d2.updated_at >= $6)
-    LIMIT $9
-)
-RETURNING d.id, d.notification_id
+UPDATE deliveries
+SET status = {sql(DeliveryStatus.QUEUED)}, status_reason = $2, attempt_count = 0, published_at = NULL,
+    lease_until = NULL, due_at = $3, updated_at = $3
+WHERE id = ANY($1::uuid[]) AND status = {sql(DeliveryStatus.FAILED)}
+RETURNING id, notification_id
 """  # noqa: S608 - the statuses come from the lifecycle's enums, never from input
 
 
@@ -96,13 +90,12 @@ async def replay(
     filter, and wake the dispatchers, whose relay publishes them. Returns their ids (another project's are not
     among them, as if they did not exist)."""
     now = utcnow()
-    filters = (list(ids), channel, user_id, failed_after)
     async with connection.transaction():
-        notifications = [row[0] for row in await connection.fetch(_REPLAYABLE, project, *filters, limit)]
-        if not notifications:
+        chosen = await connection.fetch(_REPLAYABLE, project, list(ids), channel, user_id, failed_after, limit)
+        if not chosen:
             return []
-        await connection.execute(LOCK_NOTIFICATIONS, sorted(notifications))
-        replayed = await connection.fetch(_REPLAY, notifications, project, *filters, REPLAYED, now, limit)
+        await connection.execute(LOCK_NOTIFICATIONS, sorted({row["notification_id"] for row in chosen}))
+        replayed = await connection.fetch(_REPLAY, [row["id"] for row in chosen], REPLAYED, now)
         if replayed:
             await refresh_statuses(connection, {row["notification_id"] for row in replayed}, now)
             await connection.execute("SELECT pg_notify($1, '')", DISPATCH_CHANNEL)

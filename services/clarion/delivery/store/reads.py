@@ -120,7 +120,6 @@ async def snapshot(connection: asyncpg.Connection) -> AsyncIterator[asyncpg.Conn
         yield connection
 
 
-_NOTIFICATION = f"SELECT {_columns(NotificationRecord)} FROM notifications WHERE id = $1"  # noqa: S608 - column names from the record
 _DELIVERIES = f"""
 SELECT {_columns(DeliveryRecord)} FROM deliveries WHERE notification_id = ANY($1::uuid[])
 ORDER BY notification_id, channel
@@ -131,29 +130,26 @@ ORDER BY delivery_id, started_at
 """  # noqa: S608 - column names from the record
 
 
+_NOTIFICATIONS = f"SELECT {_columns(NotificationRecord)} FROM notifications WHERE id = ANY($1::uuid[])"  # noqa: S608 - column names from the record
+
+
+async def get_views(
+    connection: asyncpg.Connection, notification_ids: list[uuid.UUID], *, project: str | None
+) -> dict[uuid.UUID, NotificationView]:
+    """`project`'s (None: any project's) notifications among `notification_ids` with their deliveries and attempts,
+    by id; one that is missing, or another project's, is left out."""
+    async with snapshot(connection):
+        rows = await connection.fetch(_NOTIFICATIONS, notification_ids)
+        records = [NotificationRecord.from_row(row) for row in rows if project is None or row["project_id"] == project]
+        return {view.notification.id: view for view in await _views(connection, records)}
+
+
 async def get_view(
     connection: asyncpg.Connection, notification_id: uuid.UUID, *, project: str | None
 ) -> NotificationView | None:
     """A notification of `project` (None: of any) with its deliveries and attempts; None when there is none, or it
     is another project's."""
-    async with snapshot(connection):
-        row = await connection.fetchrow(_NOTIFICATION, notification_id)
-        if row is None or (project is not None and row["project_id"] != project):
-            return None
-        return (await _views(connection, [NotificationRecord.from_row(row)]))[0]
-
-
-_NOTIFICATIONS = f"SELECT {_columns(NotificationRecord)} FROM notifications WHERE id = ANY($1::uuid[])"  # noqa: S608 - column names from the record
-
-
-async def get_views(
-    connection: asyncpg.Connection, notification_ids: list[uuid.UUID], *, project: str
-) -> dict[uuid.UUID, NotificationView]:
-    """`project`'s notifications among `notification_ids` with their deliveries and attempts, by id."""
-    async with snapshot(connection):
-        rows = await connection.fetch(_NOTIFICATIONS, notification_ids)
-        records = [NotificationRecord.from_row(row) for row in rows if row["project_id"] == project]
-        return {view.notification.id: view for view in await _views(connection, records)}
+    return (await get_views(connection, [notification_id], project=project)).get(notification_id)
 
 
 async def _views(connection: asyncpg.Connection, notifications: list[NotificationRecord]) -> list[NotificationView]:

@@ -1,7 +1,7 @@
-"""The dispatcher's statements. Both tables are outboxes (docs/message-flow.md): a pass claims due notifications
-and writes their deliveries, then claims due unpublished deliveries and marks the ones it published, each in a
-short transaction the dispatcher holds, with `FOR UPDATE SKIP LOCKED` so that several dispatchers never wait on
-one another."""
+"""The dispatcher's statements. The deliveries table is the outbox (docs/message-flow.md): a pass checks deferred
+deliveries that fell due, then claims due unpublished deliveries and marks the ones it published; every so often it
+also plans notifications an earlier release accepted without deliveries. Claims are `FOR UPDATE SKIP LOCKED` in
+short transactions, so that several dispatchers never wait on one another."""
 
 from __future__ import annotations
 
@@ -67,6 +67,20 @@ class NewDelivery:
     status_reason: str
     payload: dict[str, Any]
     due_at: datetime
+
+
+def delivery_columns(deliveries: Sequence[NewDelivery]) -> tuple[list[Any], ...]:
+    """The deliveries as the seven arrays the INSERT statements unnest: id, notification_id, channel, status,
+    reason, payload (JSON text), due_at."""
+    return (
+        [d.id for d in deliveries],
+        [d.notification_id for d in deliveries],
+        [d.channel for d in deliveries],
+        [d.status for d in deliveries],
+        [d.status_reason for d in deliveries],
+        [json.dumps(d.payload, separators=(",", ":")) for d in deliveries],
+        [d.due_at for d in deliveries],
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -168,17 +182,7 @@ async def record_dispatch(
 ) -> None:
     """Write the planned deliveries, and each dispatched notification's (id, status, reason)."""
     if deliveries:
-        await connection.execute(
-            _INSERT_DELIVERIES,
-            [d.id for d in deliveries],
-            [d.notification_id for d in deliveries],
-            [d.channel for d in deliveries],
-            [d.status for d in deliveries],
-            [d.status_reason for d in deliveries],
-            [json.dumps(d.payload, separators=(",", ":")) for d in deliveries],
-            [d.due_at for d in deliveries],
-            now,
-        )
+        await connection.execute(_INSERT_DELIVERIES, *delivery_columns(deliveries), now)
     if notifications:
         await connection.execute(
             _SET_DISPATCHED,
