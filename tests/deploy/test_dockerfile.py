@@ -131,24 +131,36 @@ def _option_value(words: list[str], word: str) -> bool:
     return index > 0 and words[index - 1] in ("--wheel-dir", "-w", "--python", "-r", "--requirement", "-c")
 
 
-def test_the_image_installs_the_project_as_make_does_from_pyproject_alone(
+def test_the_image_installs_the_project_as_make_does_from_pyproject_and_the_lock(
     stages: list[Stage], pyproject: dict[str, Any]
 ) -> None:
     makefile = (REPO / "Makefile").read_text()
     build = next(stage for stage in stages if stage.name == "build")
+    runs = " ".join(build.values("RUN"))
     installs = [args for command in build.values("RUN") for args in _pip_installs(command)]
     hatch = pyproject["tool"]["hatch"]["build"]["targets"]["wheel"]
     needed = ["pyproject.toml", pyproject["project"]["readme"], *hatch["packages"], *hatch["force-include"]]
     copied = [shlex.split(value)[:-1] for value in build.values("COPY")]
     sources = [PurePosixPath(source) for sources in copied for source in sources]
 
-    # make: the project from its pyproject (editable, with the dev extra); the image: the same pyproject's wheel,
-    # runtime dependencies only. Nothing is installed by name, so the two cannot drift apart.
-    assert re.search(r"pip install .*-e '\.\[dev\]'", makefile)
-    assert installs == [["."], ["/wheels/clarion-*.whl"]]
-    assert not re.search(r"\s(-r|--requirement)\s", " ".join(build.values("RUN")))
-    for path in map(PurePosixPath, needed):
+    # make: the development lock, hashes checked, then the project from its pyproject without dependencies; the
+    # image: the runtime lock (the same resolution, tests/deploy/test_lockfiles.py) and the same pyproject's wheel.
+    # Nothing is installed by name, so the two cannot drift apart.
+    assert re.search(r"pip install .*--require-hashes -r requirements/dev\.txt", makefile)
+    assert re.search(r"pip install .*--no-deps -e '\.\[dev\]'", makefile)
+    assert installs == [["."], [], ["/wheels/clarion-*.whl"]]
+    assert re.search(r"install .*--require-hashes -r requirements/runtime\.txt", runs)
+    assert re.search(r"install --no-deps /wheels/clarion-\*\.whl", runs)
+    for path in map(PurePosixPath, [*needed, "requirements/runtime.txt"]):
         assert any(path == source or source in path.parents for source in sources), f"{path} is not copied in"
+
+
+def test_the_image_is_labelled_with_the_release(stages: list[Stage], pyproject: dict[str, Any]) -> None:
+    runtime = stages[-1]
+    assert f"VERSION={pyproject['project']['version']}" in runtime.values("ARG")
+    labels = " ".join(runtime.values("LABEL"))
+    for key in ("version", "revision", "licenses", "source"):
+        assert f"org.opencontainers.image.{key}=" in labels
 
 
 def test_the_build_context_holds_only_what_the_build_copies(stages: list[Stage]) -> None:
