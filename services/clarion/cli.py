@@ -4,9 +4,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import sys
 from collections.abc import Coroutine, Sequence
 from datetime import UTC, datetime, timedelta
+from importlib.metadata import version
 from pathlib import Path
 from typing import Any
 
@@ -167,8 +169,8 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> None:
     """Print recent deliveries with their attempts and last error, or (--stats) the statistics of a window."""
     from clarion.core.db import FastPath
     from clarion.delivery import store
-    from clarion.delivery.report import format_report
-    from clarion.notifications.stats import format_stats
+    from clarion.delivery.report import format_report, report_json
+    from clarion.notifications.stats import format_stats, stats_json
 
     if args.stats and args.status:
         raise UsageError("--status does not apply to --stats: the statistics count every status")
@@ -192,12 +194,12 @@ def cmd_deliveries(settings: Settings, args: argparse.Namespace) -> None:
                         provider=args.provider,
                         project=None,  # an operator's view, of every project
                     )
-                    report = format_stats(stats)
+                    report = stats_json(stats) if args.json else format_stats(stats)
                 else:
                     lines = await store.recent_deliveries(
                         connection, limit=args.limit, status=args.status, channel=args.channel
                     )
-                    report = format_report(lines)
+                    report = report_json(lines) if args.json else format_report(lines)
         finally:
             await fast.close()
         _say(report)
@@ -259,12 +261,17 @@ async def _keys_action(
             f"{args.workload} workload as CLARION_SERVICE_KEY. It is not shown again; the edge refuses it."
         )
     elif args.action == "list":
-        _say(format_keys(await list_keys(sessions)))
+        rows = await list_keys(sessions)
+        _say(keys_json(rows) if args.json else format_keys(rows))
     elif args.action == "create-project":
         project = await create_project(sessions, project_id=args.project_id, name=args.name or "")
         _note(f"project {project.id} ({project.name!r}) created; give it keys with --project {project.id}")
     elif args.action == "projects":
-        _say("\n".join(f"{row.id}  {row.name}" for row in await list_projects(sessions)))
+        projects = await list_projects(sessions)
+        if args.json:
+            _say(json.dumps([{"id": row.id, "name": row.name} for row in projects], indent=2))
+        else:
+            _say("\n".join(f"{row.id}  {row.name}" for row in projects))
     else:
         row = await revoke_key(sessions, args.key_id)
         _note(
@@ -294,6 +301,25 @@ def format_keys(rows: Sequence[ApiKeyRow]) -> str:
     )
 
 
+def keys_json(rows: Sequence[ApiKeyRow]) -> str:
+    """`clarion keys list --json`: the table's columns, times in ISO 8601 UTC or null."""
+    return json.dumps(
+        [
+            {
+                "id": row.id,
+                "name": row.name,
+                "project": row.project_id,
+                "scopes": list(row.scopes),
+                "created": _when(row.created_at),
+                "last_used": _when(row.last_used_at) if row.last_used_at else None,
+                "revoked": _when(row.revoked_at) if row.revoked_at else None,
+            }
+            for row in rows
+        ],
+        indent=2,
+    )
+
+
 def cmd_migrate(settings: Settings) -> None:
     """Apply the database migrations and exit."""
     _run(migrate(_database_url(settings), app_role=settings.database_app_role))
@@ -302,6 +328,7 @@ def cmd_migrate(settings: Settings) -> None:
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="clarion", description="Clarion notification platform.")
+    parser.add_argument("--version", action="version", version=f"clarion {version('clarion')}")
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     up = commands.add_parser("up", help="run the whole system locally (embedded PostgreSQL, one port)")
     up.add_argument("--port", type=int, help="gRPC port (default: CLARION_GRPC_PORT or 50051)")
@@ -330,6 +357,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     deliveries.add_argument("--hours", type=float, default=24, help="--stats: the window, in hours (default 24)")
     deliveries.add_argument("--provider", default="", help="--stats: only this provider (sendgrid, smtp, fcm...)")
+    deliveries.add_argument("--json", action="store_true", help="print JSON instead of a table, for scripts")
     commands.add_parser("migrate", help="apply database migrations (needs CLARION_DATABASE_URL)")
     kubernetes.add_arguments(
         commands.add_parser("render-gateway", help="write Envoy's Kubernetes config into deploy/k8s/base/gateway")
@@ -366,9 +394,13 @@ def build_parser() -> argparse.ArgumentParser:
     )
     new_project.add_argument("project_id", metavar="ID", help="a slug: lowercase letters, digits and '-'")
     new_project.add_argument("--name", help="a label for people (default: the id)")
-    actions.add_parser("projects", parents=[local], help="every project: id and name")
+    as_json = argparse.ArgumentParser(add_help=False)
+    as_json.add_argument("--json", action="store_true", help="print JSON instead of a table, for scripts")
+    actions.add_parser("projects", parents=[local, as_json], help="every project: id and name")
     actions.add_parser(
-        "list", parents=[local], help="every key: id, name, scopes, created, last used, revoked (never the secret)"
+        "list",
+        parents=[local, as_json],
+        help="every key: id, name, scopes, created, last used, revoked (never the secret)",
     )
     revoke = actions.add_parser("revoke", parents=[local], help="revoke a key by its id")
     revoke.add_argument("key_id", metavar="ID")

@@ -9,6 +9,7 @@ import signal
 import subprocess
 import time
 from collections.abc import Callable
+from importlib.metadata import version
 from pathlib import Path
 
 import asyncpg
@@ -28,7 +29,7 @@ from clarion.v1 import (
     users_pb2_grpc,
 )
 from tests.conftest import free_port
-from tests.e2e.conftest import grpcurl, wait_until_serving
+from tests.e2e.conftest import CLARION, grpcurl, wait_until_serving
 from tests.integration.conftest import TEST_PEPPER
 
 pytestmark = pytest.mark.e2e
@@ -163,3 +164,9 @@ def test_up_delivers_end_to_end_in_local_mode(
     assert by_channel[common_pb2.CHANNEL_PUSH].provider == "simulated"
     eml = state / "outbox" / f"{by_channel[common_pb2.CHANNEL_EMAIL].delivery_id}.eml"
     assert "Subject: Hi Ada" in eml.read_text()
+
+
+def test_version_is_the_package_version() -> None:
+    result = subprocess.run([CLARION, "--version"], capture_output=True, text=True, timeout=30, check=False)
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == f"clarion {version('clarion')}"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import signal
@@ -51,6 +52,11 @@ def test_create_list_and_revoke_keys(make_database: Callable[..., str], tmp_path
     assert row.split()[:4] == [key_id, "billing", "default", "manage,notifications:send"]
     assert row.split()[-2:] == ["-", "-"], "never used, not revoked"
     assert key.split("_", 2)[2] not in listed.stdout + listed.stderr
+    listed_json = keys("list", "--json", env=env, cwd=tmp_path)
+    assert listed_json.returncode == 0, listed_json.stderr
+    [entry] = json.loads(listed_json.stdout)
+    assert (entry["id"], entry["name"], entry["scopes"]) == (key_id, "billing", ["manage", "notifications:send"])
+    assert (entry["last_used"], entry["revoked"]) == (None, None)
 
     revoked = keys("revoke", key_id, env=env, cwd=tmp_path)
     assert revoked.returncode == 0, revoked.stderr

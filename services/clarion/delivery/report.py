@@ -3,6 +3,8 @@ check_email_logs.py). The query: clarion.delivery.store.reads."""
 
 from __future__ import annotations
 
+import json
+
 from clarion.delivery.store.reads import DeliveryLine
 
 
@@ -18,3 +20,23 @@ def format_report(lines: list[DeliveryLine]) -> str:
     if not lines:
         out.append("(no deliveries)")
     return "\n".join(out)
+
+
+def report_json(lines: list[DeliveryLine]) -> str:
+    """`clarion deliveries --json`: the table's rows as objects, the time in ISO 8601 UTC."""
+    return json.dumps(
+        [
+            {
+                "updated": line.updated_at.isoformat(),
+                "notification_id": line.notification_id,
+                "delivery_id": line.delivery_id,
+                "channel": line.channel,
+                "status": line.status,
+                "attempts": line.attempts,
+                "provider": line.provider or None,
+                "last_error": line.last_error or None,
+            }
+            for line in lines
+        ],
+        indent=2,
+    )

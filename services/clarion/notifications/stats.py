@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import json
+from typing import Any
+
 from clarion.delivery.lifecycle import DeliveryStatus
-from clarion.delivery.store.reads import STATUSES, DeliveryStats
+from clarion.delivery.store.reads import STATUSES, DeliveryStats, StatsGroup
 
 
 def format_stats(stats: DeliveryStats) -> str:
@@ -40,3 +43,28 @@ def _duration(seconds: float | None) -> str:
     if seconds < 120:
         return f"{seconds:.1f}s"
     return f"{seconds / 60:.1f}m"
+
+
+def stats_json(stats: DeliveryStats) -> str:
+    """`clarion deliveries --stats --json`: the window, its totals and each slice, as the table shows them."""
+
+    def group(slice_: StatsGroup) -> dict[str, Any]:
+        finished = slice_.counts[DeliveryStatus.SENT] + slice_.counts[DeliveryStatus.FAILED]
+        return {
+            "total": slice_.total,
+            "counts": {str(status): slice_.counts[status] for status in STATUSES},
+            "success_rate": slice_.success_rate if finished else None,
+            "time_to_send_p50_s": slice_.time_to_send_p50_s,
+            "time_to_send_p95_s": slice_.time_to_send_p95_s,
+        }
+
+    return json.dumps(
+        {
+            "start": stats.start.isoformat(),
+            "end": stats.end.isoformat(),
+            "totals": group(stats.totals),
+            "channels": {g.channel: group(g) for g in stats.channels},
+            "providers": {g.provider: group(g) for g in stats.providers},
+        },
+        indent=2,
+    )

@@ -4,6 +4,7 @@ against a local fake of SendGrid's server; the real file and simulated providers
 from __future__ import annotations
 
 import asyncio
+import json
 import time
 import uuid
 from collections.abc import AsyncIterator, Callable
@@ -25,7 +26,7 @@ from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.lifecycle import DeliveryStatus
 from clarion.delivery.providers.factory import create_email_provider, create_push_provider
 from clarion.delivery.queues import EMAIL_QUEUE, FAILED_QUEUE
-from clarion.delivery.report import format_report
+from clarion.delivery.report import format_report, report_json
 from clarion.delivery.sweeper import Sweeper
 from clarion.notifications import models as m
 from clarion.v1 import common_pb2, notifications_pb2, templates_pb2, users_pb2
@@ -336,6 +337,9 @@ async def test_the_deliveries_report_shows_status_attempts_and_last_error(pipeli
     report = format_report(lines)
     assert failed.delivery_id in report
     assert "iv@example.com" not in report
+    [row] = [x for x in json.loads(report_json(lines)) if x["delivery_id"] == failed.delivery_id]
+    assert (row["status"], row["attempts"], row["provider"]) == ("failed", 1, "sendgrid")
+    assert "Invalid recipient" in row["last_error"]
 
 
 async def test_an_open_provider_breaker_parks_messages_without_spending_attempts(

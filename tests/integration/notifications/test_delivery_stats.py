@@ -5,6 +5,7 @@ the field. (Over REST: tests/integration/gateway/test_rest_delivery_stats.py.)""
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import subprocess
@@ -266,6 +267,15 @@ async def test_the_cli_prints_the_same_figures(clarion: RunningClarion, migrated
     assert lines["all"][1:10] == ["4", "0", "0", "0", "2", "1", "1", "0", "66.67%"]
     assert lines["provider sendgrid"][2:12] == ["3", "0", "0", "0", "2", "1", "0", "0", "66.67%", "3.0s"]
     assert lines["channel push"][2:] == ["1", "0", "0", "0", "0", "0", "1", "0", "-", "-", "-"]
+    # The same figures for scripts.
+    as_json = await asyncio.to_thread(run_cli, migrated_database, "--stats", "--hours", "3", "--json")
+    assert as_json.returncode == 0, as_json.stderr
+    figures = json.loads(as_json.stdout)
+    assert figures["totals"]["total"] == 4
+    assert figures["totals"]["counts"]["sent"] == 2
+    assert figures["providers"]["sendgrid"]["success_rate"] == pytest.approx(2 / 3)
+    assert figures["providers"]["sendgrid"]["time_to_send_p50_s"] == pytest.approx(3.0)
+    assert figures["channels"]["push"]["success_rate"] is None
     refused = await asyncio.to_thread(run_cli, migrated_database, "--stats", "--status", "sent")
     assert refused.returncode == 2
     assert "--status does not apply to --stats" in refused.stderr
