@@ -5,8 +5,9 @@ VENV ?= .venv
 PYTHON ?= python3
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-# `make breaking BREAKING_AGAINST=v1.0.0` compares the protos with a released tag's contract.
-BREAKING_AGAINST ?= main
+# `make breaking` compares the protos with the last release tag (v*), or the merge base with main, or HEAD's parent
+# (scripts/buf_breaking.py says which); `make breaking BREAKING_AGAINST=<ref>` with any other git ref.
+BREAKING_AGAINST ?=
 PYTEST_ARGS ?=
 # The Node client test's packages, installed from its committed lockfile.
 NODE_CLIENT := tests/clients/node
@@ -82,7 +83,7 @@ lint: googleapis  ## buf lint, ruff, ruff format --check, mypy
 typecheck: $(STAMP)  ## mypy strict on hand-written code
 	$(BIN)/mypy
 
-breaking: googleapis  ## buf breaking against the contracts on $(BREAKING_AGAINST) (a release tag, or main)
+breaking: googleapis  ## buf breaking against the last release tag, or the merge base with main
 	$(BIN)/python scripts/buf_breaking.py "$(BREAKING_AGAINST)"
 
 # Two workers, each taking whole groups of tests (tests/conftest.py). TEST_WORKERS=0 runs in one process.

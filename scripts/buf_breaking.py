@@ -1,4 +1,9 @@
-"""`buf breaking` against the contracts of a git ref (a release tag, or main), offline.
+"""`buf breaking` against the contracts of a git ref, offline.
+
+Without a ref it compares with the last release: the newest `v*` tag that is an ancestor of HEAD. Without one (a
+clone that did not fetch tags), with the merge base of HEAD and `main` when that is not HEAD itself (a branch), and
+otherwise with HEAD's parent (main itself: the last commit may not break what the one before offered). Comparing
+main with main, as this once did, could never fail.
 
 buf would fetch a `.git#ref=` input's imports from nowhere (the googleapis protos are not committed), so the ref's
 `protos/` and `buf.yaml` are exported to a temporary workspace next to a copy of the same googleapis protos, and the
@@ -18,8 +23,31 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
+def git(*args: str) -> str | None:
+    """A git command's output, or None when it fails (no such tag, no such branch, a shallow clone)."""
+    result = subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False)
+    return result.stdout.strip() if result.returncode == 0 and result.stdout.strip() else None
+
+
+def baseline() -> tuple[str, str]:
+    """The ref to compare with, and why it was chosen."""
+    tag = git("describe", "--tags", "--abbrev=0", "--match", "v[0-9]*", "HEAD")
+    if tag is not None:
+        return tag, "the last release tag"
+    head, base = git("rev-parse", "HEAD"), git("merge-base", "HEAD", "main")
+    if base is not None and base != head:
+        return base, "the merge base with main"
+    if git("rev-parse", "--verify", "--quiet", "HEAD^") is not None:
+        return "HEAD^", "no release tag here: HEAD's parent"
+    return "HEAD", "a single commit: nothing earlier to compare with"
+
+
 def main() -> int:
-    ref = sys.argv[1] if len(sys.argv) > 1 else "main"
+    if len(sys.argv) > 1 and sys.argv[1]:
+        ref, why = sys.argv[1], "as asked"
+    else:
+        ref, why = baseline()
+    sys.stderr.write(f"buf breaking: the contracts against {ref} ({why})\n")
     archive = subprocess.run(
         ["git", "archive", "--format=tar", ref, "protos", "buf.yaml"], cwd=ROOT, capture_output=True, check=False
     )
