@@ -27,6 +27,8 @@ from clarion.core.logging import configure_logging
 from tests.helpers import LIFECYCLE_GUARD_SQL
 
 REQUIRE_SERVICES = bool(os.environ.get("CLARION_REQUIRE_SERVICES"))
+# A developer's `.env` (settings for `clarion up` against compose.yaml, say) must not reach the tests' settings.
+os.environ.setdefault("CLARION_ENV_FILE", "")
 # The server the tests use; each session creates its own database on it and drops it at the end.
 TEST_POSTGRES_URL = os.environ.get("CLARION_TEST_POSTGRES_URL", "postgresql://postgres@127.0.0.1:5432/test")
 

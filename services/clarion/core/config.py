@@ -1,7 +1,8 @@
-"""Settings: one typed object read from `CLARION_*` environment variables, validated at start."""
+"""Settings: one typed object read from `CLARION_*` environment variables (and a `.env` file), validated at start."""
 
 from __future__ import annotations
 
+import os
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
@@ -97,7 +98,7 @@ class Settings(BaseSettings):
     # Drain: how long a stopping worker waits for in-flight messages before requeueing them.
     worker_drain_s: float = Field(default=20.0, ge=0, le=300)
 
-    # --- Delivery providers (issue 5; read by clarion.delivery.providers.factory) ---
+    # --- Delivery providers (read by clarion.delivery.providers.factory; docs/operations.md) ---
     # Email: "auto" is SendGrid when an API key is set, else SMTP when a host is set, else `.eml` files in the
     # outbox (local mode). Push: FCM when a service-account file is set, else simulated (logged, nothing sent).
     email_provider: Literal["auto", "sendgrid", "smtp", "file"] = "auto"
@@ -204,10 +205,16 @@ class Settings(BaseSettings):
 _SECRET_FIELDS = frozenset(name for name, info in Settings.model_fields.items() if "SecretStr" in str(info.annotation))
 
 
+# The settings file: `.env` in the working directory unless this variable names another; empty means none.
+ENV_FILE_VARIABLE = f"{ENV_PREFIX}ENV_FILE"
+
+
 def load_settings(**overrides: object) -> Settings:
-    """Read the settings from the environment, raising SettingsError that names every bad variable."""
+    """Read the settings from the environment and the settings file (`.env`, see `.env.example`; a variable set in
+    the environment wins over the file), raising SettingsError that names every bad variable."""
+    env_file = os.environ.get(ENV_FILE_VARIABLE, ".env") or None
     try:
-        return Settings(**overrides)  # type: ignore[arg-type]
+        return Settings(_env_file=env_file, **overrides)  # type: ignore[arg-type,call-arg]
     except ValidationError as exc:
         problems = []
         for error in exc.errors():

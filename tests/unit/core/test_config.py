@@ -69,3 +69,38 @@ def test_cli_migrate_without_database_says_what_to_set(
     monkeypatch.delenv("CLARION_DATABASE_URL", raising=False)
     assert cli.main(["migrate"]) == 2
     assert "CLARION_DATABASE_URL is not set" in capsys.readouterr().err
+
+
+def test_a_dotenv_file_is_read_and_the_environment_wins(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("# local settings\nCLARION_GRPC_PORT=6100\nCLARION_LOG_LEVEL=debug\nOTHER=1\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLARION_ENV_FILE", ".env")
+    monkeypatch.delenv("CLARION_GRPC_PORT", raising=False)
+    monkeypatch.setenv("CLARION_LOG_LEVEL", "warning")
+
+    settings = load_settings()
+
+    assert settings.grpc_port == 6100
+    assert settings.log_level == "warning"
+
+
+def test_the_settings_file_can_be_named_or_turned_off(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / "staging.env").write_text("CLARION_GRPC_PORT=6200\n")
+    (tmp_path / ".env").write_text("CLARION_GRPC_PORT=6300\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.delenv("CLARION_GRPC_PORT", raising=False)
+
+    monkeypatch.setenv("CLARION_ENV_FILE", str(tmp_path / "staging.env"))
+    assert load_settings().grpc_port == 6200
+    monkeypatch.setenv("CLARION_ENV_FILE", "")
+    assert load_settings().grpc_port == 50051
+
+
+def test_a_bad_value_in_the_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    (tmp_path / ".env").write_text("CLARION_GRPC_PORT=eighty\n")
+    monkeypatch.chdir(tmp_path)
+    monkeypatch.setenv("CLARION_ENV_FILE", ".env")
+    monkeypatch.delenv("CLARION_GRPC_PORT", raising=False)
+
+    with pytest.raises(SettingsError, match="CLARION_GRPC_PORT='eighty'"):
+        load_settings()
