@@ -1,4 +1,4 @@
-"""Generate gen/ from protos/: Python stubs, type stubs and Envoy's descriptor set.
+"""Generate gen/ from protos/: Python stubs, type stubs, Envoy's descriptor set and the REST edge's OpenAPI.
 
 `python scripts/gen_protos.py` writes gen/; `--check` regenerates into a temporary folder and fails if the
 result differs from what is committed. Everything runs offline: buf comes from the buf-bin wheel and the
@@ -17,6 +17,9 @@ from pathlib import Path
 
 import google.api
 import google.rpc
+
+from clarion.gateway.descriptors import load_descriptor_set
+from clarion.gateway.openapi import render_openapi
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTO_ROOT = ROOT / "protos"
@@ -47,11 +50,14 @@ def run(*args: str | Path) -> None:
 
 
 def generate(out_dir: Path) -> None:
-    """Write the descriptor set and the Python code for protos/ into out_dir (a fresh gen/ tree)."""
+    """Write the descriptor set, the REST edge's OpenAPI document and the Python code for protos/ into out_dir (a
+    fresh gen/ tree)."""
     copy_googleapis()
     descriptor_set = out_dir / "clarion.binpb"
     # Built from the workspace root so google/rpc/* is in the set: Envoy needs it to print error details as JSON.
     run(BIN_DIR / "buf", "build", "--as-file-descriptor-set", "-o", descriptor_set)
+    openapi = render_openapi(load_descriptor_set(descriptor_set))
+    (out_dir / "openapi.json").write_text(openapi, encoding="utf-8")
     python_out = out_dir / "python"
     python_out.mkdir(parents=True, exist_ok=True)
     protos = sorted(str(p.relative_to(PROTO_ROOT)) for p in PROTO_ROOT.rglob("*.proto"))

@@ -25,6 +25,7 @@ from clarion.gateway.descriptors import (
     service_names,
 )
 from clarion.gateway.errors import GatewayError
+from clarion.gateway.openapi import OPENAPI_PATH, render_openapi
 from clarion.keys.tokens import KEY_PREFIX, SERVICE_KEY_ID_PREFIX
 
 # Found in a source checkout or an editable install; a wheel must ship them next to this module.
@@ -223,8 +224,8 @@ _KEY_SHAPED = r"^\w+\s+clr_[a-z0-9]+_.*$"
 # For header_to_metadata's rewrite: the id, or "" (and no metadata) for any other header; the alternation makes the
 # whole value match either way, so nothing of a header that is not a key is kept.
 _KEY_ID_REWRITE = r"^(?:\w+\s+clr_([a-z0-9]+)_.*|.*)$"
-# Probes and status checks: never in the anonymous bucket.
-_HEALTH_PATHS = r"^/(v1/health|grpc\.health\.v1\.Health/Check)(\?.*)?$"
+# Probes and status checks, and the OpenAPI document (as keyless as health): never in the anonymous bucket.
+_HEALTH_PATHS = r"^/(v1/(health|openapi\.json)|grpc\.health\.v1\.Health/Check)(\?.*)?$"
 
 
 def _client_limits(limits: ClientLimits | None) -> dict[str, Any] | None:
@@ -279,8 +280,11 @@ def _template() -> jinja2.Template:
     raise GatewayError(f"Envoy template not found (looked for {', '.join(map(str, TEMPLATE_CANDIDATES))})")
 
 
-def render_envoy_config(config: GatewayConfig, transcoded_services: Sequence[str]) -> str:
-    """Envoy's YAML for `config`; `transcoded_services` are the services the REST mapping covers."""
+def render_envoy_config(
+    config: GatewayConfig, transcoded_services: Sequence[str], *, openapi: str | None = None
+) -> str:
+    """Envoy's YAML for `config`; `transcoded_services` are the services the REST mapping covers, and `openapi` the
+    document Envoy serves at GET /v1/openapi.json (none: no such route)."""
     names = [upstream.name for upstream in config.upstreams]
     if not names or len(set(names)) != len(names):
         raise GatewayError(f"upstream names must be present and distinct: {names}")
@@ -323,6 +327,9 @@ def render_envoy_config(config: GatewayConfig, transcoded_services: Sequence[str
         max_streams_per_connection=config.max_streams_per_connection,
         # Anywhere in the header: the services strip more kinds of whitespace than RE2's \s knows.
         service_key_pattern=rf".*{KEY_PREFIX}_{SERVICE_KEY_ID_PREFIX}.*",
+        openapi=None
+        if openapi is None
+        else {"path": OPENAPI_PATH, "document": openapi, "size_bytes": len(openapi.encode())},
     )
 
 
@@ -330,14 +337,15 @@ def write_gateway_files(config: GatewayConfig, *, config_path: Path, source_desc
     """Write the transcoder's descriptor set (to `config.descriptor_path`) and Envoy's YAML (to `config_path`).
 
     The descriptor set is `source_descriptor_set` (gen/clarion.binpb) plus grpc.health.v1 with a `GET /v1/health`
-    binding, so the seed system's health path is answered by the services' own gRPC health. Returns config_path.
+    binding, so the seed system's health path is answered by the services' own gRPC health. Envoy serves the OpenAPI
+    document made from the same set (gen/openapi.json). Returns config_path.
     """
     base = load_descriptor_set(source_descriptor_set)
     descriptor_set = gateway_descriptor_set(base)
     served = {service for upstream in config.upstreams for service in upstream.services}
     # Every service with an HTTP mapping that some upstream serves; reflection is gRPC-only (a bidi stream).
     transcoded = [service for service in service_names(descriptor_set, http_only=True) if service in served]
-    rendered = render_envoy_config(config, transcoded)
+    rendered = render_envoy_config(config, transcoded, openapi=render_openapi(base, compact=True))
     config.descriptor_path.parent.mkdir(parents=True, exist_ok=True)
     config.descriptor_path.write_bytes(descriptor_set.SerializeToString())
     config_path.parent.mkdir(parents=True, exist_ok=True)

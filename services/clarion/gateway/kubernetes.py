@@ -24,6 +24,7 @@ from clarion.gateway.descriptors import (
     load_descriptor_set,
     service_names,
 )
+from clarion.gateway.openapi import render_openapi
 from clarion.v1 import notifications_pb2, templates_pb2, users_pb2
 
 CONFIG_FILE = "envoy.yaml"
@@ -99,11 +100,14 @@ def render_kubernetes_gateway(
 ) -> dict[str, bytes]:
     """File name → contents of the gateway ConfigMap's files; nothing is written."""
     config = kubernetes_gateway_config(cors_origins=cors_origins, trusted_proxy_hops=trusted_proxy_hops)
-    descriptor_set = gateway_descriptor_set(load_descriptor_set(source_descriptor_set or default_descriptor_set_path()))
+    base = load_descriptor_set(source_descriptor_set or default_descriptor_set_path())
+    descriptor_set = gateway_descriptor_set(base)
     served = {service for upstream in config.upstreams for service in upstream.services}
     # As write_gateway_files does: the services with an HTTP mapping that some upstream serves.
     transcoded = [service for service in service_names(descriptor_set, http_only=True) if service in served]
-    envoy_yaml = _HEADER.format(mount=MOUNT_DIR) + render_envoy_config(config, transcoded)
+    # The OpenAPI document needs the comments the ConfigMap's descriptor set leaves out.
+    openapi = render_openapi(base, compact=True)
+    envoy_yaml = _HEADER.format(mount=MOUNT_DIR) + render_envoy_config(config, transcoded, openapi=openapi)
     return {
         CONFIG_FILE: envoy_yaml.encode(),
         DESCRIPTOR_FILE: _without_source_info(descriptor_set).SerializeToString(deterministic=True),

@@ -176,7 +176,11 @@ def test_the_rendered_config_has_a_flood_guard_that_enforces(tmp_path: Path) -> 
         config, config_path=tmp_path / "envoy.yaml", source_descriptor_set=default_descriptor_set_path()
     ).read_text()
     guard = rendered.index("envoy.filters.http.local_ratelimit")
-    assert guard < rendered.index("envoy.filters.http.buffer\n") < rendered.index("grpc_json_transcoder")
+    assert (
+        guard
+        < rendered.index("envoy.filters.http.buffer\n")
+        < rendered.index("envoy.filters.http.grpc_json_transcoder\n")
+    )
     section = rendered[guard : rendered.index("envoy.filters.http.buffer\n")]
     # Without both at 100 % the filter only counts.
     assert section.count("default_value: {numerator: 100, denominator: HUNDRED}") == 2
