@@ -71,6 +71,9 @@ node-client: googleapis $(NODE_STAMP)  ## install the Node client test's package
 TS_CLIENT := clients/typescript
 CLIENT_TESTS := tests/clients/test_python_client.py tests/clients/test_typescript_client.py tests/clients/test_go_client.py
 
+contracts: $(STAMP)  ## pack the contracts bundle for client authors: build/clarion-contracts-<version>.tar.gz
+	$(BIN)/python scripts/contracts_bundle.py
+
 clients: $(STAMP) googleapis  ## build the Python, TypeScript and Go clients and test them against `clarion up`
 	$(BIN)/python -m pytest $(CLIENT_TESTS) $(PYTEST_ARGS)
 

@@ -101,7 +101,7 @@ class EnvoyProcess:
             str(envoy_binary()),
             "--config-path",
             str(config_path),
-            # One worker was faster than two on two cores (GOTCHAS), and it leaves a core to the services.
+            # One worker was faster than two on two cores, and it leaves a core to the services (docs/architecture.md).
             "--concurrency",
             "1",
             # Hot restart needs a shared-memory region per base id; without it several Envoys coexist (tests).
