@@ -23,6 +23,7 @@ from clarion.delivery.channels import CHANNELS
 from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.queues import CHANNEL_QUEUES, TOPOLOGY
 from clarion.delivery.sweeper import Sweeper
+from clarion.keys import access
 from clarion.keys.auth import Authenticator, BearerAuth, server_auth
 from clarion.keys.repository import SqlKeyStore
 from clarion.notifications import servicer as notifications
@@ -113,6 +114,12 @@ SERVICES: dict[str, Callable[[Resources], ServiceRegistration]] = {
         fast=r.fast, clients=r.clients, idempotency_ttl_s=r.settings.idempotency_ttl_s
     ),
 }
+
+
+def served(registrations: dict[str, ServiceRegistration]) -> list[ServiceRegistration]:
+    """What a server process serves: its services, and AccessService (what the calling key may do), which every
+    server answers so that the edge may route it to any of them."""
+    return [*registrations.values(), access.registration()]
 
 
 def wire_in_process(settings: Settings, clients: ServiceClients, registrations: dict[str, ServiceRegistration]) -> None:
@@ -254,7 +261,7 @@ async def serve(
     try:
         registrations = {name: SERVICES[name](resources) for name in names}
         wire_in_process(settings, resources.clients, registrations)
-        server = GrpcServer(settings, list(registrations.values()), auth=server_auth(resources.authenticator))
+        server = GrpcServer(settings, served(registrations), auth=server_auth(resources.authenticator))
         port = await server.start()
         metrics, metrics_port = await start_health_server(
             host=settings.grpc_host, port=settings.metrics_port, check=lambda: not stop.is_set(), stop=stop

@@ -111,6 +111,7 @@ def cmd_up(settings: Settings) -> None:
         edge = f"{settings.http_host}:{settings.http_port}"
         _say(
             "\nClarion is up (local mode).\n"
+            f"  console   http://{edge}/console/   (paste the API key below)\n"
             f"  REST      http://{edge}   try: curl http://{edge}/v1/health\n"
             f"  gRPC      {address}   try: grpcurl -plaintext {address} list   (also on {edge}, through Envoy)\n"
             f"  database  {database}\n"
@@ -378,6 +379,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[scope.value for scope in Scope],
         help="repeat for several: notifications:send (send and read notifications, dead letters), "
         "manage (users and templates), users:get, templates:render, devices:remove (parts of manage), "
+        "read (read everything of the project, change nothing: the console's read-only key), "
         "projects:read_all (read every project's notifications), admin (everything)",
     )
     create.add_argument(

@@ -132,7 +132,7 @@ async def start_clarion(
         registrations = {name: registration(resources) for name, registration in app.SERVICES.items()}
         if in_process:  # as `clarion serve all` does: NotificationService calls the other two without gRPC
             app.wire_in_process(settings, clients, registrations)
-        server = GrpcServer(settings, list(registrations.values()), auth=server_auth(resources.authenticator))
+        server = GrpcServer(settings, app.served(registrations), auth=server_auth(resources.authenticator))
         await server.start()
         stack.push_async_callback(server.server.stop, 0)
         pepper = settings.api_key_pepper or TEST_PEPPER_SECRET

@@ -11,7 +11,7 @@ import ipaddress
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
+from pathlib import Path, PurePath
 from typing import Any
 
 import jinja2
@@ -31,6 +31,25 @@ from clarion.keys.tokens import KEY_PREFIX, SERVICE_KEY_ID_PREFIX
 # Found in a source checkout or an editable install; a wheel must ship them next to this module.
 _ROOT = Path(__file__).resolve().parents[3]
 TEMPLATE_CANDIDATES = (Path(__file__).with_name("envoy.yaml.j2"), _ROOT / "gateway" / "envoy.yaml.j2")
+# The operator console's static files (console/ in a checkout, clarion/console in a wheel), served at /console/.
+CONSOLE_CANDIDATES = (Path(__file__).parent.parent / "console", _ROOT / "console")
+CONSOLE_PATH = "/console/"
+# What a console file is served as, by its extension; a file of another kind is not served.
+CONSOLE_TYPES = {
+    ".html": "text/html; charset=utf-8",
+    ".js": "text/javascript; charset=utf-8",
+    ".css": "text/css; charset=utf-8",
+    ".svg": "image/svg+xml",
+    ".png": "image/png",
+    ".ico": "image/x-icon",
+    ".json": "application/json",
+}
+# The console talks to this origin's REST edge only, runs only its own scripts and styles, and frames only its own
+# sandboxed previews (srcdoc iframes); no page may frame it.
+CONSOLE_CSP = (
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; script-src 'self'; connect-src 'self'; "
+    "frame-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+)
 MIB = 1024 * 1024
 
 
@@ -107,6 +126,33 @@ class Upstream:
 
 
 @dataclass(frozen=True, slots=True)
+class ConsoleFiles:
+    """The console's files: read from `source` when the config is rendered (which files, how large), and by Envoy
+    from `served_from` (the same folder locally; where the gateway-console ConfigMap is mounted in Kubernetes)."""
+
+    source: Path
+    served_from: PurePath
+
+    def files(self) -> list[dict[str, Any]]:
+        """Each file Envoy answers for: its name, where Envoy reads it, its content type and size."""
+        return [
+            {
+                "name": path.name,
+                "filename": str(self.served_from / path.name),
+                "content_type": CONSOLE_TYPES[path.suffix],
+                "size_bytes": path.stat().st_size,
+            }
+            for path in sorted(self.source.iterdir())
+            if path.is_file() and path.suffix in CONSOLE_TYPES
+        ]
+
+
+def console_source() -> Path | None:
+    """The console's folder in this checkout or wheel; None when it has none."""
+    return next((path for path in CONSOLE_CANDIDATES if (path / "index.html").is_file()), None)
+
+
+@dataclass(frozen=True, slots=True)
 class GatewayConfig:
     """Everything that differs between deployments of the edge; the rest is fixed in the template."""
 
@@ -151,6 +197,8 @@ class GatewayConfig:
     # Proxies in front of Envoy whose X-Forwarded-For is trusted to name the client (an Ingress: 1). With 0, the
     # client is the connection's peer; behind a proxy every anonymous caller would then share one bucket.
     trusted_proxy_hops: int = 0
+    # The operator console at /console/ (static files Envoy answers itself); None: none.
+    console: ConsoleFiles | None = None
 
 
 def _duration(seconds: float) -> str:
@@ -330,6 +378,14 @@ def render_envoy_config(
         openapi=None
         if openapi is None
         else {"path": OPENAPI_PATH, "document": openapi, "size_bytes": len(openapi.encode())},
+        console=None
+        if config.console is None
+        else {"path": CONSOLE_PATH, "files": config.console.files(), "csp": CONSOLE_CSP},
+        # Envoy's default limit for a body it answers itself, 4 KiB, is far less than the document or a script.
+        direct_body_limit=max(
+            [len(openapi.encode()) if openapi else 0]
+            + [f["size_bytes"] for f in (config.console.files() if config.console else [])]
+        ),
     )
 
 
@@ -374,4 +430,5 @@ def local_gateway_config(
         upstreams=(upstream,),
         descriptor_path=descriptor_path,
         client_limits=ClientLimits() if client_limits else None,
+        console=None if (console := console_source()) is None else ConsoleFiles(console, console),
     )

@@ -15,7 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from google.protobuf import descriptor_pb2
 
-from clarion.gateway.config import GatewayConfig, Upstream, render_envoy_config
+from clarion.gateway.config import ConsoleFiles, GatewayConfig, Upstream, console_source, render_envoy_config
 from clarion.gateway.descriptors import (
     HEALTH_SERVICE,
     REFLECTION_SERVICES,
@@ -25,12 +25,16 @@ from clarion.gateway.descriptors import (
     service_names,
 )
 from clarion.gateway.openapi import render_openapi
-from clarion.v1 import notifications_pb2, templates_pb2, users_pb2
+from clarion.v1 import access_pb2, notifications_pb2, templates_pb2, users_pb2
 
 CONFIG_FILE = "envoy.yaml"
 DESCRIPTOR_FILE = "gateway.binpb"
 # Where deploy/k8s/base/gateway.yaml mounts the ConfigMap in the Envoy container.
 MOUNT_DIR = PurePosixPath("/etc/envoy")
+# The console's files: copied into <out>/console/ for the gateway-console ConfigMap, which deploy/k8s/base/gateway.yaml
+# mounts here (beside /etc/envoy, not inside it: that is a ConfigMap volume of its own).
+CONSOLE_DIR = "console"
+CONSOLE_MOUNT_DIR = PurePosixPath("/etc/envoy-console")
 LISTEN_PORT = 8080
 # Envoy's admin interface (loopback only) and the listener that serves its metrics as GET /metrics: the same port as
 # the gRPC services' metrics, so the PodMonitor's `metrics` endpoint covers the gateway too.
@@ -48,7 +52,13 @@ UPSTREAMS = (
         "users",
         "users",
         GRPC_PORT,
-        (users_pb2.DESCRIPTOR.services_by_name["UserService"].full_name, HEALTH_SERVICE, *REFLECTION_SERVICES),
+        # AccessService is served by every server process (clarion.app.served): the first Deployment will do.
+        (
+            users_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
+            access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
+            HEALTH_SERVICE,
+            *REFLECTION_SERVICES,
+        ),
     ),
     Upstream(
         "templates", "templates", GRPC_PORT, (templates_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name,)
@@ -82,6 +92,7 @@ def kubernetes_gateway_config(*, cors_origins: Sequence[str] = (), trusted_proxy
         metrics_port=METRICS_PORT,
         cors_origins=tuple(cors_origins),
         trusted_proxy_hops=trusted_proxy_hops,
+        console=None if (console := console_source()) is None else ConsoleFiles(console, CONSOLE_MOUNT_DIR),
     )
 
 
@@ -108,17 +119,26 @@ def render_kubernetes_gateway(
     # The OpenAPI document needs the comments the ConfigMap's descriptor set leaves out.
     openapi = render_openapi(base, compact=True)
     envoy_yaml = _HEADER.format(mount=MOUNT_DIR) + render_envoy_config(config, transcoded, openapi=openapi)
-    return {
+    files = {
         CONFIG_FILE: envoy_yaml.encode(),
         DESCRIPTOR_FILE: _without_source_info(descriptor_set).SerializeToString(deterministic=True),
     }
+    # The console's files, copied for the gateway-console ConfigMap (kustomize reads files inside its own tree only).
+    if config.console is not None:
+        for file in config.console.files():
+            files[f"{CONSOLE_DIR}/{file['name']}"] = (config.console.source / file["name"]).read_bytes()
+    return files
 
 
 def stale_files(out_dir: Path, files: dict[str, bytes]) -> list[str]:
-    """The names of `files` whose copy in `out_dir` is missing or different."""
-    return [
+    """The names of `files` whose copy in `out_dir` is missing or different, and of console files there that are
+    no longer in the console."""
+    stale = [
         name for name, data in files.items() if not (out_dir / name).is_file() or (out_dir / name).read_bytes() != data
     ]
+    copies = out_dir / CONSOLE_DIR
+    left = sorted(f"{CONSOLE_DIR}/{path.name}" for path in copies.iterdir()) if copies.is_dir() else []
+    return stale + [name for name in left if name not in files]
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
@@ -153,10 +173,15 @@ def run(args: argparse.Namespace) -> int:
             sys.stderr.write(f"stale in {args.out}: {', '.join(stale)}; run `{command}`\n")
             return 1
         return 0
-    args.out.mkdir(parents=True, exist_ok=True)
     for name in stale:
-        (args.out / name).write_bytes(files[name])
-        sys.stdout.write(f"wrote {args.out / name}\n")
+        target = args.out / name
+        if name not in files:
+            target.unlink()
+            sys.stdout.write(f"removed {target}\n")
+            continue
+        target.parent.mkdir(parents=True, exist_ok=True)
+        target.write_bytes(files[name])
+        sys.stdout.write(f"wrote {target}\n")
     return 0
 
 

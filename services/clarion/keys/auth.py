@@ -28,7 +28,7 @@ from clarion.core.errors import PermissionDenied, ResourceExhausted, Unauthentic
 from clarion.core.interceptors import UnaryBehavior, parse_request
 from clarion.core.logging import get_logger
 from clarion.keys.quotas import KeyedRateLimiter
-from clarion.keys.scopes import DEFAULT_PROJECT, Scope, broader, grants, required_scope
+from clarion.keys.scopes import DEFAULT_PROJECT, READ_METHODS, Scope, broader, grants, permits, required_scope
 from clarion.keys.tokens import LAST_USED_RESOLUTION_S, hash_secret, is_service_key, parse_key, require_pepper
 
 log = get_logger(__name__)
@@ -83,6 +83,11 @@ class CallerProject:
 
     project_id: str
     readable: str | None
+
+
+def current_caller() -> Principal | None:
+    """The key of the call being handled; None for open services and with keys off."""
+    return _CALLER.get()
 
 
 def caller_project() -> CallerProject:
@@ -166,12 +171,13 @@ class Authenticator:
         if scope is None:
             return None
         principal = await self.authenticate(bearer_token(metadata))
-        if not principal.allows(scope):
+        if not permits(principal.scopes, method):
             wider = broader(scope)
             which = "which include it" if len(wider) > 1 else "which includes it"
             also = f" (or {' or '.join(repr(other.value) for other in wider)}, {which})" if wider else ""
+            reading = f"; {Scope.READ.value!r} is enough to read" if method in READ_METHODS else ""
             raise PermissionDenied(
-                f"this API key lacks the {scope.value!r} scope{also} that {method} needs",
+                f"this API key lacks the {scope.value!r} scope{also} that {method} needs{reading}",
                 reason="SCOPE_MISSING",
                 metadata={"scope": scope.value, "method": method},
             )

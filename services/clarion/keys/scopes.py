@@ -20,6 +20,9 @@ class Scope(StrEnum):
     # Reading (never changing) the notifications, dead letters and statistics of every project, not only the
     # key's own: for operators and support.
     READ_ALL_PROJECTS = "projects:read_all"
+    # Reading, never changing: users, templates (and rendering them), notifications, dead letters and statistics of
+    # the key's project. For people looking (the console, a support engineer) and dashboards.
+    READ = "read"
     ADMIN = "admin"
 
 
@@ -71,6 +74,10 @@ SERVICE_SCOPES: Mapping[str, Mapping[str, Scope]] = {
         "AddDevice": Scope.MANAGE,
         "RemoveDevice": Scope.DEVICES_REMOVE,
     },
+    "clarion.v1.AccessService": {
+        # Any valid key may ask what it is (KEY_ONLY_METHODS); listed so that it is not open to callers without a key.
+        "GetCaller": Scope.READ,
+    },
     "clarion.v1.TemplateService": {
         "CreateTemplate": Scope.MANAGE,
         "GetTemplate": Scope.MANAGE,
@@ -85,6 +92,43 @@ SERVICE_SCOPES: Mapping[str, Mapping[str, Scope]] = {
 METHOD_SCOPES: Mapping[str, Scope] = {
     f"/{service}/{method}": scope for service, methods in SERVICE_SCOPES.items() for method, scope in methods.items()
 }
+
+
+# The methods that read and never change anything: the `read` scope is enough for them, besides the scope each needs.
+READ_METHODS = frozenset(
+    f"/clarion.v1.{method}"
+    for method in (
+        "NotificationService/GetNotification",
+        "NotificationService/ListNotifications",
+        "NotificationService/ListDeadLetters",
+        "NotificationService/GetDeliveryStats",
+        "UserService/GetUser",
+        "UserService/BatchGetUsers",
+        "UserService/ListUsers",
+        "TemplateService/GetTemplate",
+        "TemplateService/ListTemplates",
+        "TemplateService/ListTemplateVersions",
+        "TemplateService/RenderTemplate",
+        "TemplateService/BatchRenderTemplates",
+    )
+)
+# The methods any valid key may call, whatever its scopes.
+KEY_ONLY_METHODS = frozenset({"/clarion.v1.AccessService/GetCaller"})
+
+
+def permits(held: frozenset[str], method: str) -> bool:
+    """Whether a key holding the scopes `held` may call `method` (a full gRPC method name)."""
+    if method in KEY_ONLY_METHODS:
+        return True
+    scope = required_scope(method)
+    if scope is None or grants(held, scope):
+        return True
+    return method in READ_METHODS and grants(held, Scope.READ)
+
+
+def allowed_methods(held: frozenset[str]) -> list[str]:
+    """Every Clarion method a key holding `held` may call, as `service/method` without the leading slash, sorted."""
+    return sorted(method.lstrip("/") for method in METHOD_SCOPES if permits(held, method))
 
 
 def required_scope(method: str) -> Scope | None:

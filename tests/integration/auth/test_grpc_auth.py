@@ -20,7 +20,16 @@ from pydantic import SecretStr
 from clarion import app
 from clarion.keys.manage import list_keys, revoke_key
 from clarion.keys.scopes import Scope
-from clarion.v1 import notifications_pb2_grpc, templates_pb2, templates_pb2_grpc, users_pb2, users_pb2_grpc
+from clarion.v1 import (
+    access_pb2,
+    access_pb2_grpc,
+    notifications_pb2,
+    notifications_pb2_grpc,
+    templates_pb2,
+    templates_pb2_grpc,
+    users_pb2,
+    users_pb2_grpc,
+)
 from tests.helpers import health_status, status_detail
 from tests.integration.auth.conftest import SERVICES, channel_with, one_rpc
 from tests.integration.conftest import RunningClarion
@@ -226,3 +235,56 @@ async def test_in_process_a_dead_device_is_removed_without_any_service_key(start
     user_id, (dead, alive) = await _user_with_devices(clarion, 2)
     await clarion.resources.clients.remove_device(user_id, dead)
     assert await _devices_of(clarion, user_id) == [alive]
+
+
+async def test_a_read_key_reads_every_service_and_changes_nothing(clarion: RunningClarion) -> None:
+    key = await clarion.make_key(Scope.READ)
+    async with channel_with(clarion.address, key) as channel:
+        for service in SERVICES:
+            await one_rpc(channel, service)
+        replay = notifications_pb2_grpc.NotificationServiceStub(channel).ReplayDeadLetters(
+            notifications_pb2.ReplayDeadLettersRequest(all=True), timeout=10
+        )
+        code, status = await rpc_error(replay)
+        assert (code, reason(status)) == (grpc.StatusCode.PERMISSION_DENIED, "SCOPE_MISSING")
+        create = users_pb2_grpc.UserServiceStub(channel).CreateUser(
+            users_pb2.CreateUserRequest(user=SEED_USER), timeout=10
+        )
+        code, status = await rpc_error(create)
+        assert (code, reason(status)) == (grpc.StatusCode.PERMISSION_DENIED, "SCOPE_MISSING")
+    # Where `read` would do, the refusal says so.
+    async with channel_with(clarion.address, await clarion.make_key(Scope.DEVICES_REMOVE)) as channel:
+        code, status = await rpc_error(one_rpc(channel, "users"))
+    assert "'read' is enough to read" in status.message
+
+
+@pytest.mark.parametrize(
+    ("scopes", "can", "cannot"),
+    [
+        ((Scope.READ,), "NotificationService/ListDeadLetters", "NotificationService/ReplayDeadLetters"),
+        ((Scope.SEND,), "NotificationService/ReplayDeadLetters", "TemplateService/UpdateTemplate"),
+        ((Scope.MANAGE,), "TemplateService/UpdateTemplate", "NotificationService/ListNotifications"),
+    ],
+)
+async def test_get_caller_says_who_the_key_is_and_what_it_may_call(
+    clarion: RunningClarion, scopes: tuple[Scope, ...], can: str, cannot: str
+) -> None:
+    key = await clarion.make_key(*scopes)
+    async with channel_with(clarion.address, key) as channel:
+        caller = await access_pb2_grpc.AccessServiceStub(channel).GetCaller(access_pb2.GetCallerRequest(), timeout=10)
+    assert caller.key_id == key.split("_")[1]
+    assert list(caller.scopes) == sorted(s.value for s in scopes)
+    assert caller.project_id == "default"
+    allowed = list(caller.allowed_methods)
+    assert allowed == sorted(allowed)
+    assert f"clarion.v1.{can}" in allowed
+    assert f"clarion.v1.{cannot}" not in allowed
+    assert "clarion.v1.AccessService/GetCaller" in allowed
+
+
+async def test_get_caller_needs_a_key(clarion: RunningClarion) -> None:
+    async with channel_with(clarion.address, None) as channel:
+        code, status = await rpc_error(
+            access_pb2_grpc.AccessServiceStub(channel).GetCaller(access_pb2.GetCallerRequest(), timeout=10)
+        )
+    assert (code, reason(status)) == (grpc.StatusCode.UNAUTHENTICATED, "API_KEY_MISSING")

@@ -42,6 +42,7 @@ REQUESTS = [
     ("POST", "/v1/users", {"email_address": "rest-auth@example.com"}),
     ("GET", "/v1/templates/NOPE", None),
     ("GET", "/v1/notifications?page_size=1", None),
+    ("GET", "/v1/caller", None),
 ]
 
 
@@ -322,3 +323,15 @@ def test_with_keys_off_local_mode_has_the_flood_guard_only(tmp_path: Path) -> No
     assert "descriptors" not in off
     assert "header_to_metadata" not in off
     assert "max_tokens: 2000" in off, "the flood guard stays"
+
+
+async def test_the_caller_over_rest_lists_what_a_read_key_may_call(clarion: RunningClarion, rest: RestClient) -> None:
+    key = await clarion.make_key(Scope.READ)
+    response = await rest.with_key(key).get("/v1/caller")
+    assert response.status == 200, response.body
+    caller = response.json()
+    assert (caller["key_id"], caller["scopes"]) == (key.split("_")[1], ["read"])
+    assert "clarion.v1.NotificationService/ListDeadLetters" in caller["allowed_methods"]
+    assert "clarion.v1.NotificationService/ReplayDeadLetters" not in caller["allowed_methods"]
+    refused = await rest.with_key(key).request("POST", "/v1/dead-letters:replay", json_body={"all": True})
+    assert reason(status_of(refused, 403, 7)) == "SCOPE_MISSING"
