@@ -26,6 +26,7 @@ from clarion.core.tracing import configure_tracing
 from clarion.delivery.channels import CHANNELS
 from clarion.delivery.lifecycle import DeliveryStatus
 from clarion.gateway import kubernetes
+from clarion.gateway.config import console_source
 from clarion.gateway.errors import GatewayError
 from clarion.keys.models import ApiKeyRow
 from clarion.keys.scopes import DEFAULT_PROJECT, SERVICE_KEY_SCOPES, Scope
@@ -109,9 +110,10 @@ def cmd_up(settings: Settings) -> None:
     def started(port: int) -> None:
         address = f"{settings.grpc_host}:{port}"
         edge = f"{settings.http_host}:{settings.http_port}"
+        console = f"  console   http://{edge}/console/   (paste the API key below)\n" if console_source() else ""
         _say(
             "\nClarion is up (local mode).\n"
-            f"  console   http://{edge}/console/   (paste the API key below)\n"
+            f"{console}"
             f"  REST      http://{edge}   try: curl http://{edge}/v1/health\n"
             f"  gRPC      {address}   try: grpcurl -plaintext {address} list   (also on {edge}, through Envoy)\n"
             f"  database  {database}\n"
