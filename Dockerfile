@@ -25,6 +25,7 @@ COPY requirements/runtime.txt requirements/runtime.txt
 COPY services/ services/
 COPY gen/ gen/
 COPY gateway/ gateway/
+COPY console/ console/
 # --only-binary: every dependency must come as a wheel, so no compiler is needed here either, and a dependency
 # that would have to be compiled fails the build instead of quietly pulling one in.
 RUN python -m pip wheel --no-deps --wheel-dir /wheels . \

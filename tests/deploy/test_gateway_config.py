@@ -58,13 +58,21 @@ def test_envoy_accepts_the_config_with_the_deployments_own_arguments(
 ) -> None:
     manifests = Manifests.parse("base", render("base"))
     config_map = manifests.named_like("ConfigMap", "gateway-config")
+    console_map = manifests.named_like("ConfigMap", "gateway-console")
     (container,) = manifests.workload("gateway").containers
-    mount = str(gateway_k8s.MOUNT_DIR)
-    # The ConfigMap as the pod sees it, moved from /etc/envoy to a directory of ours.
+    mount, console_mount = str(gateway_k8s.MOUNT_DIR), str(gateway_k8s.CONSOLE_MOUNT_DIR)
+    console_dir = tmp_path / "console"
+    console_dir.mkdir()
+    # The ConfigMaps as the pod sees them, moved from /etc/envoy and /etc/envoy-console to directories of ours
+    # (Envoy reads the console's files when it loads the config, so a file missing from the ConfigMap fails here).
     for name, text in config_map["data"].items():
-        (tmp_path / name).write_text(text.replace(mount, str(tmp_path)))
+        (tmp_path / name).write_text(text.replace(console_mount, str(console_dir)).replace(mount, str(tmp_path)))
     for name, data in config_map["binaryData"].items():
         (tmp_path / name).write_bytes(base64.b64decode(data))
+    for name, text in console_map.get("data", {}).items():
+        (console_dir / name).write_text(text)
+    for name, data in console_map.get("binaryData", {}).items():
+        (console_dir / name).write_bytes(base64.b64decode(data))
     args = [arg.replace(mount, str(tmp_path)) for arg in container["args"]]
 
     result = subprocess.run(
@@ -106,8 +114,17 @@ def test_the_renderer_writes_what_is_stale_and_check_reports_it(
     assert gateway_k8s.main([*out, "--check"]) == 1
     assert "stale" in capsys.readouterr().err
     assert gateway_k8s.main(out) == 0
-    assert sorted(path.name for path in tmp_path.iterdir()) == [gateway_k8s.CONFIG_FILE, gateway_k8s.DESCRIPTOR_FILE]
+    assert sorted(path.name for path in tmp_path.iterdir()) == [
+        gateway_k8s.CONSOLE_DIR,
+        gateway_k8s.CONFIG_FILE,
+        gateway_k8s.DESCRIPTOR_FILE,
+    ]
     assert gateway_k8s.main([*out, "--check"]) == 0
+    # A console file that is gone from the console is stale, and removed by the next run.
+    (tmp_path / gateway_k8s.CONSOLE_DIR / "old.js").write_text("gone")
+    assert gateway_k8s.main([*out, "--check"]) == 1
+    assert gateway_k8s.main(out) == 0
+    assert not (tmp_path / gateway_k8s.CONSOLE_DIR / "old.js").exists()
     assert gateway_k8s.main([*out, "--check", "--cors-origin", "https://console.example.com"]) == 1
 
 
@@ -123,3 +140,20 @@ def test_an_origin_given_replaces_any_origin() -> None:
 
     assert '"https://console.example.com"' in config
     assert '".*"' not in config
+
+
+def test_the_console_configmap_holds_every_console_file_mounted_where_envoy_reads_them(
+    render: Callable[[str], str],
+) -> None:
+    manifests = Manifests.parse("base", render("base"))
+    console_map = manifests.named_like("ConfigMap", "gateway-console")
+    console = gateway_k8s.kubernetes_gateway_config().console
+    assert console is not None, "a checkout has the console"
+    served = {file["name"] for file in console.files()}
+    assert {*console_map.get("data", {}), *console_map.get("binaryData", {})} == served
+    assert "index.html" in served
+    (container,) = manifests.workload("gateway").containers
+    mounts = {mount["mountPath"]: mount["name"] for mount in container["volumeMounts"]}
+    volumes = {volume["name"]: volume for volume in manifests.workload("gateway").pod["volumes"]}
+    volume = volumes[mounts[str(gateway_k8s.CONSOLE_MOUNT_DIR)]]
+    assert volume["configMap"]["name"] == console_map["metadata"]["name"]

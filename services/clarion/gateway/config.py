@@ -143,7 +143,11 @@ class ConsoleFiles:
                 "size_bytes": path.stat().st_size,
             }
             for path in sorted(self.source.iterdir())
-            if path.is_file() and path.suffix in CONSOLE_TYPES
+            # Regular files only: a symlink could point Envoy at any file outside the folder.
+            if path.is_file()
+            and not path.is_symlink()
+            and not path.name.startswith(".")
+            and path.suffix in CONSOLE_TYPES
         ]
 
 
@@ -272,8 +276,9 @@ _KEY_SHAPED = r"^\w+\s+clr_[a-z0-9]+_.*$"
 # For header_to_metadata's rewrite: the id, or "" (and no metadata) for any other header; the alternation makes the
 # whole value match either way, so nothing of a header that is not a key is kept.
 _KEY_ID_REWRITE = r"^(?:\w+\s+clr_([a-z0-9]+)_.*|.*)$"
-# Probes and status checks, and the OpenAPI document (as keyless as health): never in the anonymous bucket.
-_HEALTH_PATHS = r"^/(v1/(health|openapi\.json)|grpc\.health\.v1\.Health/Check)(\?.*)?$"
+# Probes and status checks: never in the anonymous bucket. (The OpenAPI document and the console's files are
+# anonymous requests like any other: 70 KB answers must not escape the per-address limit.)
+_HEALTH_PATHS = r"^/(v1/health|grpc\.health\.v1\.Health/Check)(\?.*)?$"
 
 
 def _client_limits(limits: ClientLimits | None) -> dict[str, Any] | None:
@@ -344,6 +349,7 @@ def render_envoy_config(
     if config.metrics_port is not None and (admin is None or not config.admin_port):
         raise GatewayError("the metrics listener reads the admin interface: give it a host and a fixed port")
     metrics = {"host": config.listen_host, "port": config.metrics_port} if config.metrics_port is not None else None
+    console_files = config.console.files() if config.console is not None else []
     return _template().render(
         admin=admin,
         metrics=metrics,
@@ -375,17 +381,10 @@ def render_envoy_config(
         max_streams_per_connection=config.max_streams_per_connection,
         # Anywhere in the header: the services strip more kinds of whitespace than RE2's \s knows.
         service_key_pattern=rf".*{KEY_PREFIX}_{SERVICE_KEY_ID_PREFIX}.*",
-        openapi=None
-        if openapi is None
-        else {"path": OPENAPI_PATH, "document": openapi, "size_bytes": len(openapi.encode())},
-        console=None
-        if config.console is None
-        else {"path": CONSOLE_PATH, "files": config.console.files(), "csp": CONSOLE_CSP},
+        openapi=None if openapi is None else {"path": OPENAPI_PATH, "document": openapi},
+        console=None if config.console is None else {"path": CONSOLE_PATH, "files": console_files, "csp": CONSOLE_CSP},
         # Envoy's default limit for a body it answers itself, 4 KiB, is far less than the document or a script.
-        direct_body_limit=max(
-            [len(openapi.encode()) if openapi else 0]
-            + [f["size_bytes"] for f in (config.console.files() if config.console else [])]
-        ),
+        direct_body_limit=max([len(openapi.encode()) if openapi else 0] + [f["size_bytes"] for f in console_files]),
     )
 
 

@@ -22,8 +22,10 @@ from google.protobuf import descriptor_pb2
 
 from clarion.core.server import PortInUseError
 from clarion.gateway.config import (
+    ConsoleFiles,
     GatewayConfig,
     Upstream,
+    console_source,
     local_gateway_config,
     render_envoy_config,
     write_gateway_files,
@@ -43,7 +45,12 @@ from tests.helpers import health_status
 
 pytestmark = pytest.mark.integration
 
-CLARION_SERVICES = ("clarion.v1.UserService", "clarion.v1.TemplateService", "clarion.v1.NotificationService")
+CLARION_SERVICES = (
+    "clarion.v1.UserService",
+    "clarion.v1.TemplateService",
+    "clarion.v1.NotificationService",
+    "clarion.v1.AccessService",
+)
 
 
 def write(config: GatewayConfig, directory: Path) -> Path:
@@ -96,6 +103,13 @@ def route_clusters(rendered: str) -> dict[str, str]:
     return routes
 
 
+def console_paths() -> list[str]:
+    """The paths Envoy answers for the console of this checkout."""
+    source = console_source()
+    assert source is not None, "a checkout has the console"
+    return ["/console", "/console/", *(f"/console/{file['name']}" for file in ConsoleFiles(source, source).files())]
+
+
 def test_the_local_config_passes_envoy_validate(tmp_path: Path) -> None:
     config_path = write(local_config(tmp_path, grpc_port=50051), tmp_path)
 
@@ -110,6 +124,8 @@ def test_the_local_config_passes_envoy_validate(tmp_path: Path) -> None:
         **{f"/{service}/": "clarion-streams" for service in REFLECTION_SERVICES},
         f"/{HEALTH_SERVICE}/Watch": "refused",
         OPENAPI_PATH: "refused",
+        # The console: a redirect from /console, and each of its files (the index at /console/ too), answered by Envoy.
+        **{path: "refused" for path in console_paths()},
         "/": "clarion",
     }
     # Explicit circuit breakers: streams held open can only use up the streams cluster's budget.
