@@ -31,13 +31,17 @@ def git(*args: str) -> str | None:
 
 def baseline() -> tuple[str, str]:
     """The ref to compare with, and why it was chosen."""
-    tag = git("describe", "--tags", "--abbrev=0", "--match", "v[0-9]*", "HEAD")
+    has_parent = git("rev-parse", "--verify", "--quiet", "HEAD^") is not None
+    # From HEAD's parent: a release commit, tagged itself, is compared with the release before it.
+    tag = git("describe", "--tags", "--abbrev=0", "--match", "v[0-9]*", "HEAD^") if has_parent else None
     if tag is not None:
         return tag, "the last release tag"
-    head, base = git("rev-parse", "HEAD"), git("merge-base", "HEAD", "main")
-    if base is not None and base != head:
-        return base, "the merge base with main"
-    if git("rev-parse", "--verify", "--quiet", "HEAD^") is not None:
+    head = git("rev-parse", "HEAD")
+    for main in ("origin/main", "main"):  # a CI clone may have only the remote's branch
+        base = git("merge-base", "HEAD", main)
+        if base is not None and base != head:
+            return base, f"the merge base with {main}"
+    if has_parent:
         return "HEAD^", "no release tag here: HEAD's parent"
     return "HEAD", "a single commit: nothing earlier to compare with"
 

@@ -16,7 +16,8 @@ from clarion.gateway.openapi import OPENAPI_PATH
 from tests.clients.conftest import ClarionUp
 from tests.conftest import unavailable
 
-pytestmark = pytest.mark.e2e
+# The first test to ask for `clarion_up` pays for starting it; schemathesis then takes up to 100 s of its own.
+pytestmark = [pytest.mark.e2e, pytest.mark.timeout(420)]
 
 GEN_OPENAPI = Path(__file__).resolve().parents[2] / "gen" / "openapi.json"
 SCHEMATHESIS = Path(sys.executable).parent / "st"

@@ -85,6 +85,7 @@ def test_the_client_sends_and_reads_over_grpc_and_through_envoy(client_python: P
         assert record["invalid"]["reason"] == "NULL_TEMPLATE_VARIABLES", via
         assert record["invalid"]["fields"] == ["message_data.app_name"], via
         assert record["missing"] == "NOT_FOUND", via
+        assert record["scopes"] == ["admin"], via  # GetCaller: `clarion up`'s key
     for via in ("async-direct", "async-envoy"):
         record = records[via]
         assert record["request_id"], via  # the idempotency key the client made up

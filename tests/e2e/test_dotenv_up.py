@@ -15,12 +15,10 @@ import pytest
 from tests.conftest import free_port
 from tests.e2e.test_gateway_cli import rest, wait_until_rest_serves
 from tests.e2e.test_workers_as_processes import _cleanup
-from tests.integration.conftest import RABBITMQ_URL
+from tests.integration.conftest import RABBITMQ_URL, TEST_REDIS_URL
 from tests.integration.gateway.test_rest_users import SEED_USER
 
 pytestmark = pytest.mark.e2e
-
-REDIS_URL = "redis://127.0.0.1:6379/0"
 
 
 def test_up_takes_its_settings_from_dotenv_and_delivers_on_real_services(
@@ -33,7 +31,7 @@ def test_up_takes_its_settings_from_dotenv_and_delivers_on_real_services(
         f"CLARION_DATABASE_URL={database_url}\n"
         f"CLARION_BROKER_URL={RABBITMQ_URL}\n"
         f"CLARION_BROKER_NAMESPACE={namespace}\n"
-        f"CLARION_REDIS_URL={REDIS_URL}\n"
+        f"CLARION_REDIS_URL={TEST_REDIS_URL}\n"
         f"CLARION_GRPC_PORT={grpc_port}\n"
         f"CLARION_HTTP_PORT={http_port}\n"
         "CLARION_EMAIL_PROVIDER=file\n"

@@ -13,6 +13,7 @@ import {
   credentials,
 } from "@grpc/grpc-js";
 
+import { AccessServiceClient } from "./gen/clarion/v1/access";
 import { NotificationServiceClient } from "./gen/clarion/v1/notifications";
 import { TemplateServiceClient } from "./gen/clarion/v1/templates";
 import { UserServiceClient } from "./gen/clarion/v1/users";
@@ -20,19 +21,22 @@ import { BadRequest, type BadRequest_FieldViolation } from "./gen/google/rpc/err
 import { Status } from "./gen/google/rpc/status";
 
 // Namespaces, because every generated module exports its own `protobufPackage`, `DeepPartial` and `MessageFns`.
+export * as access from "./gen/clarion/v1/access";
 export * as common from "./gen/clarion/v1/common";
 export * as notifications from "./gen/clarion/v1/notifications";
 export * as templates from "./gen/clarion/v1/templates";
 export * as users from "./gen/clarion/v1/users";
 export * as errorDetails from "./gen/google/rpc/error_details";
-export { NotificationServiceClient, Status, TemplateServiceClient, UserServiceClient };
+export { AccessServiceClient, NotificationServiceClient, Status, TemplateServiceClient, UserServiceClient };
 
-/** The three services on one channel. */
+/** The services on one channel. */
 export interface ClarionClients {
   users: UserServiceClient;
   templates: TemplateServiceClient;
   notifications: NotificationServiceClient;
-  /** Closes the channel the three share. */
+  /** What the key may do (GetCaller). */
+  access: AccessServiceClient;
+  /** Closes the channel they share. */
   close(): void;
 }
 
@@ -70,6 +74,7 @@ export function createClients(address: string, options: ConnectOptions = {}): Cl
     users,
     templates: new TemplateServiceClient(address, channelCredentials, shared),
     notifications: new NotificationServiceClient(address, channelCredentials, shared),
+    access: new AccessServiceClient(address, channelCredentials, shared),
     close: () => users.close(),
   };
 }

@@ -377,7 +377,7 @@ def _error_responses() -> dict[str, Any]:
             "content": _json(status),
         },
         "Unauthenticated": {
-            "description": "No API key, or one that is malformed, unknown, revoked or expired (UNAUTHENTICATED).",
+            "description": "No API key, or one that is malformed, unknown or revoked (UNAUTHENTICATED).",
             "content": _json(status),
         },
         "RateLimited": {

@@ -20,8 +20,9 @@ class Scope(StrEnum):
     # Reading (never changing) the notifications, dead letters and statistics of every project, not only the
     # key's own: for operators and support.
     READ_ALL_PROJECTS = "projects:read_all"
-    # Reading, never changing: users, templates (and rendering them), notifications, dead letters and statistics of
-    # the key's project. For people looking (the console, a support engineer) and dashboards.
+    # Reading, never changing: users and templates (shared by every project), rendering templates, and the
+    # notifications, dead letters and statistics of the key's project. For people looking (the console, a support
+    # engineer) and dashboards: it reads users' contact details and device tokens, as `manage` does.
     READ = "read"
     ADMIN = "admin"
 
@@ -74,10 +75,6 @@ SERVICE_SCOPES: Mapping[str, Mapping[str, Scope]] = {
         "AddDevice": Scope.MANAGE,
         "RemoveDevice": Scope.DEVICES_REMOVE,
     },
-    "clarion.v1.AccessService": {
-        # Any valid key may ask what it is (KEY_ONLY_METHODS); listed so that it is not open to callers without a key.
-        "GetCaller": Scope.READ,
-    },
     "clarion.v1.TemplateService": {
         "CreateTemplate": Scope.MANAGE,
         "GetTemplate": Scope.MANAGE,
@@ -89,6 +86,8 @@ SERVICE_SCOPES: Mapping[str, Mapping[str, Scope]] = {
         "BatchRenderTemplates": Scope.TEMPLATES_RENDER,
     },
 }
+# The methods any valid key may call, whatever its scopes (and no caller without one).
+KEY_ONLY_METHODS = frozenset({"/clarion.v1.AccessService/GetCaller"})
 METHOD_SCOPES: Mapping[str, Scope] = {
     f"/{service}/{method}": scope for service, methods in SERVICE_SCOPES.items() for method, scope in methods.items()
 }
@@ -112,8 +111,6 @@ READ_METHODS = frozenset(
         "TemplateService/BatchRenderTemplates",
     )
 )
-# The methods any valid key may call, whatever its scopes.
-KEY_ONLY_METHODS = frozenset({"/clarion.v1.AccessService/GetCaller"})
 
 
 def permits(held: frozenset[str], method: str) -> bool:
@@ -128,14 +125,17 @@ def permits(held: frozenset[str], method: str) -> bool:
 
 def allowed_methods(held: frozenset[str]) -> list[str]:
     """Every Clarion method a key holding `held` may call, as `service/method` without the leading slash, sorted."""
-    return sorted(method.lstrip("/") for method in METHOD_SCOPES if permits(held, method))
+    return sorted(method.lstrip("/") for method in {*METHOD_SCOPES, *KEY_ONLY_METHODS} if permits(held, method))
 
 
 def required_scope(method: str) -> Scope | None:
-    """The scope a full gRPC method name (`/clarion.v1.UserService/GetUser`) needs; None for open services."""
+    """The scope a full gRPC method name (`/clarion.v1.UserService/GetUser`) needs; None for open services. A
+    method of KEY_ONLY_METHODS needs a key and no scope: `permits` says so, and this answers the narrowest, `read`."""
     service = method.split("/")[1] if method.count("/") == 2 else ""
     if service in OPEN_SERVICES:
         return None
+    if method in KEY_ONLY_METHODS:
+        return Scope.READ
     return METHOD_SCOPES.get(method, Scope.ADMIN)
 
 

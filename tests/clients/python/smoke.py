@@ -11,7 +11,7 @@ import sys
 import uuid
 from typing import Any
 
-from clarion.v1 import common_pb2, notifications_pb2, templates_pb2, users_pb2
+from clarion.v1 import access_pb2, common_pb2, notifications_pb2, templates_pb2, users_pb2
 from clarion_client import AsyncClient, Client, InvalidArgument, NotFound, Unauthenticated
 
 KEY = os.environ["CLARION_API_KEY"]
@@ -34,6 +34,7 @@ def template_request(key: str) -> templates_pb2.CreateTemplateRequest:
 
 def sync_checks(target: str, via: str) -> None:
     with Client(target, api_key=KEY) as clarion:
+        caller = clarion.access.GetCaller(access_pb2.GetCallerRequest())
         user = clarion.users.CreateUser(
             users_pb2.CreateUserRequest(user=users_pb2.User(email_address=f"{uuid.uuid4().hex}@example.com"))
         )
@@ -73,6 +74,7 @@ def sync_checks(target: str, via: str) -> None:
         invalid=invalid,
         missing=missing,
         without_key=refused,
+        scopes=list(caller.scopes),
     )
 
 

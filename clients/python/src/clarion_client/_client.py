@@ -16,6 +16,7 @@ import grpc.aio
 from google.protobuf import struct_pb2, timestamp_pb2
 
 from clarion.v1 import (
+    access_pb2_grpc,
     common_pb2,
     notifications_pb2,
     notifications_pb2_grpc,
@@ -24,7 +25,12 @@ from clarion.v1 import (
 )
 from clarion_client._errors import ClarionError
 
-SERVICES = ("clarion.v1.UserService", "clarion.v1.TemplateService", "clarion.v1.NotificationService")
+SERVICES = (
+    "clarion.v1.UserService",
+    "clarion.v1.TemplateService",
+    "clarion.v1.NotificationService",
+    "clarion.v1.AccessService",
+)
 
 
 @dataclass(frozen=True)
@@ -115,7 +121,7 @@ class _CallDetails(NamedTuple):
     compression: grpc.Compression | None
 
 
-class _SyncInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
+class _SyncInterceptor(grpc.UnaryUnaryClientInterceptor):
     def __init__(self, api_key: str | None, timeout_s: float) -> None:
         self._api_key = api_key
         self._timeout_s = timeout_s
@@ -138,11 +144,6 @@ class _SyncInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientI
         if error is not None:
             raise ClarionError.from_rpc_error(error) from None
         return outcome
-
-    def intercept_unary_stream(
-        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
-    ) -> Any:
-        return continuation(self._details(details), request)
 
 
 class _AsyncInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
@@ -181,7 +182,7 @@ class Client:
         target: str,
         *,
         api_key: str | None = None,
-        timeout: float = 10.0,
+        timeout_s: float = 10.0,
         retry: RetryPolicy | None = DEFAULT_RETRY,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
@@ -193,10 +194,11 @@ class Client:
             else grpc.secure_channel(target, credentials, settings)
         )
         self._raw = raw
-        channel = grpc.intercept_channel(raw, _SyncInterceptor(api_key, timeout))
+        channel = grpc.intercept_channel(raw, _SyncInterceptor(api_key, timeout_s))
         self.users = users_pb2_grpc.UserServiceStub(channel)
         self.templates = templates_pb2_grpc.TemplateServiceStub(channel)
         self.notifications = notifications_pb2_grpc.NotificationServiceStub(channel)
+        self.access = access_pb2_grpc.AccessServiceStub(channel)
 
     def send_notification(
         self,
@@ -210,7 +212,7 @@ class Client:
         locale: str = "",
         template_version: int = 0,
         idempotency_key: str | None = None,
-        timeout: float | None = None,
+        timeout_s: float | None = None,
     ) -> notifications_pb2.SendNotificationResponse:
         """Send one notification; `data` fills the template's placeholders (JSON values)."""
         request = notification_request(
@@ -224,7 +226,7 @@ class Client:
             template_version=template_version,
             idempotency_key=idempotency_key,
         )
-        return self.notifications.SendNotification(request, timeout=timeout)
+        return self.notifications.SendNotification(request, timeout=timeout_s)
 
     def close(self) -> None:
         self._raw.close()
@@ -246,13 +248,13 @@ class AsyncClient:
         target: str,
         *,
         api_key: str | None = None,
-        timeout: float = 10.0,
+        timeout_s: float = 10.0,
         retry: RetryPolicy | None = DEFAULT_RETRY,
         credentials: grpc.ChannelCredentials | None = None,
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         settings = channel_options(retry, options)
-        interceptors = [_AsyncInterceptor(api_key, timeout)]
+        interceptors = [_AsyncInterceptor(api_key, timeout_s)]
         self._channel = (
             grpc.aio.insecure_channel(target, settings, interceptors=interceptors)
             if credentials is None
@@ -261,6 +263,7 @@ class AsyncClient:
         self.users = users_pb2_grpc.UserServiceStub(self._channel)  # typed as the AsyncStub by the stubs
         self.templates = templates_pb2_grpc.TemplateServiceStub(self._channel)
         self.notifications = notifications_pb2_grpc.NotificationServiceStub(self._channel)
+        self.access = access_pb2_grpc.AccessServiceStub(self._channel)
 
     async def send_notification(
         self,
@@ -274,7 +277,7 @@ class AsyncClient:
         locale: str = "",
         template_version: int = 0,
         idempotency_key: str | None = None,
-        timeout: float | None = None,  # noqa: ASYNC109 - the call's gRPC deadline, sent to the server
+        timeout_s: float | None = None,
     ) -> notifications_pb2.SendNotificationResponse:
         """As `Client.send_notification`."""
         request = notification_request(
@@ -288,7 +291,7 @@ class AsyncClient:
             template_version=template_version,
             idempotency_key=idempotency_key,
         )
-        return await self.notifications.SendNotification(request, timeout=timeout)
+        return await self.notifications.SendNotification(request, timeout=timeout_s)
 
     async def close(self) -> None:
         await self._channel.close()
