@@ -381,7 +381,7 @@ def build_parser() -> argparse.ArgumentParser:
         choices=[scope.value for scope in Scope],
         help="repeat for several: notifications:send (send and read notifications, dead letters), "
         "manage (users and templates), users:get, templates:render, devices:remove (parts of manage), "
-        "read (read everything of the project, change nothing: the console's read-only key), "
+        "read (read users, templates and the project's notifications, change nothing: the console's read-only key), "
         "projects:read_all (read every project's notifications), admin (everything)",
     )
     create.add_argument(
