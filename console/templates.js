@@ -106,9 +106,10 @@ function sampleData(template) {
 
 /** Where a violation's field points: {locale: "" for the default or a tag, name: "body"}; null for other fields. */
 function violationTarget(fieldName) {
-  const localized = /^template\.localizations\["?([^"\]]+)"?\]\.(\w+)$/.exec(fieldName);
+  // `template.` from a save, `draft.` from a preview of unsaved content.
+  const localized = /^(?:template|draft)\.localizations\["?([^"\]]+)"?\]\.(\w+)$/.exec(fieldName);
   if (localized) return { locale: localized[1], name: localized[2] };
-  const top = /^template\.(\w+)$/.exec(fieldName);
+  const top = /^(?:template|draft)\.(\w+)$/.exec(fieldName);
   return top ? { locale: "", name: top[1] } : null;
 }
 
@@ -219,42 +220,55 @@ export async function renderTemplate(main, key, params) {
       setFieldError(sample, "Sample data must be a JSON object, e.g. {\"name\": \"Ada\"}.");
       return;
     }
+    // The editor's content as it stands (RenderTemplate's `draft`: checked and rendered, never saved); the saved
+    // version when the push data does not parse yet.
+    const edited = editedTemplate();
+    const request = edited ? { draft: edited } : { version: previewVersion };
     try {
-      const rendered = await post(`${path}:render`, { version: previewVersion, locale: previewLocale.value, data });
+      const rendered = await post(`${path}:render`, { ...request, locale: previewLocale.value, data });
       if (ticket !== previewTicket) return;
       setFieldError(sample, "");
-      fill(output, h("p", { class: "hint" }, `Version ${rendered.version}, locale ${rendered.locale}.`), renderedView(rendered));
+      const what = rendered.version ? `Version ${rendered.version}` : "Your edits (not saved)";
+      fill(output, h("p", { class: "hint" }, `${what}, locale ${rendered.locale}.`), renderedView(rendered));
     } catch (error) {
       if (ticket !== previewTicket) return;
       const missing = (error.violations || []).filter((v) => v.field?.startsWith("data."));
-      setFieldError(sample, missing.map((v) => `${v.field.slice(5)} ${v.description}`).join("; ") || error.message);
+      setFieldError(sample, missing.map((v) => `${v.field.slice(5)} ${v.description}`).join("; ") || "");
       fill(output, errorNotice(error));
     }
   }, 400);
   sample.addEventListener("input", preview);
   previewLocale.addEventListener("change", preview);
+  for (const control of [...Object.values(controls), pushData]) control.addEventListener("input", preview);
   const previewPanel = h(
     "section",
     { class: "preview", "aria-labelledby": "preview-heading" },
     h("h2", { id: "preview-heading" }, "Preview"),
-    h("p", { class: "hint" }, "Rendered by Clarion from the saved version with this data, as you type. Save to preview your edits."),
+    h("p", { class: "hint" }, "Rendered by Clarion from the editor's content with this data, as you type; nothing is saved until you save."),
     field("Preview locale", previewLocale),
     field("Sample data (JSON)", sample),
     output,
   );
 
-  async function save(event) {
-    event.preventDefault();
+  /** The editor's content as a Template message; null (with the field marked) when the push data is not JSON. */
+  function editedTemplate() {
     let push_data;
     try {
       push_data = JSON.parse(pushData.value || "{}");
       setFieldError(pushData, "");
     } catch {
       setFieldError(pushData, "Push data must be a JSON object of strings.");
-      return;
+      return null;
     }
     const body = { description: description.value, syntax: template.syntax, default_locale: template.default_locale, ...draft[""], push_data };
     body.localizations = Object.fromEntries(Object.entries(draft).filter(([tag]) => tag));
+    return body;
+  }
+
+  async function save(event) {
+    event.preventDefault();
+    const body = editedTemplate();
+    if (body === null) return;
     saveButton.disabled = true;
     try {
       const saved = await patch(path, body, { update_mask: UPDATE_MASK });

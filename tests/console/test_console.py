@@ -5,6 +5,7 @@ from __future__ import annotations
 import re
 import uuid
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -77,6 +78,13 @@ def test_newcomer_finds_the_delivery_timeline_in_two_clicks(page: Page, clarion_
     page.get_by_label("Status").select_option("NOTIFICATION_STATUS_SENT")
     page.get_by_role("button", name="Filter").click()
     expect(page).to_have_url(re.compile(rf"#/activity\?user_id={user_id}&status=NOTIFICATION_STATUS_SENT"))
+    expect(page.get_by_role("status")).to_have_text("1 notification")
+    # The time window goes to the server: from tomorrow on, nothing; from a year ago, this one.
+    page.get_by_label("Created from").fill((datetime.now() + timedelta(days=1)).strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_role("button", name="Filter").click()
+    expect(page.get_by_role("status")).to_have_text("No notifications match.")
+    page.get_by_label("Created from").fill((datetime.now() - timedelta(days=365)).strftime("%Y-%m-%dT%H:%M"))
+    page.get_by_role("button", name="Filter").click()
     expect(page.get_by_role("status")).to_have_text("1 notification")
 
 
@@ -184,6 +192,11 @@ def test_a_template_is_edited_with_its_preview(page: Page, clarion_up: ClarionUp
     page.get_by_label("Sample data (JSON)").fill('{"name": "Grace", "code": "0042"}')
     page.get_by_label("Preview locale").select_option("en")
     expect(preview.locator(".rendered-subject")).to_have_text("Hi Grace")
+    # The preview follows the editor before anything is saved (RenderTemplate's draft).
+    page.get_by_label("Email subject").fill("Hello {{ name }}!")
+    expect(preview.locator(".rendered-subject")).to_have_text("Hello Grace!")
+    expect(preview).to_contain_text("Your edits (not saved)")
+    assert rest.call("GET", f"/v1/templates/{key}")["version"] == 1
     shot(page, "template")
 
     # A template that does not compile: the error sits next to its field, and points at the line.

@@ -497,8 +497,18 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
         )
         channel = CHANNEL_NAMES.get(request.channel, "")
         violations.check(request.channel == common_pb2.CHANNEL_UNSPECIFIED or bool(channel), "channel", "unknown")
+        start = parse_timestamp(request, "create_time_start", violations)
+        end = parse_timestamp(request, "create_time_end", violations)
+        if start is not None and end is not None:
+            violations.check(start < end, "create_time_end", "must be after create_time_start")
         violations.raise_if_any()
-        filters = {"user_id": request.user_id, "status": status, "channel": channel}
+        filters = {
+            "user_id": request.user_id,
+            "status": status,
+            "channel": channel,
+            "start": start.isoformat() if start else "",
+            "end": end.isoformat() if end else "",
+        }
         before = decode_keyset(request.page_token, filters, _time_and_id)
         async with self._fast.connection() as connection:
             views = await store.list_views(
@@ -507,6 +517,7 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
                 user_id=request.user_id,
                 status=status,
                 channel=channel,
+                created=(start, end),
                 before=before,
                 limit=limit + 1,
             )

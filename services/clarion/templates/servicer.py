@@ -277,6 +277,8 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
             normalize_language_tag(request.locale, "locale", violations)
         violations.raise_if_any()
         data = _data(request)
+        if request.HasField("draft"):
+            return await self._prepare_draft(key, request.draft, request.locale, data)
         template = await self._get(key, request.version)
         if template.HasField("delete_time"):
             raise template_deleted(key)
@@ -284,6 +286,22 @@ class TemplateServicer(templates_pb2_grpc.TemplateServiceServicer):
         return _RenderJob(
             key, template.version, locale, content.channels_of(localized), localized, content.syntax_of(template), data
         )
+
+    async def _prepare_draft(
+        self, key: str, draft: templates_pb2.Template, requested_locale: str, data: dict[str, Any]
+    ) -> _RenderJob:
+        """A draft checked and compiled as CreateTemplate would (in a worker process, under its budget), unsaved."""
+        default_locale, contents, syntax = content.validate_template(draft, prefix="draft.")
+        failure = await self._processes.first_syntax_error(contents, syntax)
+        if failure is not None:
+            raise content.syntax_error(*failure, default_locale=default_locale, prefix="draft.")
+        checked = templates_pb2.Template()
+        checked.CopyFrom(draft)
+        checked.default_locale = default_locale
+        locale, localized = content.resolve_locale(checked, requested_locale)
+        # Version 0 under a key of its own: the compiled-template caches recompile when a draft's content changes,
+        # and never serve a draft for the stored versions.
+        return _RenderJob(key, 0, locale, content.channels_of(localized), localized, syntax, data, draft=True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -297,11 +315,13 @@ class _RenderJob:
     content: Content
     syntax: Syntax
     data: dict[str, Any]
+    draft: bool = False
 
     @property
     def render_args(self) -> RenderJob:
         """What TemplateProcesses renders: the compiled template's key (version and locale), content and data."""
-        return ((self.key, self.version, self.locale), self.content, self.syntax, self.data)
+        cache_key = ("draft", self.key, self.locale) if self.draft else (self.key, self.version, self.locale)
+        return (cache_key, self.content, self.syntax, self.data)
 
     def response(self, rendered: Rendered) -> templates_pb2.RenderTemplateResponse:
         response = templates_pb2.RenderTemplateResponse(template_key=self.key, version=self.version, locale=self.locale)

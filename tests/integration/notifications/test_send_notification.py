@@ -318,6 +318,46 @@ async def test_list_filters_and_pages_newest_first(clarion: RunningClarion) -> N
     assert "page_token" in violations(status)
 
 
+async def test_list_filters_by_the_time_accepted(clarion: RunningClarion) -> None:
+    user_id = await seed(clarion)
+    sent = [
+        (await clarion.notifications.SendNotification(send_request(user_id), timeout=10)).notification for _ in range(3)
+    ]
+    # The middle one's acceptance time, read back: the window [it, the last one's) holds exactly it and no other.
+    middle, last = sent[1].create_time, sent[2].create_time
+
+    window = notifications_pb2.ListNotificationsRequest(user_id=user_id, create_time_start=middle, create_time_end=last)
+    listed = await clarion.notifications.ListNotifications(window, timeout=10)
+    since = await clarion.notifications.ListNotifications(
+        notifications_pb2.ListNotificationsRequest(user_id=user_id, create_time_start=middle, page_size=1), timeout=10
+    )
+    rest = await clarion.notifications.ListNotifications(
+        notifications_pb2.ListNotificationsRequest(
+            user_id=user_id, create_time_start=middle, page_size=1, page_token=since.next_page_token
+        ),
+        timeout=10,
+    )
+
+    assert [n.notification_id for n in listed.notifications] == [sent[1].notification_id]
+    assert [n.notification_id for n in [*since.notifications, *rest.notifications]] == [
+        sent[2].notification_id,
+        sent[1].notification_id,
+    ]
+    assert not rest.next_page_token
+    backwards = notifications_pb2.ListNotificationsRequest(create_time_start=last, create_time_end=middle)
+    code, status = await rpc_error(clarion.notifications.ListNotifications(backwards, timeout=10))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "create_time_end" in violations(status)
+    # A page token belongs to its window.
+    code, status = await rpc_error(
+        clarion.notifications.ListNotifications(
+            notifications_pb2.ListNotificationsRequest(user_id=user_id, page_token=since.next_page_token), timeout=10
+        )
+    )
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "page_token" in violations(status)
+
+
 async def test_an_expired_key_is_forgotten_and_pruned(clarion: RunningClarion) -> None:
     user_id = await seed(clarion)
     first = await clarion.notifications.SendNotification(send_request(user_id, request_id="old-key"), timeout=10)

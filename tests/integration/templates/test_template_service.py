@@ -390,3 +390,51 @@ async def test_detected_syntax_follows_each_version_but_an_explicit_one_sticks(c
         templates_pb2.UpdateTemplateRequest(template={"template_key": "literal", "body": "{{x}}"}), timeout=10
     )
     assert updated.syntax == templates_pb2.TEMPLATE_SYNTAX_BRACES
+
+
+async def test_a_draft_renders_unsaved_in_the_locale_asked_for(clarion: RunningClarion) -> None:
+    await create(clarion, SEED_TEMPLATE)
+    draft = templates_pb2.Template(
+        # Jinja, where the stored version has braces: the draft's syntax is its own, detected as for a new version.
+        subject="Draft: {{ app_name }}",
+        body="{{ new_updates }} new",
+        localizations={
+            "pt-BR": templates_pb2.TemplateContent(subject="Rascunho: {{ app_name }}", body="{{ new_updates }} novos")
+        },
+    )
+
+    rendered = await render(clarion, "WEEKLY_DIGEST", SEED_DATA, draft=draft, version=1)
+    localized = await render(clarion, "WEEKLY_DIGEST", SEED_DATA, draft=draft, locale="pt-BR")
+    # An edit of the draft is what renders next, not a compiled copy of the last one.
+    draft.body = "{{ new_updates }} brand new"
+    edited = await render(clarion, "WEEKLY_DIGEST", SEED_DATA, draft=draft)
+
+    assert (rendered.version, rendered.email.subject, rendered.email.body) == (0, "Draft: MyApp", "10 new")
+    assert (localized.locale, localized.email.subject) == ("pt-BR", "Rascunho: MyApp")
+    assert edited.email.body == "10 brand new"
+    # Nothing was saved, and the stored version still renders as before.
+    versions = await clarion.templates.ListTemplateVersions(
+        templates_pb2.ListTemplateVersionsRequest(template_key="WEEKLY_DIGEST"), timeout=10
+    )
+    assert [t.version for t in versions.templates] == [1]
+    stored = await render(clarion, "WEEKLY_DIGEST", SEED_DATA)
+    assert stored.email.subject == "Your Weekly MyApp Digest: 10 new items!"
+
+
+async def test_a_bad_draft_is_invalid_argument_naming_the_draft_field_and_line(clarion: RunningClarion) -> None:
+    await create(clarion, SEED_TEMPLATE)
+    broken = templates_pb2.Template(subject="Hi", body="line one\n{% if %}")
+    code, status = await rpc_error(render(clarion, "WEEKLY_DIGEST", SEED_DATA, draft=broken))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    [(field, description)] = violations(status).items()
+    assert field == "draft.body"
+    assert "line 2" in description
+
+    code, status = await rpc_error(render(clarion, "WEEKLY_DIGEST", SEED_DATA, draft=templates_pb2.Template()))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "draft.subject" in violations(status)
+
+    missing = templates_pb2.Template(subject="Hi {name}", body="x")
+    code, status = await rpc_error(render(clarion, "WEEKLY_DIGEST", {}, draft=missing))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "data.name" in violations(status)

@@ -588,6 +588,8 @@ class ListNotificationsRequest(_message.Message):
     USER_ID_FIELD_NUMBER: _builtins.int
     STATUS_FIELD_NUMBER: _builtins.int
     CHANNEL_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_START_FIELD_NUMBER: _builtins.int
+    CREATE_TIME_END_FIELD_NUMBER: _builtins.int
     page_size: _builtins.int
     """The most notifications to return, 1 to 1000. 0 means 50."""
     page_token: _builtins.str
@@ -598,6 +600,14 @@ class ListNotificationsRequest(_message.Message):
     """Only notifications with this status. Unspecified means any."""
     channel: _common_pb2.Channel.ValueType
     """Only notifications with a delivery on this channel. Unspecified means any."""
+    @_builtins.property
+    def create_time_start(self) -> _timestamp_pb2.Timestamp:
+        """Only notifications accepted at or after this time. Unset means from the first."""
+
+    @_builtins.property
+    def create_time_end(self) -> _timestamp_pb2.Timestamp:
+        """Only notifications accepted before this time. Unset means up to now."""
+
     def __init__(
         self,
         *,
@@ -606,10 +616,12 @@ class ListNotificationsRequest(_message.Message):
         user_id: _builtins.str = ...,
         status: Global___NotificationStatus.ValueType = ...,
         channel: _common_pb2.Channel.ValueType = ...,
+        create_time_start: _timestamp_pb2.Timestamp | None = ...,
+        create_time_end: _timestamp_pb2.Timestamp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["create_time_end", b"create_time_end", "create_time_start", b"create_time_start"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "page_size", b"page_size", "page_token", b"page_token", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "create_time_end", b"create_time_end", "create_time_start", b"create_time_start", "page_size", b"page_size", "page_token", b"page_token", "status", b"status", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

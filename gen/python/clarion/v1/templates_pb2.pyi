@@ -481,6 +481,7 @@ class RenderTemplateRequest(_message.Message):
     VERSION_FIELD_NUMBER: _builtins.int
     LOCALE_FIELD_NUMBER: _builtins.int
     DATA_FIELD_NUMBER: _builtins.int
+    DRAFT_FIELD_NUMBER: _builtins.int
     template_key: _builtins.str
     """The key of the template to render."""
     version: _builtins.int
@@ -491,6 +492,13 @@ class RenderTemplateRequest(_message.Message):
     def data(self) -> _struct_pb2.Struct:
         """The values for the template's placeholders, e.g. `{"app_name": "MyApp"}`."""
 
+    @_builtins.property
+    def draft(self) -> Global___Template:
+        """Unsaved content to render instead of a stored version: a preview of an edit (the console's editor). It is checked
+        as CreateTemplate checks a template (errors name `draft.` fields, and the line for content that does not
+        compile) and never saved; `version` is ignored, and the answer's version is 0.
+        """
+
     def __init__(
         self,
         *,
@@ -498,10 +506,11 @@ class RenderTemplateRequest(_message.Message):
         version: _builtins.int = ...,
         locale: _builtins.str = ...,
         data: _struct_pb2.Struct | None = ...,
+        draft: Global___Template | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "draft", b"draft"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "locale", b"locale", "template_key", b"template_key", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["data", b"data", "draft", b"draft", "locale", b"locale", "template_key", b"template_key", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

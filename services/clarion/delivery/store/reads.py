@@ -196,11 +196,12 @@ async def list_views(
     user_id: str,
     status: str,
     channel: str,
+    created: tuple[datetime | None, datetime | None] = (None, None),
     before: tuple[datetime, uuid.UUID] | None,
     limit: int,
 ) -> list[NotificationView]:
     """Newest first, before the (created_at, id) position; filtered by project (None: every project), user,
-    status and delivery channel."""
+    status, delivery channel and the window `created` ([start, end), either open)."""
     where = _Where()
     if project is not None:
         where.add("n.project_id = {}", project)
@@ -210,6 +211,10 @@ async def list_views(
         where.add("n.status = {}", status)
     if channel:
         where.add("EXISTS (SELECT FROM deliveries d WHERE d.notification_id = n.id AND d.channel = {})", channel)
+    if created[0] is not None:
+        where.add("n.created_at >= {}", created[0])
+    if created[1] is not None:
+        where.add("n.created_at < {}", created[1])
     if before is not None:
         where.add("(n.created_at, n.id) < ({}, {})", *before)
     query = f"""
