@@ -110,7 +110,9 @@ class Bouncing:
     sendgrid: FakeSendGrid
 
 
-@pytest.fixture(scope="session")
+# Module-scoped, not session-scoped: Playwright's sync API runs an event loop in this thread while it is started,
+# and every asyncio test the same worker runs after the console's would find that loop running and fail.
+@pytest.fixture(scope="module")
 def browser() -> Iterator[Browser]:
     if PLAYWRIGHT_MISSING:
         unavailable("playwright", PLAYWRIGHT_MISSING)

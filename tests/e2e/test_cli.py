@@ -38,6 +38,7 @@ SERVICES = {
     "clarion.v1.UserService",
     "clarion.v1.TemplateService",
     "clarion.v1.NotificationService",
+    "clarion.v1.AccessService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
 }

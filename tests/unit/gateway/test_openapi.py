@@ -95,7 +95,7 @@ def test_bodies_leave_out_what_the_path_binds(document: dict[str, Any]) -> None:
     # body: "*" with a path parameter: the rest of the request is the body.
     render = paths["/v1/templates/{template_key}:render"]["post"]
     assert set(parameters(render)) == {"template_key"}
-    assert set(body_schema(render)["properties"]) == {"version", "locale", "data"}
+    assert set(body_schema(render)["properties"]) == {"version", "locale", "data", "draft"}
     # A named body: that field is the body, minus its part in the path; the other fields are query parameters.
     update = paths["/v1/users/{user_id}"]["patch"]
     assert parameters(update)["user_id"]["in"] == "path"
