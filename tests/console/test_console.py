@@ -64,7 +64,8 @@ def test_newcomer_finds_the_delivery_timeline_in_two_clicks(page: Page, clarion_
     expect(attempts).to_contain_text("file")
     expect(attempts).to_contain_text("succeeded")
     expect(attempts).to_contain_text(re.compile(r"\d+ ms"))
-    # Its content, rendered again from the pinned version with the notification's data; HTML in a sandboxed frame.
+    # Its content as rendered at accept (GetNotification's delivery content); HTML in a sandboxed frame.
+    expect(page.get_by_text("As rendered when the notification was accepted.")).to_be_visible()
     expect(page.locator(".rendered-subject")).to_have_text("Hello Ada")
     frame = page.locator("iframe.rendered-html")
     expect(frame).to_have_attribute("sandbox", "")

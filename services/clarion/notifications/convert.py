@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from datetime import timedelta
+from typing import Any
 
 from google.protobuf import struct_pb2
 
@@ -23,8 +24,10 @@ CHANNELS = {name: channel.proto for name, channel in REGISTRY.items()}
 CHANNEL_NAMES = {channel.proto: name for name, channel in REGISTRY.items()}
 
 
-def delivery_to_proto(row: DeliveryRecord, attempts: list[AttemptRecord]) -> notifications_pb2.Delivery:
-    """One channel's delivery with its attempts."""
+def delivery_to_proto(
+    row: DeliveryRecord, attempts: list[AttemptRecord], payload: dict[str, Any] | None = None
+) -> notifications_pb2.Delivery:
+    """One channel's delivery with its attempts, and with its stored `payload` the content it sends."""
     delivery = notifications_pb2.Delivery(
         delivery_id=str(row.id),
         channel=CHANNELS[row.channel],
@@ -45,6 +48,10 @@ def delivery_to_proto(row: DeliveryRecord, attempts: list[AttemptRecord]) -> not
         )
         shown.start_time.FromDatetime(attempt.started_at)
         shown.duration.FromMilliseconds(int(attempt.duration_ms))
+    channel = REGISTRY.get(row.channel)
+    rendered = channel.rendered(payload) if channel is not None and payload else None
+    if channel is not None and rendered is not None:
+        getattr(delivery, channel.content).CopyFrom(rendered)
     return delivery
 
 
@@ -65,7 +72,9 @@ def notification_to_proto(view: NotificationView) -> notifications_pb2.Notificat
         status=NotificationStatus.proto_of(row.status),
         locale=row.locale,
         request_id=row.request_id or "",
-        deliveries=[delivery_to_proto(d, view.attempts.get(d.id, [])) for d in view.deliveries],
+        deliveries=[
+            delivery_to_proto(d, view.attempts.get(d.id, []), view.payloads.get(d.id)) for d in view.deliveries
+        ],
     )
     notification.send_at.FromDatetime(row.send_at)
     notification.create_time.FromDatetime(row.created_at)

@@ -473,11 +473,14 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
     ) -> notifications_pb2.Notification:
         """A notification with each channel's delivery and its attempts."""
         notification_id = _parse_id(request.notification_id)
-        return notification_to_proto(await self._view(notification_id, project=caller_project().readable))
+        view = await self._view(notification_id, project=caller_project().readable, payloads=True)
+        return notification_to_proto(view)
 
-    async def _view(self, notification_id: uuid.UUID, *, project: str | None) -> store.NotificationView:
+    async def _view(
+        self, notification_id: uuid.UUID, *, project: str | None, payloads: bool = False
+    ) -> store.NotificationView:
         async with self._fast.connection() as connection:
-            view = await store.get_view(connection, notification_id, project=project)
+            view = await store.get_view(connection, notification_id, project=project, payloads=payloads)
         if view is None:
             raise notification_not_found(str(notification_id))
         return view

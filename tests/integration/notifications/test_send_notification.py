@@ -16,7 +16,7 @@ from sqlalchemy import func, select, update
 
 from clarion.delivery import store
 from clarion.notifications import models as m
-from clarion.v1 import notifications_pb2, templates_pb2, users_pb2
+from clarion.v1 import common_pb2, notifications_pb2, templates_pb2, users_pb2
 from tests.helpers import status_detail
 from tests.integration.conftest import RunningClarion
 from tests.integration.templates.test_template_service import SEED_TEMPLATE
@@ -316,6 +316,26 @@ async def test_list_filters_and_pages_newest_first(clarion: RunningClarion) -> N
     )
     assert code == grpc.StatusCode.INVALID_ARGUMENT
     assert "page_token" in violations(status)
+
+
+async def test_get_shows_the_content_each_delivery_sends_without_its_recipient(clarion: RunningClarion) -> None:
+    user_id = await seed(clarion)
+    sent = (await clarion.notifications.SendNotification(send_request(user_id), timeout=10)).notification
+
+    got = await clarion.notifications.GetNotification(
+        notifications_pb2.GetNotificationRequest(notification_id=sent.notification_id), timeout=10
+    )
+    listed = await clarion.notifications.ListNotifications(
+        notifications_pb2.ListNotificationsRequest(user_id=user_id), timeout=10
+    )
+
+    (email,) = (d for d in got.deliveries if d.channel == common_pb2.CHANNEL_EMAIL)
+    assert email.email.subject == "Your Weekly MyApp Digest: 10 new items!"
+    assert "https://example.com/digest" in email.email.body
+    assert "View Digest" in email.email.html_body
+    assert SEED_USER.email_address not in str(got)  # the recipient stays the workers' business
+    # A page of many notifications carries no content.
+    assert all(not d.HasField("email") for n in listed.notifications for d in n.deliveries)
 
 
 async def test_list_filters_by_the_time_accepted(clarion: RunningClarion) -> None:

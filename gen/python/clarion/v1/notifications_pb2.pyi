@@ -4,6 +4,7 @@ isort:skip_file
 """
 
 from clarion.v1 import common_pb2 as _common_pb2
+from clarion.v1 import templates_pb2 as _templates_pb2
 from collections import abc as _abc
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import duration_pb2 as _duration_pb2
@@ -420,6 +421,8 @@ class Delivery(_message.Message):
     DUE_TIME_FIELD_NUMBER: _builtins.int
     SENT_TIME_FIELD_NUMBER: _builtins.int
     ATTEMPTS_FIELD_NUMBER: _builtins.int
+    EMAIL_FIELD_NUMBER: _builtins.int
+    PUSH_FIELD_NUMBER: _builtins.int
     delivery_id: _builtins.str
     """The delivery's id; also passed to the provider (SendGrid `custom_args`, FCM collapse key)."""
     channel: _common_pb2.Channel.ValueType
@@ -444,6 +447,18 @@ class Delivery(_message.Message):
     def attempts(self) -> _containers.RepeatedCompositeFieldContainer[Global___DeliveryAttempt]:
         """Every attempt so far, oldest first."""
 
+    @_builtins.property
+    def email(self) -> _templates_pb2.RenderedEmail:
+        """The email this delivery sends (or sent), as rendered when the notification was accepted; the recipient is not
+        repeated here. Set by GetNotification for an email delivery that has content; other calls leave it out.
+        """
+
+    @_builtins.property
+    def push(self) -> _templates_pb2.RenderedPush:
+        """The push notification this delivery sends (or sent), as rendered when the notification was accepted; the
+        devices are not repeated here. Set by GetNotification for a push delivery that has content.
+        """
+
     def __init__(
         self,
         *,
@@ -456,10 +471,12 @@ class Delivery(_message.Message):
         due_time: _timestamp_pb2.Timestamp | None = ...,
         sent_time: _timestamp_pb2.Timestamp | None = ...,
         attempts: _abc.Iterable[Global___DeliveryAttempt] | None = ...,
+        email: _templates_pb2.RenderedEmail | None = ...,
+        push: _templates_pb2.RenderedPush | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time", "sent_time", b"sent_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time", "email", b"email", "push", b"push", "sent_time", b"sent_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "channel", b"channel", "delivery_id", b"delivery_id", "due_time", b"due_time", "provider", b"provider", "provider_message_id", b"provider_message_id", "sent_time", b"sent_time", "status", b"status", "status_reason", b"status_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "channel", b"channel", "delivery_id", b"delivery_id", "due_time", b"due_time", "email", b"email", "provider", b"provider", "provider_message_id", b"provider_message_id", "push", b"push", "sent_time", b"sent_time", "status", b"status", "status_reason", b"status_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -10,6 +10,8 @@ from collections.abc import Awaitable
 from dataclasses import dataclass
 from typing import Any, ClassVar, Protocol
 
+from google.protobuf.message import Message
+
 from clarion.core.config import Settings
 from clarion.delivery.providers.base import ProviderError
 from clarion.delivery.store import Attempt, Claimed
@@ -76,6 +78,11 @@ class Channel(ABC):
     def payload(self, user: users_pb2.User, rendered: templates_pb2.RenderTemplateResponse) -> dict[str, Any] | Skip:
         """The delivery's stored payload (recipients and rendered content, JSON-able), or why the channel does not
         apply to `user` (refused, no address, no device). Called only when the template has the content."""
+
+    @abstractmethod
+    def rendered(self, payload: dict[str, Any]) -> Message | None:
+        """The payload's rendered content as the RenderTemplateResponse field `content` holds it (RenderedEmail,
+        RenderedPush), without the recipients; None when the payload has none (a delivery skipped before it)."""
 
     @abstractmethod
     def fill_task(self, task: delivery_task_pb2.DeliveryTask, payload: dict[str, Any]) -> None:

@@ -34,6 +34,15 @@ class EmailChannel(Channel):
             "html_body": rendered.email.html_body,
         }
 
+    def rendered(self, payload: dict[str, Any]) -> templates_pb2.RenderedEmail | None:
+        if "subject" not in payload:
+            return None
+        return templates_pb2.RenderedEmail(
+            subject=str(payload["subject"]),
+            body=str(payload.get("body", "")),
+            html_body=str(payload.get("html_body", "")),
+        )
+
     def fill_task(self, task: delivery_task_pb2.DeliveryTask, payload: dict[str, Any]) -> None:
         task.email.CopyFrom(
             delivery_task_pb2.EmailTask(

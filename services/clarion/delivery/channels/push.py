@@ -46,6 +46,16 @@ class PushChannel(Channel):
             "data": dict(rendered.push.data),
         }
 
+    def rendered(self, payload: dict[str, Any]) -> templates_pb2.RenderedPush | None:
+        if "title" not in payload:
+            return None
+        data = payload.get("data") or {}
+        return templates_pb2.RenderedPush(
+            title=str(payload["title"]),
+            body=str(payload.get("body", "")),
+            data={str(key): str(value) for key, value in data.items()},
+        )
+
     def fill_task(self, task: delivery_task_pb2.DeliveryTask, payload: dict[str, Any]) -> None:
         task.push.CopyFrom(
             delivery_task_pb2.PushTask(

@@ -9,7 +9,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from datetime import datetime
 from typing import Any, Self
 
@@ -102,6 +102,8 @@ class NotificationView:
     notification: NotificationRecord
     deliveries: list[DeliveryRecord] = field(default_factory=list)
     attempts: dict[uuid.UUID, list[AttemptRecord]] = field(default_factory=dict)
+    # Each delivery's stored payload (recipients and rendered content), when the read asked for it.
+    payloads: dict[uuid.UUID, dict[str, Any]] = field(default_factory=dict)
 
 
 @dataclass(frozen=True, slots=True)
@@ -124,6 +126,7 @@ _DELIVERIES = f"""
 SELECT {_columns(DeliveryRecord)} FROM deliveries WHERE notification_id = ANY($1::uuid[])
 ORDER BY notification_id, channel
 """  # noqa: S608 - column names from the record
+_PAYLOADS = "SELECT id, payload FROM deliveries WHERE notification_id = ANY($1::uuid[])"
 _ATTEMPTS = f"""
 SELECT {_columns(AttemptRecord)} FROM delivery_attempts WHERE delivery_id = ANY($1::uuid[])
 ORDER BY delivery_id, started_at
@@ -139,17 +142,28 @@ async def get_views(
     """`project`'s (None: any project's) notifications among `notification_ids` with their deliveries and attempts,
     by id; one that is missing, or another project's, is left out."""
     async with snapshot(connection):
-        rows = await connection.fetch(_NOTIFICATIONS, notification_ids)
-        records = [NotificationRecord.from_row(row) for row in rows if project is None or row["project_id"] == project]
-        return {view.notification.id: view for view in await _views(connection, records)}
+        return await _get_views(connection, notification_ids, project=project)
+
+
+async def _get_views(
+    connection: asyncpg.Connection, notification_ids: list[uuid.UUID], *, project: str | None
+) -> dict[uuid.UUID, NotificationView]:
+    rows = await connection.fetch(_NOTIFICATIONS, notification_ids)
+    records = [NotificationRecord.from_row(row) for row in rows if project is None or row["project_id"] == project]
+    return {view.notification.id: view for view in await _views(connection, records)}
 
 
 async def get_view(
-    connection: asyncpg.Connection, notification_id: uuid.UUID, *, project: str | None
+    connection: asyncpg.Connection, notification_id: uuid.UUID, *, project: str | None, payloads: bool = False
 ) -> NotificationView | None:
-    """A notification of `project` (None: of any) with its deliveries and attempts; None when there is none, or it
-    is another project's."""
-    return (await get_views(connection, [notification_id], project=project)).get(notification_id)
+    """A notification of `project` (None: of any) with its deliveries and attempts, and with `payloads` their stored
+    payloads; None when there is none, or it is another project's."""
+    async with snapshot(connection):
+        view = (await _get_views(connection, [notification_id], project=project)).get(notification_id)
+        if view is None or not payloads:
+            return view
+        rows = await connection.fetch(_PAYLOADS, [notification_id])
+    return replace(view, payloads={row["id"]: json.loads(row["payload"]) for row in rows})
 
 
 async def _views(connection: asyncpg.Connection, notifications: list[NotificationRecord]) -> list[NotificationView]:

@@ -131,7 +131,7 @@ function activityRow(n) {
   );
 }
 
-/** One notification: its summary, each delivery's attempts as a timeline, and its content rendered again. */
+/** One notification: its summary, each delivery's attempts as a timeline, and its content. */
 export async function renderNotification(main, id) {
   const n = await get(`/v1/notifications/${encodeURIComponent(id)}`);
   const actions = h("div", { class: "actions" });
@@ -259,9 +259,14 @@ function deliveryTimeline(d) {
   );
 }
 
-/** The notification's content, rendered again now with its template version, locale and data: Clarion keeps the
- * data and the pinned version, not the text it sent. */
+/** The notification's content: what its deliveries send, as rendered when it was accepted (GetNotification gives
+ * each delivery's email or push). A notification without any (every channel skipped before rendering) is rendered
+ * again from its template version, locale and data. */
 function renderedSlot(n) {
+  const sent = { email: n.deliveries?.find((d) => d.email)?.email, push: n.deliveries?.find((d) => d.push)?.push };
+  if (sent.email || sent.push) {
+    return h("div", {}, h("p", { class: "hint" }, "As rendered when the notification was accepted."), renderedView(sent));
+  }
   const slot = h("div", {}, h("p", {}, "Rendering…"));
   if (!may("TemplateService/RenderTemplate")) {
     fill(slot, h("p", {}, "This key may not render templates."));
