@@ -73,3 +73,14 @@ END $$;
 CREATE TRIGGER clarion_test_guard_delivery_move BEFORE UPDATE OF status ON deliveries
     FOR EACH ROW WHEN (OLD.status IS DISTINCT FROM NEW.status) EXECUTE FUNCTION clarion_test_guard_delivery_move();
 """
+
+
+def without_content(notification: Any) -> Any:
+    """A Notification without its deliveries' rendered content, which only GetNotification sets: what the other
+    calls answer."""
+    copy = type(notification)()
+    copy.CopyFrom(notification)
+    for delivery in copy.deliveries:
+        delivery.ClearField("email")
+        delivery.ClearField("push")
+    return copy
