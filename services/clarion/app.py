@@ -21,6 +21,7 @@ from clarion.core.server import GrpcServer, ServiceRegistration, install_stop_si
 from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.channels import CHANNELS
 from clarion.delivery.consumer import DeliveryWorker
+from clarion.delivery.failover import Providers
 from clarion.delivery.queues import CHANNEL_QUEUES, TOPOLOGY
 from clarion.delivery.sweeper import Sweeper
 from clarion.keys import access
@@ -192,21 +193,21 @@ async def run_workers(
             )
             tasks.append(asyncio.create_task(sweeper.run(stop), name="sweeper"))
         else:
-            provider = CHANNELS[kind].create_provider(settings)
-            closers.append(provider.close)
+            providers = CHANNELS[kind].create_providers(settings)
+            closers.extend(provider.close for provider in providers)
+            breaker = functools.partial(
+                ProviderBreaker,
+                threshold=settings.provider_breaker_threshold,
+                reset_s=settings.provider_breaker_reset_s,
+            )
             worker = DeliveryWorker(
                 channel=kind,
                 fast=resources.fast,
-                provider=provider,
+                providers=Providers([(provider, breaker(name=provider.name)) for provider in providers]),
                 clients=resources.clients,
                 max_attempts=settings.delivery_max_attempts,
                 lease_s=settings.delivery_lease_s,
                 backoff_base_s=settings.delivery_backoff_base_s,
-                breaker=ProviderBreaker(
-                    threshold=settings.provider_breaker_threshold,
-                    reset_s=settings.provider_breaker_reset_s,
-                    name=provider.name,
-                ),
             )
             start = functools.partial(worker.start, broker, CHANNEL_QUEUES[kind], prefetch=settings.worker_prefetch)
             if not await _while_broker_away(start, stop, max_delay_s=5):

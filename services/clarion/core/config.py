@@ -102,6 +102,9 @@ class Settings(BaseSettings):
     # Email: "auto" is SendGrid when an API key is set, else SMTP when a host is set, else `.eml` files in the
     # outbox (local mode). Push: FCM when a service-account file is set, else simulated (logged, nothing sent).
     email_provider: Literal["auto", "sendgrid", "smtp", "file"] = "auto"
+    # Failover: the email providers in order of preference, comma-separated ("sendgrid,smtp"). While one's circuit
+    # breaker is open, email goes through the next; it returns once a trial call succeeds. Empty: email_provider alone.
+    email_providers: str = ""
     # The From of every email: "Name <address>" or a bare address.
     email_from: str = "Clarion <noreply@example.com>"
     sendgrid_api_key: SecretStr | None = None
@@ -155,6 +158,17 @@ class Settings(BaseSettings):
 
     log_level: Literal["debug", "info", "warning", "error"] = "info"
     log_format: Literal["json", "console"] = "json"
+
+    @field_validator("email_providers")
+    @classmethod
+    def _provider_list(cls, value: str) -> str:
+        names = [name.strip().lower() for name in value.split(",") if name.strip()]
+        unknown = [name for name in names if name not in ("sendgrid", "smtp", "file")]
+        if unknown:
+            raise ValueError(f"unknown provider(s) {', '.join(unknown)}: give sendgrid, smtp or file, comma-separated")
+        if len(set(names)) != len(names):
+            raise ValueError("a provider may appear once")
+        return ",".join(names)
 
     @field_validator("broker_url")
     @classmethod

@@ -21,6 +21,7 @@ from clarion.core.metrics import ATTEMPT_SECONDS, DEAD_LETTERED, DELIVERIES, TIM
 from clarion.core.tracing import extract, tracer
 from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.channels import CHANNELS
+from clarion.delivery.failover import Providers
 from clarion.delivery.lifecycle import AttemptOutcome, DeliveryStatus, settle
 from clarion.delivery.providers.base import (
     OutcomeUnknown,
@@ -68,7 +69,9 @@ class DeliveryWorker:
         lease_s: float = 60.0,
         backoff_base_s: float = 2.0,
         breaker: ProviderBreaker | None = None,
+        providers: Providers | None = None,
     ) -> None:
+        """`providers`, the channel's providers in order with their breakers; or one `provider` (with `breaker`)."""
         self.channel = channel
         self._channel = CHANNELS[channel]
         self._fast = fast
@@ -76,12 +79,14 @@ class DeliveryWorker:
         # transactions: a few statements per batch instead of two transactions per message.
         self._claims: GroupCommit[uuid.UUID, Claimed | None] = GroupCommit(self._claim_batch)
         self._outcomes: GroupCommit[Outcome, Exception | bool] = GroupCommit(self._finish_batch)
-        self._provider = provider
+        if providers is None:
+            routes = [(provider, breaker or ProviderBreaker(threshold=5, reset_s=30.0))] if provider is not None else []
+            providers = Providers(routes)
+        self._providers = providers
         self._clients = clients
         self._max_attempts = max_attempts
         self._lease_s = lease_s
         self._backoff_base_s = backoff_base_s
-        self._breaker = breaker or ProviderBreaker(threshold=5, reset_s=30.0)
         # Handlers waiting for PostgreSQL to answer; the first one to wait logs the outage, the last one its end.
         self._waiting_for_database = 0
 
@@ -149,8 +154,9 @@ class DeliveryWorker:
                     log.warning("database_available_again")
 
     @property
-    def _provider_name(self) -> str:
-        return str(self._provider.name) if self._provider is not None else ""
+    def _provider_names(self) -> str:
+        """The channel's providers, for the metrics of what none of them was asked: "sendgrid,smtp"."""
+        return ",".join(self._providers.names)
 
     async def start(self, broker: Broker, queue: str, *, prefetch: int) -> None:
         """Begin consuming `queue`."""
@@ -178,13 +184,24 @@ class DeliveryWorker:
             log.error("delivery_message_unreadable", message_id=received.message.message_id)
             await received.dead_letter("unreadable_message")
             return
-        wait_s = self._breaker.open_for_s()
-        if wait_s > 0:
-            # The provider is failing: park the message without claiming it, so no attempt is spent.
-            DELIVERIES.labels(channel=self.channel, provider=self._provider_name, outcome="deferred").inc()
+        provider = self._providers.choose()
+        if provider is None and self._providers:
+            # Every provider is failing: park the message without claiming it, so no attempt is spent.
+            wait_s = self._providers.wait_s()
+            DELIVERIES.labels(channel=self.channel, provider=self._provider_names, outcome="deferred").inc()
             log.info("provider_circuit_open", delivery_id=str(delivery_id), retry_in_s=round(wait_s, 1))
             await received.retry(wait_s)
             return
+        try:
+            await self._deliver(delivery_id, received, provider)
+        finally:
+            # A trial call admitted for a delivery that was then not sent (already handled, no attempt left, the
+            # database gone) frees its slot; one that was sent has been counted already.
+            breaker = self._providers.breaker(str(provider.name)) if provider is not None else None
+            if breaker is not None:
+                breaker.release()
+
+    async def _deliver(self, delivery_id: uuid.UUID, received: Received, provider: Any) -> None:
         claimed = await self._while_database_away(lambda: self._claims.submit(delivery_id))
         if claimed is None:
             log.info("delivery_already_handled", delivery_id=str(delivery_id))
@@ -194,19 +211,18 @@ class DeliveryWorker:
             # Claimed again after the last allowed attempt's lease expired (its outcome unknown): no more sends.
             exhausted = TransientFailure(f"no attempt left after attempt {claimed.attempt - 1} (outcome unknown)")
             partial = self._channel.partially_sent(claimed.payload)
-            await self._settle(
-                claimed, received, [], exhausted, provider=self._provider_name, message_id="", partial_success=partial
-            )
+            name = str(provider.name) if provider is not None else ""
+            await self._settle(claimed, received, [], exhausted, provider=name, message_id="", partial_success=partial)
         else:
-            if self._provider is None:
+            if provider is None:
                 raise RuntimeError(f"the {self.channel} worker has no provider")
-            sent = await self._channel.send(self._provider, claimed, self)
+            sent = await self._channel.send(provider, claimed, self)
             await self._settle(
                 claimed,
                 received,
                 sent.attempts,
                 sent.error,
-                provider=self._provider.name,
+                provider=provider.name,
                 message_id=sent.message_id,
                 payload=sent.payload,
                 partial_success=sent.partial_success,
@@ -224,10 +240,12 @@ class DeliveryWorker:
             if error is not None:
                 span.set_status(Status(StatusCode.ERROR, attempt.error[:200]))
         ATTEMPT_SECONDS.labels(channel=self.channel, provider=provider).observe(attempt.duration_ms / 1000)
-        if isinstance(error, TransientFailure):
-            self._breaker.record_failure()
-        else:
-            self._breaker.record_success()
+        breaker = self._providers.breaker(provider)
+        if breaker is not None:
+            if isinstance(error, TransientFailure):
+                breaker.record_failure()
+            else:
+                breaker.record_success()
         return attempt, message_id, error
 
     async def forget_device(self, user_id: str, device_id: str) -> None:

@@ -23,8 +23,9 @@ from clarion.core.db import FastPath, utcnow
 from clarion.delivery import store
 from clarion.delivery.breaker import ProviderBreaker
 from clarion.delivery.consumer import DeliveryWorker
+from clarion.delivery.failover import Providers
 from clarion.delivery.lifecycle import DeliveryStatus
-from clarion.delivery.providers.factory import create_email_provider, create_push_provider
+from clarion.delivery.providers.factory import create_email_providers, create_push_provider
 from clarion.delivery.queues import EMAIL_QUEUE, FAILED_QUEUE
 from clarion.delivery.report import format_report, report_json
 from clarion.delivery.sweeper import Sweeper
@@ -33,6 +34,7 @@ from clarion.v1 import common_pb2, notifications_pb2, templates_pb2, users_pb2
 from tests.integration.conftest import RunningClarion
 from tests.integration.delivery.fake_http import FakeHttpServer, Reply
 from tests.integration.delivery.fake_sendgrid import FakeSendGrid, sendgrid_errors
+from tests.integration.delivery.smtp_server import SmtpServer, smtp_server
 from tests.integration.notifications.test_dispatcher import TEMPLATE, dispatcher_for, get, send
 from tests.integration.users.test_user_service import rpc_error, violations
 from tests.proxy import TcpProxy
@@ -86,26 +88,36 @@ async def pipeline(
         breaker: ProviderBreaker | None = None,
         fast: FastPath | None = None,
         lease_s: float = 30,
+        fallback: SmtpServer | None = None,
     ) -> Pipeline:
+        """`fallback`: email fails over from SendGrid (behind `breaker`) to this SMTP server (behind its own)."""
         settings = load_settings(
             email_provider=email,
             sendgrid_api_key=API_KEY,
             sendgrid_host=sendgrid.host,
             outbox_dir=tmp_path / "outbox",
             provider_timeout_s=5,
+            **(
+                {"email_providers": "sendgrid,smtp", "smtp_host": fallback.host, "smtp_port": fallback.port}
+                | {"smtp_starttls": False}
+                if fallback
+                else {}
+            ),
         )
-        email_provider, push_provider = create_email_provider(settings), create_push_provider(settings)
-        started.extend([email_provider, push_provider])
+        email_providers, push_provider = create_email_providers(settings), create_push_provider(settings)
+        started.extend([*email_providers, push_provider])
+        breakers = [breaker or ProviderBreaker(threshold=5, reset_s=30)]
+        breakers += [ProviderBreaker(threshold=5, reset_s=30) for _ in email_providers[1:]]
         for channel in ("email", "push"):
             worker = DeliveryWorker(
                 channel=channel,
                 fast=fast or clarion.resources.fast,
-                provider=email_provider if channel == "email" else push_provider,
+                providers=Providers(list(zip(email_providers, breakers, strict=True))) if channel == "email" else None,
+                provider=push_provider if channel == "push" else None,
                 clients=clarion.resources.clients,
                 max_attempts=max_attempts,
                 lease_s=lease_s,
                 backoff_base_s=0.5,  # lands in the 1 s retry tier
-                breaker=breaker if channel == "email" else None,
             )
             await worker.start(broker, f"{channel}.queue", prefetch=4)
         return Pipeline(clarion, broker, sendgrid, tmp_path / "outbox")
@@ -354,6 +366,33 @@ async def test_an_open_provider_breaker_parks_messages_without_spending_attempts
     assert outcomes(delivery) == [TRANSIENT, TRANSIENT, SUCCEEDED], "parked returns are not attempts"
     assert len(run.sendgrid.requests) == 3
     assert "provider_circuit_open" in log_output.getvalue()
+
+
+async def test_email_fails_over_to_smtp_while_sendgrid_is_down_and_returns_after(
+    pipeline: Callable[..., Any],
+) -> None:
+    async with smtp_server() as smtp:
+        run: Pipeline = await pipeline(breaker=ProviderBreaker(threshold=2, reset_s=2), fallback=smtp)
+        run.sendgrid.then(*[Reply(503, sendgrid_errors("down"))] * 2)
+        user_id = await make_user(run.clarion, email_address="fo@example.com")
+
+        # SendGrid fails twice and its breaker opens: the retry goes out through SMTP, with no attempt parked.
+        first = (await run.settled(await run.deliver(user_id, channels=[1]), timeout_s=30)).deliveries[0]
+        assert first.status == notifications_pb2.DELIVERY_STATUS_SENT
+        assert [(a.provider, a.outcome) for a in first.attempts][-1] == ("smtp", SUCCEEDED)
+        assert ("sendgrid", TRANSIENT) in [(a.provider, a.outcome) for a in first.attempts]
+        assert first.provider == "smtp"
+        assert [m.rcpt_tos for m in smtp.handler.received] == [["fo@example.com"]]
+        # While the breaker is open, what comes next goes to SMTP directly, without trying SendGrid (on a slow
+        # machine the breaker may have half-opened already: then SendGrid takes it, as the next steps check).
+        second = (await run.settled(await run.deliver(user_id, channels=[1]), timeout_s=30)).deliveries[0]
+        assert [(a.provider, a.outcome) for a in second.attempts] in ([("smtp", SUCCEEDED)], [("sendgrid", SUCCEEDED)])
+        # Once SendGrid's breaker half-opens, its trial succeeds (it answers 202 again) and traffic returns to it.
+        await asyncio.sleep(2.1)
+        third = (await run.settled(await run.deliver(user_id, channels=[1]), timeout_s=30)).deliveries[0]
+        assert [(a.provider, a.outcome) for a in third.attempts] == [("sendgrid", SUCCEEDED)]
+        fourth = (await run.settled(await run.deliver(user_id, channels=[1]), timeout_s=30)).deliveries[0]
+        assert fourth.provider == "sendgrid"
 
 
 async def test_a_worker_holds_its_messages_while_postgresql_is_away(

@@ -104,3 +104,14 @@ def test_a_bad_value_in_the_file_is_named(monkeypatch: pytest.MonkeyPatch, tmp_p
 
     with pytest.raises(SettingsError, match="CLARION_GRPC_PORT='eighty'"):
         load_settings()
+
+
+def test_the_email_provider_list_is_normalized_and_checked(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CLARION_EMAIL_PROVIDERS", " SendGrid , smtp ")
+    assert load_settings().email_providers == "sendgrid,smtp"
+    monkeypatch.setenv("CLARION_EMAIL_PROVIDERS", "sendgrid,mailgun")
+    with pytest.raises(SettingsError, match=r"CLARION_EMAIL_PROVIDERS=.*mailgun"):
+        load_settings()
+    monkeypatch.setenv("CLARION_EMAIL_PROVIDERS", "smtp,smtp")
+    with pytest.raises(SettingsError, match="once"):
+        load_settings()

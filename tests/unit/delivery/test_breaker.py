@@ -64,3 +64,34 @@ def test_its_state_is_exported_as_a_gauge_read_at_scrape_time() -> None:
     assert exported() == BREAKER_HALF_OPEN, "no call needed: the open time is over"
     breaker.record_success()
     assert exported() == BREAKER_CLOSED
+
+
+def test_half_open_admits_one_trial_until_it_answers() -> None:
+    clock = Clock()
+    breaker = ProviderBreaker(threshold=1, reset_s=10, clock=clock)
+    assert [breaker.admits(), breaker.admits()] == [True, True], "closed: every call"
+    breaker.record_failure()
+    assert not breaker.admits()
+    assert breaker.wait_s() == 10
+    clock.now += 10
+    assert breaker.admits(), "half-open: the trial"
+    assert not breaker.admits(), "and no other while it is out"
+    assert 0 < breaker.wait_s() <= 1
+    breaker.record_failure()
+    assert not breaker.admits(), "the trial failed: open again"
+    clock.now += 10
+    assert breaker.admits()
+    breaker.record_success()
+    assert [breaker.admits(), breaker.admits()] == [True, True], "the trial succeeded: closed"
+
+
+def test_a_trial_that_never_answers_frees_its_slot() -> None:
+    clock = Clock()
+    breaker = ProviderBreaker(threshold=1, reset_s=10, clock=clock)
+    breaker.record_failure()
+    clock.now += 10
+    assert breaker.admits()
+    clock.now += 10  # its worker died mid-call
+    assert breaker.admits()
+    breaker.release()  # a trial admitted and not made (its delivery needed no send)
+    assert breaker.admits()

@@ -92,6 +92,11 @@ class Channel(ABC):
     def create_provider(self, settings: Settings) -> Provider:
         """The provider the settings choose; SettingsError (naming the variable) when they are inconsistent."""
 
+    def create_providers(self, settings: Settings) -> list[Provider]:
+        """The providers in order of preference (the worker fails over down the list); one unless the channel
+        takes a list of its own (CLARION_EMAIL_PROVIDERS)."""
+        return [self.create_provider(settings)]
+
     @abstractmethod
     async def send(self, provider: Any, claimed: Claimed, sending: Sending) -> Sent:
         """Send a claimed delivery (its payload as stored) with `provider`, every call through `sending`."""

@@ -8,7 +8,7 @@ from typing import Any
 from clarion.core.config import Settings
 from clarion.delivery.channels.base import Channel, Provider, Sending, Sent, Skip
 from clarion.delivery.providers.base import EmailMessage, EmailProvider
-from clarion.delivery.providers.factory import create_email_provider
+from clarion.delivery.providers.factory import create_email_provider, create_email_providers
 from clarion.delivery.store import Claimed
 from clarion.v1 import common_pb2, delivery_task_pb2, templates_pb2, users_pb2
 
@@ -55,6 +55,9 @@ class EmailChannel(Channel):
 
     def create_provider(self, settings: Settings) -> Provider:
         return create_email_provider(settings)
+
+    def create_providers(self, settings: Settings) -> list[Provider]:
+        return list(create_email_providers(settings))
 
     async def send(self, provider: EmailProvider, claimed: Claimed, sending: Sending) -> Sent:
         payload = claimed.payload

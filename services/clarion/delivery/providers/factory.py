@@ -26,9 +26,17 @@ def email_provider_name(settings: Settings) -> str:
     return "file"
 
 
-def create_email_provider(settings: Settings) -> EmailProvider:
-    """The configured email provider. Raises SettingsError when its settings are missing or inconsistent."""
-    name = email_provider_name(settings)
+def create_email_providers(settings: Settings) -> list[EmailProvider]:
+    """The email providers in order of preference: CLARION_EMAIL_PROVIDERS, or the one email_provider_name
+    selects. Raises SettingsError when one's settings are missing or inconsistent."""
+    names = settings.email_providers.split(",") if settings.email_providers else [email_provider_name(settings)]
+    return [create_email_provider(settings, name) for name in names]
+
+
+def create_email_provider(settings: Settings, name: str | None = None) -> EmailProvider:
+    """The email provider `name` (default: the one the settings select). Raises SettingsError when its settings are
+    missing or inconsistent."""
+    name = name or email_provider_name(settings)
     sender = _sender(settings)
     provider: EmailProvider
     if name == "sendgrid":
@@ -36,7 +44,7 @@ def create_email_provider(settings: Settings) -> EmailProvider:
 
         key = settings.sendgrid_api_key.get_secret_value() if settings.sendgrid_api_key else ""
         if not key:
-            raise SettingsError("CLARION_SENDGRID_API_KEY must be set when CLARION_EMAIL_PROVIDER=sendgrid")
+            raise SettingsError("CLARION_SENDGRID_API_KEY must be set to send email through SendGrid")
         provider = SendGridProvider(
             api_key=key, sender=sender, host=settings.sendgrid_host, timeout_s=settings.provider_timeout_s
         )
@@ -44,7 +52,7 @@ def create_email_provider(settings: Settings) -> EmailProvider:
         from clarion.delivery.providers.smtp import SmtpProvider
 
         if not settings.smtp_host:
-            raise SettingsError("CLARION_SMTP_HOST must be set when CLARION_EMAIL_PROVIDER=smtp")
+            raise SettingsError("CLARION_SMTP_HOST must be set to send email through SMTP")
         if settings.smtp_starttls and settings.smtp_use_tls:
             raise SettingsError(
                 "CLARION_SMTP_STARTTLS and CLARION_SMTP_USE_TLS are both true: choose STARTTLS (port 587) or "
