@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -65,38 +66,51 @@ def _rest_health(port: int) -> bool:
         connection.close()
 
 
+@contextlib.contextmanager
+def running_clarion_up(directory: Path, environment: dict[str, str] | None = None) -> Iterator[ClarionUp]:
+    """`clarion up` in `directory` on free ports, with this environment's variables but CLARION_* and then
+    `environment`; stopped with SIGTERM when the block ends. Its output is in `directory`/clarion-up.log."""
+    grpc_port, http_port = free_port(), free_port()
+    variables = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
+    variables |= {"CLARION_METRICS_PORT": "0", **(environment or {})}
+    with (directory / "clarion-up.log").open("w") as log:
+        process = subprocess.Popen(
+            [
+                str(Path(sys.executable).parent / "clarion"),
+                "up",
+                "--port",
+                str(grpc_port),
+                "--http-port",
+                str(http_port),
+            ],
+            cwd=directory,
+            env=variables,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        try:
+            deadline = time.monotonic() + 120  # the first start initialises PostgreSQL; slow on a busy machine
+            while not _rest_health(http_port):
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise AssertionError(f"clarion up did not serve:\n{(directory / 'clarion-up.log').read_text()}")
+                time.sleep(0.3)
+            yield ClarionUp(
+                grpc_address=f"127.0.0.1:{grpc_port}",
+                http_address=f"127.0.0.1:{http_port}",
+                api_key=(directory / ".clarion" / "api-key").read_text().strip(),
+                data_dir=directory / ".clarion",
+            )
+        finally:
+            process.send_signal(signal.SIGTERM)
+            try:
+                process.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                process.kill()
+                process.wait()
+
+
 @pytest.fixture(scope="session")
 def clarion_up(tmp_path_factory: pytest.TempPathFactory) -> Iterator[ClarionUp]:
     """One `clarion up` for the clients' tests, on free ports, stopped with SIGTERM at the end of the session."""
-    directory = tmp_path_factory.mktemp("clarion-up")
-    grpc_port, http_port = free_port(), free_port()
-    environment = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
-    environment["CLARION_METRICS_PORT"] = "0"
-    log = (directory / "clarion-up.log").open("w")
-    process = subprocess.Popen(
-        [str(Path(sys.executable).parent / "clarion"), "up", "--port", str(grpc_port), "--http-port", str(http_port)],
-        cwd=directory,
-        env=environment,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 120  # the first start initialises PostgreSQL; slow on a busy machine
-        while not _rest_health(http_port):
-            if process.poll() is not None or time.monotonic() > deadline:
-                raise AssertionError(f"clarion up did not serve:\n{(directory / 'clarion-up.log').read_text()}")
-            time.sleep(0.3)
-        yield ClarionUp(
-            grpc_address=f"127.0.0.1:{grpc_port}",
-            http_address=f"127.0.0.1:{http_port}",
-            api_key=(directory / ".clarion" / "api-key").read_text().strip(),
-            data_dir=directory / ".clarion",
-        )
-    finally:
-        process.send_signal(signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            process.kill()
-            process.wait()
-        log.close()
+    with running_clarion_up(tmp_path_factory.mktemp("clarion-up")) as up:
+        yield up

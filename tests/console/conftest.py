@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import sys
 import time
@@ -22,8 +21,8 @@ from typing import Any, TypeVar
 
 import pytest
 
-from tests.clients.conftest import ClarionUp, _rest_health, clarion_up  # noqa: F401 - clarion_up: a fixture, by name
-from tests.conftest import free_port, unavailable
+from tests.clients.conftest import ClarionUp, clarion_up, running_clarion_up  # noqa: F401 - clarion_up: a fixture, by name
+from tests.conftest import unavailable
 from tests.integration.delivery.fake_http import FakeHttpServer
 from tests.integration.delivery.fake_sendgrid import FakeSendGrid
 
@@ -165,55 +164,13 @@ def bouncing(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Bouncing]:
     directory = tmp_path_factory.mktemp("clarion-up-sendgrid")
     with FakeHttpServer() as server:
         sendgrid = FakeSendGrid(server, api_key=SENDGRID_KEY)
-        environment = {k: v for k, v in os.environ.items() if not k.startswith("CLARION_")}
-        environment |= {
-            "CLARION_METRICS_PORT": "0",
+        environment = {
             "CLARION_EMAIL_PROVIDER": "sendgrid",
             "CLARION_SENDGRID_API_KEY": SENDGRID_KEY,
             "CLARION_SENDGRID_HOST": sendgrid.host,
         }
-        with _clarion_up(directory, environment) as up:
+        with running_clarion_up(directory, environment) as up:
             yield Bouncing(up=up, sendgrid=sendgrid)
-
-
-class _clarion_up:  # noqa: N801 - used as a context manager, like a function
-    """`clarion up` as tests/clients/conftest.py's clarion_up starts it, with an environment of our own."""
-
-    def __init__(self, directory: Path, environment: dict[str, str]) -> None:
-        self.directory = directory
-        self.environment = environment
-        self.grpc_port, self.http_port = free_port(), free_port()
-
-    def __enter__(self) -> ClarionUp:
-        self.log = (self.directory / "clarion-up.log").open("w")
-        self.process = subprocess.Popen(
-            [clarion_command(), "up", "--port", str(self.grpc_port), "--http-port", str(self.http_port)],
-            cwd=self.directory,
-            env=self.environment,
-            stdout=self.log,
-            stderr=subprocess.STDOUT,
-        )
-        deadline = time.monotonic() + 120  # the first start initialises PostgreSQL; slow on a busy machine
-        while not _rest_health(self.http_port):
-            if self.process.poll() is not None or time.monotonic() > deadline:
-                self.__exit__()
-                raise AssertionError(f"clarion up did not serve:\n{(self.directory / 'clarion-up.log').read_text()}")
-            time.sleep(0.3)
-        return ClarionUp(
-            grpc_address=f"127.0.0.1:{self.grpc_port}",
-            http_address=f"127.0.0.1:{self.http_port}",
-            api_key=(self.directory / ".clarion" / "api-key").read_text().strip(),
-            data_dir=self.directory / ".clarion",
-        )
-
-    def __exit__(self, *exc: object) -> None:
-        self.process.send_signal(signal.SIGTERM)
-        try:
-            self.process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            self.process.kill()
-            self.process.wait()
-        self.log.close()
 
 
 def clarion_command() -> str:

@@ -197,9 +197,8 @@ class DeliveryWorker:
         finally:
             # A trial call admitted for a delivery that was then not sent (already handled, no attempt left, the
             # database gone) frees its slot; one that was sent has been counted already.
-            breaker = self._providers.breaker(str(provider.name)) if provider is not None else None
-            if breaker is not None:
-                breaker.release()
+            if provider is not None:
+                self._providers.release(provider)
 
     async def _deliver(self, delivery_id: uuid.UUID, received: Received, provider: Any) -> None:
         claimed = await self._while_database_away(lambda: self._claims.submit(delivery_id))

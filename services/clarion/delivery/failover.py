@@ -38,3 +38,9 @@ class Providers:
 
     def breaker(self, name: str) -> ProviderBreaker | None:
         return self._breakers.get(name)
+
+    def release(self, provider: Any) -> None:
+        """`provider` was chosen but not called after all: free its breaker's trial slot (ProviderBreaker.release)."""
+        breaker = self._breakers.get(str(provider.name))
+        if breaker is not None:
+            breaker.release()

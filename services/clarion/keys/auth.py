@@ -171,7 +171,8 @@ class Authenticator:
         if scope is None:
             return None
         principal = await self.authenticate(bearer_token(metadata))
-        if not permits(principal.scopes, method):
+        # The scope itself first: `permits` (a narrower alternative, or a key-only method) only when it is missing.
+        if not (grants(principal.scopes, scope) or permits(principal.scopes, method)):
             wider = broader(scope)
             which = "which include it" if len(wider) > 1 else "which includes it"
             also = f" (or {' or '.join(repr(other.value) for other in wider)}, {which})" if wider else ""

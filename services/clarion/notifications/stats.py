@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from clarion.delivery.lifecycle import DeliveryStatus
 from clarion.delivery.store.reads import STATUSES, DeliveryStats, StatsGroup
 
 
@@ -22,11 +21,7 @@ def format_stats(stats: DeliveryStats) -> str:
     slices += [(f"channel {g.channel}", g) for g in stats.channels]
     slices += [(f"provider {g.provider}", g) for g in stats.providers]
     for name, group in slices:
-        rate = (
-            f"{group.success_rate * 100:.2f}%"
-            if group.counts[DeliveryStatus.SENT] + group.counts[DeliveryStatus.FAILED]
-            else "-"
-        )
+        rate = f"{group.success_rate * 100:.2f}%" if group.finished else "-"
         out.append(
             f"{name:<18} {group.total:>7} "
             + " ".join(f"{group.counts[s]:>9}" for s in STATUSES)
@@ -49,11 +44,10 @@ def stats_json(stats: DeliveryStats) -> str:
     """`clarion deliveries --stats --json`: the window, its totals and each slice, as the table shows them."""
 
     def group(slice_: StatsGroup) -> dict[str, Any]:
-        finished = slice_.counts[DeliveryStatus.SENT] + slice_.counts[DeliveryStatus.FAILED]
         return {
             "total": slice_.total,
             "counts": {str(status): slice_.counts[status] for status in STATUSES},
-            "success_rate": slice_.success_rate if finished else None,
+            "success_rate": slice_.success_rate if slice_.finished else None,
             "time_to_send_p50_s": slice_.time_to_send_p50_s,
             "time_to_send_p95_s": slice_.time_to_send_p95_s,
         }

@@ -9,7 +9,7 @@ import uuid
 from collections import defaultdict
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field, fields, replace
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any, Self
 
@@ -126,7 +126,11 @@ _DELIVERIES = f"""
 SELECT {_columns(DeliveryRecord)} FROM deliveries WHERE notification_id = ANY($1::uuid[])
 ORDER BY notification_id, channel
 """  # noqa: S608 - column names from the record
-_PAYLOADS = "SELECT id, payload FROM deliveries WHERE notification_id = ANY($1::uuid[])"
+# The same rows with their payloads, for the one read that shows what each delivery sends.
+_DELIVERIES_WITH_PAYLOADS = f"""
+SELECT {_columns(DeliveryRecord)}, payload FROM deliveries WHERE notification_id = ANY($1::uuid[])
+ORDER BY notification_id, channel
+"""  # noqa: S608 - column names from the record
 _ATTEMPTS = f"""
 SELECT {_columns(AttemptRecord)} FROM delivery_attempts WHERE delivery_id = ANY($1::uuid[])
 ORDER BY delivery_id, started_at
@@ -146,11 +150,11 @@ async def get_views(
 
 
 async def _get_views(
-    connection: asyncpg.Connection, notification_ids: list[uuid.UUID], *, project: str | None
+    connection: asyncpg.Connection, notification_ids: list[uuid.UUID], *, project: str | None, payloads: bool = False
 ) -> dict[uuid.UUID, NotificationView]:
     rows = await connection.fetch(_NOTIFICATIONS, notification_ids)
     records = [NotificationRecord.from_row(row) for row in rows if project is None or row["project_id"] == project]
-    return {view.notification.id: view for view in await _views(connection, records)}
+    return {view.notification.id: view for view in await _views(connection, records, payloads=payloads)}
 
 
 async def get_view(
@@ -159,26 +163,29 @@ async def get_view(
     """A notification of `project` (None: of any) with its deliveries and attempts, and with `payloads` their stored
     payloads; None when there is none, or it is another project's."""
     async with snapshot(connection):
-        view = (await _get_views(connection, [notification_id], project=project)).get(notification_id)
-        if view is None or not payloads:
-            return view
-        rows = await connection.fetch(_PAYLOADS, [notification_id])
-    return replace(view, payloads={row["id"]: json.loads(row["payload"]) for row in rows})
+        views = await _get_views(connection, [notification_id], project=project, payloads=payloads)
+    return views.get(notification_id)
 
 
-async def _views(connection: asyncpg.Connection, notifications: list[NotificationRecord]) -> list[NotificationView]:
+async def _views(
+    connection: asyncpg.Connection, notifications: list[NotificationRecord], *, payloads: bool = False
+) -> list[NotificationView]:
     deliveries: dict[uuid.UUID, list[DeliveryRecord]] = defaultdict(list)
     attempts: dict[uuid.UUID, list[AttemptRecord]] = defaultdict(list)
+    stored: dict[uuid.UUID, dict[str, Any]] = {}
     if notifications:
-        for row in await connection.fetch(_DELIVERIES, [n.id for n in notifications]):
+        query = _DELIVERIES_WITH_PAYLOADS if payloads else _DELIVERIES
+        for row in await connection.fetch(query, [n.id for n in notifications]):
             delivery = DeliveryRecord.from_row(row)
             deliveries[delivery.notification_id].append(delivery)
+            if payloads:
+                stored[delivery.id] = json.loads(row["payload"])
         delivery_ids = [d.id for group in deliveries.values() for d in group]
         if delivery_ids:
             for row in await connection.fetch(_ATTEMPTS, delivery_ids):
                 attempt = AttemptRecord.from_row(row)
                 attempts[attempt.delivery_id].append(attempt)
-    return [NotificationView(n, deliveries[n.id], attempts) for n in notifications]
+    return [NotificationView(n, deliveries[n.id], attempts, stored) for n in notifications]
 
 
 class _Where:
@@ -288,10 +295,14 @@ class StatsGroup:
         return sum(self.counts.values())
 
     @property
+    def finished(self) -> int:
+        """Deliveries that came to an end at a provider: sent or failed."""
+        return self.counts[DeliveryStatus.SENT] + self.counts[DeliveryStatus.FAILED]
+
+    @property
     def success_rate(self) -> float:
         """sent / (sent + failed); 0 when nothing has finished."""
-        finished = self.counts[DeliveryStatus.SENT] + self.counts[DeliveryStatus.FAILED]
-        return self.counts[DeliveryStatus.SENT] / finished if finished else 0.0
+        return self.counts[DeliveryStatus.SENT] / self.finished if self.finished else 0.0
 
 
 @dataclass(frozen=True, slots=True)
