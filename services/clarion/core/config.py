@@ -124,8 +124,20 @@ class Settings(BaseSettings):
     fcm_url: str | None = None
     # Every provider call ends within this, answered or not; keep it well below delivery_lease_s.
     provider_timeout_s: float = Field(default=10.0, gt=0, le=60)
-    # Where the file provider writes `.eml` files; unset: <data_dir>/outbox.
+    # Where the file providers write `.eml` files (and texts under sms/); unset: <data_dir>/outbox.
     outbox_dir: Path | None = None
+    # SMS: "auto" is Twilio when an account SID is set, else JSON files under <outbox>/sms (local mode).
+    sms_provider: Literal["auto", "twilio", "file", "simulated"] = "auto"
+    # Twilio's account SID (AC…), the user name of its HTTP basic auth.
+    twilio_account_sid: str | None = None
+    # Twilio's auth token, the password of its HTTP basic auth.
+    twilio_auth_token: SecretStr | None = None
+    # The sender, in E.164 (+14155550123); or leave it unset and set a messaging service below.
+    twilio_from_number: str | None = None
+    # A Twilio messaging service (MG…) that picks the sender; used instead of the From number when set.
+    twilio_messaging_service_sid: str | None = None
+    # Twilio's API root; overridable so tests can aim the client at a fake.
+    twilio_base_url: str = "https://api.twilio.com"
     # --- end of delivery providers ---
 
     # --- API keys and rate limits (read by clarion.keys.auth) ---

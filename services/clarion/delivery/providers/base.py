@@ -46,6 +46,15 @@ class PushMessage:
     data: Mapping[str, str]
 
 
+@dataclass(frozen=True, slots=True)
+class SmsMessage:
+    """One rendered text message for one phone number."""
+
+    delivery_id: str  # stable across retries; Twilio has no idempotency key, so it is only logged and filed
+    to: str  # the recipient's number in E.164 form (+14155550123): personal data, never logged nor put in an error
+    body: str  # the rendered text, already checked against the segment limit
+
+
 class ProviderError(Exception):
     """A send that did not succeed. The message is safe to store and show: no keys, tokens or addresses."""
 
@@ -101,6 +110,21 @@ class PushProvider(Protocol):
 
     async def close(self) -> None:
         """Release connections and threads."""
+        ...
+
+
+class SmsProvider(Protocol):
+    """Sends one text message. Implementations: twilio.TwilioProvider, sms_local.FileSmsProvider and
+    sms_local.SimulatedSmsProvider."""
+
+    name: str  # "twilio" | "file" | "simulated"
+
+    async def send(self, message: SmsMessage) -> str:
+        """Send `message`; return the provider's message id (Twilio's `SM...` sid). Raises ProviderError only."""
+        ...
+
+    async def close(self) -> None:
+        """Release connections."""
         ...
 
 

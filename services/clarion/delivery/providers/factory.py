@@ -9,7 +9,7 @@ from email.headerregistry import Address
 
 from clarion.core.config import Settings, SettingsError
 from clarion.core.logging import get_logger
-from clarion.delivery.providers.base import EmailProvider, PushProvider
+from clarion.delivery.providers.base import EmailProvider, PushProvider, SmsProvider
 from clarion.delivery.providers.mime import parse_mailbox
 
 log = get_logger(__name__)
@@ -98,6 +98,51 @@ def create_push_provider(settings: Settings) -> PushProvider:
             # firebase-admin's messages name the file and the problem, never the key inside.
             raise SettingsError(f"CLARION_FCM_CREDENTIALS_FILE: not a usable service-account file: {exc}") from None
     log.info("push_provider_selected", provider=provider.name, simulated=provider.simulated)
+    return provider
+
+
+def create_sms_provider(settings: Settings) -> SmsProvider:
+    """Twilio when chosen (or "auto" with an account SID), else JSON files in the outbox, or the simulated provider.
+    Raises SettingsError naming every Twilio variable that is missing."""
+    name = settings.sms_provider
+    if name == "auto":
+        name = "twilio" if settings.twilio_account_sid else "file"
+    provider: SmsProvider
+    if name == "twilio":
+        from clarion.delivery.providers.twilio import TwilioProvider
+
+        token = settings.twilio_auth_token.get_secret_value() if settings.twilio_auth_token else ""
+        missing = [
+            variable
+            for variable, value in (
+                ("CLARION_TWILIO_ACCOUNT_SID", settings.twilio_account_sid),
+                ("CLARION_TWILIO_AUTH_TOKEN", token),
+            )
+            if not value
+        ]
+        if not settings.twilio_from_number and not settings.twilio_messaging_service_sid:
+            missing.append("CLARION_TWILIO_FROM_NUMBER or CLARION_TWILIO_MESSAGING_SERVICE_SID")
+        if missing:
+            raise SettingsError(
+                "; ".join(f"{variable} must be set" for variable in missing) + " to send SMS through Twilio"
+            )
+        provider = TwilioProvider(
+            account_sid=settings.twilio_account_sid or "",
+            auth_token=token,
+            from_number=settings.twilio_from_number or "",
+            messaging_service_sid=settings.twilio_messaging_service_sid or "",
+            base_url=settings.twilio_base_url,
+            timeout_s=settings.provider_timeout_s,
+        )
+    elif name == "simulated":
+        from clarion.delivery.providers.sms_local import SimulatedSmsProvider
+
+        provider = SimulatedSmsProvider()
+    else:
+        from clarion.delivery.providers.sms_local import FileSmsProvider
+
+        provider = FileSmsProvider(outbox_dir=settings.outbox_dir or settings.data_dir / "outbox")
+    log.info("sms_provider_selected", provider=provider.name)
     return provider
 
 
