@@ -24,6 +24,7 @@ from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.failover import Providers
 from clarion.delivery.queues import CHANNEL_QUEUES, TOPOLOGY
 from clarion.delivery.sweeper import Sweeper
+from clarion.inbox import servicer as inbox
 from clarion.keys import access
 from clarion.keys.auth import Authenticator, BearerAuth, server_auth
 from clarion.keys.repository import SqlKeyStore
@@ -114,7 +115,24 @@ SERVICES: dict[str, Callable[[Resources], ServiceRegistration]] = {
     "notifications": lambda r: notifications.registration(
         fast=r.fast, clients=r.clients, idempotency_ttl_s=r.settings.idempotency_ttl_s
     ),
+    "inbox": lambda r: inbox.registration(
+        fast=r.fast, authenticator=r.authenticator, max_watchers=r.settings.inbox_max_watchers
+    ),
 }
+# Services served wherever another is: the inbox reads what the notifications' deliveries wrote, beside them.
+SERVED_WITH: dict[str, tuple[str, ...]] = {"notifications": ("inbox",)}
+
+
+# The services with a Deployment of their own (`clarion serve NAME`): the others are served with one of them.
+DEPLOYED_SERVICES = tuple(
+    name for name in SERVICES if not any(name in companions for companions in SERVED_WITH.values())
+)
+
+
+def with_companions(names: Sequence[str]) -> list[str]:
+    """`names` and the services served with them, each once, in order."""
+    expanded = [*names, *(companion for name in names for companion in SERVED_WITH.get(name, ()))]
+    return list(dict.fromkeys(expanded))
 
 
 def served(registrations: dict[str, ServiceRegistration]) -> list[ServiceRegistration]:
@@ -193,7 +211,7 @@ async def run_workers(
             )
             tasks.append(asyncio.create_task(sweeper.run(stop), name="sweeper"))
         else:
-            providers = CHANNELS[kind].create_providers(settings)
+            providers = CHANNELS[kind].create_providers(settings, resources.fast)
             closers.extend(provider.close for provider in providers)
             breaker = functools.partial(
                 ProviderBreaker,
@@ -249,6 +267,7 @@ async def serve(
         )
     if elsewhere and "notifications" in names:
         require_service_key(settings, "notifications")
+    names = with_companions(names)
     resources = Resources.open(settings, database_url)
     broker = create_broker(
         settings.broker_url,
@@ -282,6 +301,9 @@ async def serve(
         try:
             await stop.wait()
         finally:
+            for registration in registrations.values():
+                if registration.stop is not None:
+                    await registration.stop()
             await server.stop()
             await asyncio.gather(*background, return_exceptions=True)
     finally:

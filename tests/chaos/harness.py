@@ -6,13 +6,14 @@ from __future__ import annotations
 
 import asyncio
 import collections
+import inspect
 import os
 import signal
 import subprocess
 import sys
 import time
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,7 +31,7 @@ from clarion.v1 import (
     users_pb2,
     users_pb2_grpc,
 )
-from tests.chaos.provider import API_KEY, Misbehaviour, ProviderProcess
+from tests.chaos.provider import API_KEY, TWILIO_SID, TWILIO_TOKEN, Misbehaviour, ProviderProcess
 from tests.conftest import free_port
 from tests.e2e.conftest import wait_until_serving
 
@@ -41,17 +42,20 @@ RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED, grp
 
 
 class Supervisor:
-    """Clarion's processes: `serve all`, the dispatcher, the sweeper and `email_workers` email workers, each a real
-    `clarion` process. Workers can be SIGKILLed and replaced; everything is stopped at the end."""
+    """Clarion's processes: `serve all`, the dispatcher, the sweeper, `email_workers` email workers and the
+    `channel_workers` of other channels (`{"sms": 1}`: a process named `sms-0`), each a real `clarion` process.
+    Workers can be SIGKILLed and replaced; everything is stopped at the end."""
 
-    def __init__(self, env: dict[str, str], folder: Path, *, email_workers: int) -> None:
+    def __init__(
+        self, env: dict[str, str], folder: Path, *, email_workers: int, channel_workers: dict[str, int] | None = None
+    ) -> None:
         self.env = env
         self.folder = folder
         self.address = f"127.0.0.1:{env['CLARION_GRPC_PORT']}"
         self.processes: dict[str, subprocess.Popen[str]] = {}
         self.kills = 0
         self._logs: list[object] = []
-        self._email_workers = email_workers
+        self._workers = {"email": email_workers, **(channel_workers or {})}
 
     def _start(self, name: str, *args: str) -> subprocess.Popen[str]:
         log = (self.folder / f"{name}.log").open("a")
@@ -67,8 +71,9 @@ class Supervisor:
         wait_until_serving(self.address, server)
         self._start("dispatcher", "worker", "dispatcher")
         self._start("sweeper", "worker", "sweeper")
-        for n in range(self._email_workers):
-            self._start(f"email-{n}", "worker", "email")
+        for kind, count in self._workers.items():
+            for n in range(count):
+                self._start(f"{kind}-{n}", "worker", kind)
 
     def kill_and_replace(self, name: str) -> None:
         """SIGKILL a worker mid-work (no drain, no acks) and start a new one in its place."""
@@ -76,7 +81,7 @@ class Supervisor:
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=10)
         self.kills += 1
-        self._start(name, "worker", "email")
+        self._start(name, "worker", name.rsplit("-", 1)[0])
 
     def alive(self) -> dict[str, int | None]:
         return {name: process.poll() for name, process in self.processes.items()}
@@ -114,6 +119,11 @@ def base_env(database_url: str, broker_url: str, namespace: str, provider_host: 
             "CLARION_AUTH_REQUIRED": "false",
             "CLARION_SENDGRID_API_KEY": API_KEY,
             "CLARION_SENDGRID_HOST": provider_host,
+            "CLARION_SMS_PROVIDER": "twilio",
+            "CLARION_TWILIO_ACCOUNT_SID": TWILIO_SID,
+            "CLARION_TWILIO_AUTH_TOKEN": TWILIO_TOKEN,
+            "CLARION_TWILIO_FROM_NUMBER": "+15005550006",
+            "CLARION_TWILIO_BASE_URL": provider_host,
             # With margin for a loaded machine: a provider answer slower than this is an unknown outcome and a
             # retry (a possible duplicate), so it must mean the provider misbehaved, not that the machine was busy.
             "CLARION_PROVIDER_TIMEOUT_S": "5",
@@ -146,17 +156,21 @@ async def _call_until_answered(
         delay_s = min(delay_s * 2, 2.0)
 
 
-async def seed(address: str, *, users: int) -> list[str]:
-    """A template and `users` users; returns the users' ids."""
+async def seed(address: str, *, users: int, every_channel: bool = False) -> list[str]:
+    """A template (email only, or `every_channel`: email, SMS and in-app, each text unique to its notification) and
+    `users` users with an address and a phone number; returns the users' ids."""
+    template = {"template_key": "chaos", "subject": "#{n}", "body": "{n}"}
+    if every_channel:
+        template |= {"sms_body": "chaos text #{n}", "in_app_title": "#{n}", "in_app_body": "{n}"}
     async with grpc.aio.insecure_channel(address) as channel:
         await templates_pb2_grpc.TemplateServiceStub(channel).CreateTemplate(
-            templates_pb2.CreateTemplateRequest(template={"template_key": "chaos", "subject": "#{n}", "body": "{n}"}),
-            timeout=10,
+            templates_pb2.CreateTemplateRequest(template=template), timeout=10
         )
         stub = users_pb2_grpc.UserServiceStub(channel)
         ids = []
         for n in range(users):
-            request = users_pb2.CreateUserRequest(user={"email_address": f"chaos-{n}@example.com"})
+            user = {"email_address": f"chaos-{n}@example.com", "phone_number": f"+1415555{n:04d}"}
+            request = users_pb2.CreateUserRequest(user=user)
             ids.append((await stub.CreateUser(request, timeout=10)).user_id)
         return ids
 
@@ -228,7 +242,7 @@ GROUP BY a.delivery_id
 async def check(
     database_url: str,
     accepted: list[str],
-    provider_receipts: Callable[[], collections.Counter[str]],
+    provider_receipts: Callable[[], collections.Counter[str] | Awaitable[collections.Counter[str]]],
     *,
     deadline_s: float,
 ) -> Outcome:
@@ -255,7 +269,8 @@ async def check(
         }
     finally:
         await connection.close()
-    receipts = provider_receipts()
+    read = provider_receipts()
+    receipts = await read if inspect.isawaitable(read) else read
     known = {str(d["id"]) for d in deliveries}
     never_received = [
         str(d["id"]) for d in deliveries if d["status"] == DeliveryStatus.SENT and not receipts[str(d["id"])]
@@ -291,6 +306,7 @@ def running_clarion(
     folder: Path,
     *,
     email_workers: int,
+    channel_workers: dict[str, int] | None = None,
     users: int = 20,
     misbehaviour: Misbehaviour | None = None,
     settings: dict[str, str] | None = None,
@@ -300,13 +316,37 @@ def running_clarion(
     provider = ProviderProcess(misbehaviour)
     try:
         env = {**base_env(database_url, broker_url, namespace, provider.host), **(settings or {})}
-        system = Supervisor(env, folder, email_workers=email_workers)
+        system = Supervisor(env, folder, email_workers=email_workers, channel_workers=channel_workers)
         run = Run(system, provider, [])
         try:
             system.start()
-            run.users = asyncio.run(seed(system.address, users=users))
+            run.users = asyncio.run(seed(system.address, users=users, every_channel=bool(channel_workers)))
             yield run
         finally:
             run.exit_codes = system.stop()
     finally:
         provider.stop()
+
+
+async def every_receipt(database_url: str, accepted: list[str], provider: ProviderProcess) -> collections.Counter[str]:
+    """The receipts of every channel by delivery id: the provider's emails; its texts, matched to their deliveries
+    by body (unique to a notification); and the inbox's messages, whose ids are their deliveries' (one row each, so
+    an in-app duplicate cannot happen)."""
+    receipts = provider.receipts()
+    texts = provider.sms_receipts()
+    connection = await asyncpg.connect(asyncpg_dsn(database_url))
+    try:
+        ids = [uuid.UUID(i) for i in accepted]
+        sms = await connection.fetch(
+            "SELECT id, payload->>'body' AS body FROM deliveries WHERE channel = 'sms' AND notification_id = ANY($1)",
+            ids,
+        )
+        inbox = await connection.fetch("SELECT id FROM inbox_messages WHERE notification_id = ANY($1::uuid[])", ids)
+    finally:
+        await connection.close()
+    by_body = {row["body"]: str(row["id"]) for row in sms}
+    for body, count in texts.items():
+        receipts[by_body.get(body, f"unknown text {body!r}")] += count
+    for row in inbox:
+        receipts[str(row["id"])] += 1
+    return receipts

@@ -1,6 +1,7 @@
-"""The chaos suite's SendGrid, in a process of its own so that the load generator and the checker cannot starve it:
-it checks each request as SendGrid would, misbehaves as told, and records the delivery id of every message it
-accepted (a receipt), including those accepted after the client gave up.
+"""The chaos suite's SendGrid and Twilio, in a process of its own so that the load generator and the checker cannot
+starve it: it checks each request as the provider would, misbehaves as told, and records every message it accepted
+(a receipt: an email by its delivery id, a text by its body, which Twilio's API has no room for an id beside),
+including those accepted after the client gave up.
 
 `python -m tests.chaos.provider --error-rate 0.3 ...` prints its base URL on the first line of stdout and serves
 until its stdin closes. Besides SendGrid's `/v3/mail/send` it answers `GET /_chaos/receipts` and
@@ -22,8 +23,11 @@ from dataclasses import dataclass
 
 from tests.integration.delivery.fake_http import FakeHttpServer, Reply, Request
 from tests.integration.delivery.fake_sendgrid import FakeSendGrid
+from tests.integration.delivery.fake_twilio import FakeTwilio, twilio_reply
 
 API_KEY = "SG.chaos-key"
+TWILIO_SID = "AC" + "c" * 32
+TWILIO_TOKEN = "chaos-twilio-token"
 
 
 @dataclass(frozen=True)
@@ -44,10 +48,13 @@ class ChaosProvider:
         self.misbehaviour = misbehaviour
         self.storm = threading.Event()
         self.receipts: collections.Counter[str] = collections.Counter()
+        self.twilio = FakeTwilio(http, account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN)
+        self.sms_receipts: collections.Counter[str] = collections.Counter()
         self.slow_accepts = 0
         self._chance = random.Random(seed)  # noqa: S311 - reproducible chaos, not cryptography
         self._lock = threading.Lock()
         http.route("/v3/mail/send", self._mail_send)
+        http.route(self.twilio.path, self._create_message)
         http.route("/_chaos/receipts", self._receipts)
         http.route("/_chaos/storm", self._storm)
 
@@ -73,9 +80,33 @@ class ChaosProvider:
                 self.slow_accepts += slow
         return reply
 
+    def _create_message(self, request: Request) -> Reply:
+        with self._lock:
+            roll = self._chance.random()
+        if self.storm.is_set():
+            return twilio_reply(429, 20429, "Too Many Requests", {"Retry-After": "1"})
+        if roll < self.misbehaviour.error_rate:
+            return twilio_reply(503, 20500, "Service unavailable")
+        reply = self.twilio._create_message(request)
+        if reply.status == 201:
+            slow = roll < self.misbehaviour.error_rate + self.misbehaviour.slow_rate
+            if slow:
+                time.sleep(self.misbehaviour.slow_s)
+            with self._lock:
+                self.sms_receipts[reply.body["body"]] += 1
+                self.slow_accepts += slow
+        return reply
+
     def _receipts(self, _request: Request) -> Reply:
         with self._lock:
-            return Reply(200, {"receipts": dict(self.receipts), "slow_accepts": self.slow_accepts})
+            return Reply(
+                200,
+                {
+                    "receipts": dict(self.receipts),
+                    "sms_receipts": dict(self.sms_receipts),
+                    "slow_accepts": self.slow_accepts,
+                },
+            )
 
     def _storm(self, request: Request) -> Reply:
         if request.json().get("on"):
@@ -120,6 +151,12 @@ class ProviderProcess:
     def receipts(self) -> collections.Counter[str]:
         """Every delivery id the provider accepted, with how many times."""
         receipts = self._call("/_chaos/receipts")["receipts"]
+        assert isinstance(receipts, dict)
+        return collections.Counter({str(k): int(v) for k, v in receipts.items()})
+
+    def sms_receipts(self) -> collections.Counter[str]:
+        """Every text body the provider accepted, with how many times."""
+        receipts = self._call("/_chaos/receipts")["sms_receipts"]
         assert isinstance(receipts, dict)
         return collections.Counter({str(k): int(v) for k, v in receipts.items()})
 

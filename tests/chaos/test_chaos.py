@@ -23,7 +23,7 @@ import pytest
 from clarion.core.broker import Broker, Message, create_broker
 from clarion.core.db import asyncpg_dsn, upgrade_database
 from clarion.delivery.queues import EMAIL_QUEUE, FAILED_QUEUE, TOPOLOGY
-from tests.chaos.harness import Outcome, Run, check, running_clarion, send_load
+from tests.chaos.harness import Outcome, Run, check, every_receipt, running_clarion, send_load
 from tests.chaos.infra import ChaosPostgres, ChaosRabbitMQ
 from tests.chaos.provider import Misbehaviour
 
@@ -290,3 +290,54 @@ def test_one_poison_message_among_six_hundred(
     assert parked == 1, "the poison message is set aside in failed.queue, once"
     assert all(code is None for code in alive.values()), f"no process died of it: {alive}"
     assert set(run.exit_codes.values()) == {0}, run.exit_codes
+
+
+def test_sms_and_in_app_workers_killed_every_second_lose_nothing(
+    database: str, rabbitmq: ChaosRabbitMQ, namespace: str, tmp_path: Path
+) -> None:
+    """Every notification goes out by email, SMS and in-app, while Twilio answers 503 to a tenth of the texts and
+    the SMS and in-app workers are SIGKILLed in turn, twice a second."""
+    count = 900
+    prefetch = {"CLARION_WORKER_PREFETCH": str(PREFETCH)}
+    with running_clarion(
+        database,
+        rabbitmq.url,
+        namespace,
+        tmp_path,
+        email_workers=1,
+        channel_workers={"sms": 2, "in_app": 2},
+        users=30,
+        misbehaviour=Misbehaviour(error_rate=0.1),
+        settings=prefetch,
+    ) as run:
+        done = threading.Event()
+
+        def havoc() -> None:
+            while not run.provider.sms_receipts() and not done.wait(0.05):
+                pass
+            turn = 0
+            while not done.wait(0.5) and turn < 40:
+                run.system.kill_and_replace(["sms-0", "in_app-0", "sms-1", "in_app-1"][turn % 4])
+                turn += 1
+
+        chaos = threading.Thread(target=havoc, name="havoc")
+        chaos.start()
+        try:
+            accepted = asyncio.run(send_load(run.system.address, run.users, count=count))
+            deadline = time.monotonic() + 60
+            while len(run.provider.sms_receipts()) < count * 0.9 and time.monotonic() < deadline:
+                time.sleep(0.5)
+        finally:
+            done.set()
+            chaos.join(timeout=120)
+
+        async def receipts() -> collections.Counter[str]:
+            return await every_receipt(database, accepted, run.provider)
+
+        outcome = asyncio.run(check(database, accepted, receipts, deadline_s=DEADLINE_S))
+    report(outcome, kills=run.system.kills)
+    assert run.system.kills > 0, "workers were killed mid-work"
+    assert_nothing_lost(outcome, accepted=count)
+    assert outcome.statuses["sent"] == count
+    assert outcome.duplicates <= run.system.kills * PREFETCH
+    assert set(run.exit_codes.values()) == {0}, f"every process drains and exits cleanly at the end: {run.exit_codes}"

@@ -92,6 +92,8 @@ def test_the_client_sends_and_reads_over_grpc_and_through_envoy(client_python: P
         assert "template.template_key" in record["invalid"]["fields"], via
     for via, record in records.items():
         assert record["without_key"] == "API_KEY_MISSING", via
+        # A user token alone: the inbox's stream starts with its counts, and the count is the token's user's.
+        assert record["inbox"] == {"first": "counts", "own": True}, via
 
     # Each notification is really there, as the client said, read with the server's own stubs.
     with grpc.insecure_channel(clarion_up.grpc_address) as channel:

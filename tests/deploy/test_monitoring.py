@@ -18,6 +18,7 @@ import yaml
 from prometheus_client import REGISTRY
 
 import clarion.core.metrics  # noqa: F401 - registers the catalogue in the default registry
+from clarion import app
 from tests.deploy.conftest import require_tool
 from tests.deploy.manifests import Manifests, container_port, selects
 from tests.deploy.test_workloads import settings_value
@@ -156,4 +157,4 @@ def test_the_pod_monitor_scrapes_a_port_every_clarion_process_declares(prod: Man
         assert declared["containerPort"] == number, f"{workload}: {name} is not where the process serves /metrics"
         assert selects(selector, workload.pod_labels), f"{workload} is not selected by the PodMonitor"
         scraped += 1
-    assert scraped == 7, "users, templates, notifications, dispatcher, email, push and the sweeper"
+    assert scraped == len(app.DEPLOYED_SERVICES) + len(app.WORKER_KINDS), "every service and worker"

@@ -12,7 +12,7 @@ import yaml
 from clarion.core.config import ENV_PREFIX, Settings
 from clarion.delivery.queues import CHANNEL_QUEUES
 from clarion.gateway import kubernetes as gateway_k8s
-from clarion.gateway.config import STREAMS_SUFFIX
+from clarion.gateway.config import STREAMING_METHODS, STREAMS_SUFFIX, WATCH_SUFFIX
 from clarion.gateway.descriptors import REFLECTION_SERVICES
 from clarion.keys.scopes import SERVICE_KEY_SCOPES
 from tests.deploy.conftest import K8S
@@ -49,8 +49,11 @@ def test_every_envoy_cluster_is_a_headless_service_on_its_port(manifests: Manife
     # The admin cluster (Envoy's own loopback admin interface, for its metrics) is no Service.
     clusters = [c for c in envoy["static_resources"]["clusters"] if c["name"] != "envoy_admin"]
 
-    # One cluster per upstream for calls, one more for streams where the upstream serves reflection.
+    # One cluster per upstream for calls, one more for streams where the upstream serves reflection, and one for
+    # watches where it serves a streaming method (WatchInbox).
     streams = {u.name + STREAMS_SUFFIX for u in gateway_k8s.UPSTREAMS if set(REFLECTION_SERVICES) & set(u.services)}
+    watching = {method.split("/")[0] for method in STREAMING_METHODS}
+    streams |= {u.name + WATCH_SUFFIX for u in gateway_k8s.UPSTREAMS if watching & set(u.services)}
     assert {cluster["name"] for cluster in clusters} == {u.name for u in gateway_k8s.UPSTREAMS} | streams
     assert streams
     for cluster in clusters:
@@ -121,7 +124,8 @@ def test_keda_scales_each_channel_worker_on_its_own_queue(overlay: Callable[[str
     scaled = prod.of_kind("ScaledObject")
     authentications = {auth["metadata"]["name"]: auth for auth in prod.of_kind("TriggerAuthentication")}
 
-    assert len(scaled) == 2
+    # Every channel's worker (the dispatcher and the sweeper read PostgreSQL, not a queue).
+    assert len(scaled) == len(CHANNEL_QUEUES)
     for scaled_object in scaled:
         container = prod.workload(scaled_object["spec"]["scaleTargetRef"]["name"]).containers[0]
         (trigger,) = scaled_object["spec"]["triggers"]

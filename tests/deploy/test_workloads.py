@@ -39,7 +39,7 @@ def settings_value(manifests: Manifests, key: str, default: Any) -> str:
 
 def test_the_expectations_here_follow_the_code() -> None:
     # The services the app serves are the ones probed below, and the worker probes use these paths.
-    assert set(GRPC_SERVICES) == set(app.SERVICES)
+    assert set(GRPC_SERVICES) == set(app.DEPLOYED_SERVICES)
     assert {"/healthz", "/readyz"} == HEALTH_PATHS
 
 
@@ -47,7 +47,7 @@ def test_every_service_and_worker_runs_once_and_migrations_run_as_a_job(manifest
     commands = sorted((tuple(c["args"]), w.kind) for w, c in clarion_containers(manifests))
 
     assert commands == sorted(
-        [(("serve", name), "Deployment") for name in app.SERVICES]
+        [(("serve", name), "Deployment") for name in app.DEPLOYED_SERVICES]
         + [(("worker", kind), "Deployment") for kind in app.WORKER_KINDS]
         + [(("migrate",), "Job")]
     )

@@ -39,6 +39,7 @@ SERVICES = {
     "clarion.v1.TemplateService",
     "clarion.v1.NotificationService",
     "clarion.v1.AccessService",
+    "clarion.v1.InboxService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
 }

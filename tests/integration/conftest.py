@@ -8,7 +8,7 @@ import contextlib
 import os
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import grpc
@@ -21,9 +21,9 @@ from clarion.core.broker import Broker, create_broker
 from clarion.core.cache import Cache, MemoryCache, RedisCache
 from clarion.core.config import load_settings
 from clarion.core.db import FastPath, create_engine, session_factory
-from clarion.core.server import GrpcServer
+from clarion.core.server import GrpcServer, ServiceRegistration
 from clarion.delivery.queues import TOPOLOGY
-from clarion.keys.auth import Authenticator, BearerAuth, server_auth
+from clarion.keys.auth import Authenticator, bearer_auth, server_auth
 from clarion.keys.manage import create_key, create_service_key
 from clarion.keys.repository import SqlKeyStore
 from clarion.keys.scopes import DEFAULT_PROJECT, Scope
@@ -67,6 +67,8 @@ class RunningClarion:
     notifications: Any
     resources: app.Resources
     api_key: str
+    # What the server serves, by name (clarion.app.SERVICES).
+    registrations: dict[str, ServiceRegistration] = field(default_factory=dict)
 
     async def make_key(self, *scopes: str, name: str = "test", project: str = DEFAULT_PROJECT) -> str:
         """A new key with `scopes` (default: admin) in `project` of this instance's database."""
@@ -135,9 +137,12 @@ async def start_clarion(
         server = GrpcServer(settings, app.served(registrations), auth=server_auth(resources.authenticator))
         await server.start()
         stack.push_async_callback(server.server.stop, 0)
+        for running in registrations.values():
+            if running.stop is not None:  # before the server stops, as clarion.app.serve does
+                stack.push_async_callback(running.stop)
         pepper = settings.api_key_pepper or TEST_PEPPER_SECRET
         api_key = (await create_key(sessions, pepper=pepper, name="tests", scopes=[Scope.ADMIN])).token
-        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=[BearerAuth(api_key)])
+        channel = grpc.aio.insecure_channel(f"127.0.0.1:{port}", interceptors=bearer_auth(api_key))
         stack.push_async_callback(channel.close)
         return RunningClarion(
             f"127.0.0.1:{port}",
@@ -147,6 +152,7 @@ async def start_clarion(
             notifications_pb2_grpc.NotificationServiceStub(channel),
             resources,
             api_key,
+            registrations,
         )
 
     yield start

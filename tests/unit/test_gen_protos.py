@@ -40,7 +40,9 @@ def test_committed_code_is_in_sync(checkout: Path) -> None:
 
 def test_a_changed_proto_makes_the_check_fail(checkout: Path) -> None:
     proto = checkout / "protos" / "clarion" / "v1" / "common.proto"
-    proto.write_text(proto.read_text().replace("CHANNEL_PUSH = 2;", "CHANNEL_PUSH = 2;\n  // SMS.\n  CHANNEL_SMS = 3;"))
+    proto.write_text(
+        proto.read_text().replace("CHANNEL_PUSH = 2;", "CHANNEL_PUSH = 2;\n  // Chat.\n  CHANNEL_CHAT = 9;")
+    )
     result = _check(checkout)
     assert result.returncode == 1
     assert "common_pb2.py" in result.stderr

@@ -14,6 +14,7 @@ import {
 } from "@grpc/grpc-js";
 
 import { AccessServiceClient } from "./gen/clarion/v1/access";
+import { InboxServiceClient } from "./gen/clarion/v1/inbox";
 import { NotificationServiceClient } from "./gen/clarion/v1/notifications";
 import { TemplateServiceClient } from "./gen/clarion/v1/templates";
 import { UserServiceClient } from "./gen/clarion/v1/users";
@@ -23,11 +24,19 @@ import { Status } from "./gen/google/rpc/status";
 // Namespaces, because every generated module exports its own `protobufPackage`, `DeepPartial` and `MessageFns`.
 export * as access from "./gen/clarion/v1/access";
 export * as common from "./gen/clarion/v1/common";
+export * as inbox from "./gen/clarion/v1/inbox";
 export * as notifications from "./gen/clarion/v1/notifications";
 export * as templates from "./gen/clarion/v1/templates";
 export * as users from "./gen/clarion/v1/users";
 export * as errorDetails from "./gen/google/rpc/error_details";
-export { AccessServiceClient, NotificationServiceClient, Status, TemplateServiceClient, UserServiceClient };
+export {
+  AccessServiceClient,
+  InboxServiceClient,
+  NotificationServiceClient,
+  Status,
+  TemplateServiceClient,
+  UserServiceClient,
+};
 
 /** The services on one channel. */
 export interface ClarionClients {
@@ -36,6 +45,8 @@ export interface ClarionClients {
   notifications: NotificationServiceClient;
   /** What the key may do (GetCaller). */
   access: AccessServiceClient;
+  /** Users' in-app inboxes; with a user token (CreateUserToken) as `apiKey`, that user's inbox only. */
+  inbox: InboxServiceClient;
   /** Closes the channel they share. */
   close(): void;
 }
@@ -75,6 +86,7 @@ export function createClients(address: string, options: ConnectOptions = {}): Cl
     templates: new TemplateServiceClient(address, channelCredentials, shared),
     notifications: new NotificationServiceClient(address, channelCredentials, shared),
     access: new AccessServiceClient(address, channelCredentials, shared),
+    inbox: new InboxServiceClient(address, channelCredentials, shared),
     close: () => users.close(),
   };
 }

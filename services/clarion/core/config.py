@@ -86,6 +86,8 @@ class Settings(BaseSettings):
     # Processes that compile and render Jinja templates, each killed when a template overruns its budget
     # (templates/isolation.py); brace templates render in the server's own process.
     template_workers: int = Field(default=2, ge=1, le=64)
+    # WatchInbox streams one server process holds open at once; more are refused (RESOURCE_EXHAUSTED, retry).
+    inbox_max_watchers: int = Field(default=1000, ge=1, le=100_000)
     # Per-provider circuit breaker: consecutive transient failures that open it, and how long it stays open.
     provider_breaker_threshold: int = Field(default=5, ge=1, le=1000)
     provider_breaker_reset_s: float = Field(default=30.0, gt=0, le=3600)

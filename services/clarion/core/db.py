@@ -160,6 +160,11 @@ class FastPath:
                 )
             return self._pool
 
+    @property
+    def dsn(self) -> str:
+        """The database's address as asyncpg takes it (for a connection of its own: LISTEN)."""
+        return self._dsn
+
     @asynccontextmanager
     async def connection(self) -> AsyncIterator[asyncpg.Connection]:
         """A connection from the pool, in autocommit until the caller opens a transaction."""

@@ -4,10 +4,11 @@ statuses."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import re
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any, cast
 
 import grpc
@@ -44,9 +45,15 @@ def request_id_from(metadata: tuple[tuple[str, str | bytes], ...] | None) -> str
     return str(uuid.uuid4())
 
 
+StreamBehavior = Callable[[Any, grpc.aio.ServicerContext[Any, Any]], AsyncIterator[Any]]
+# Streams of these services pass through untouched: health's Watch and reflection are grpcio's own.
+_OWN_STREAMS = "/clarion."
+
+
 class ServerInterceptor(grpc.aio.ServerInterceptor):
     """Binds the request id to every log line of a call, logs the call's outcome once, and turns exceptions
-    into statuses: a ClarionError into its code with details, anything unexpected into a bare INTERNAL."""
+    into statuses: a ClarionError into its code with details, anything unexpected into a bare INTERNAL. Unary calls
+    and Clarion's server-streaming calls (WatchInbox) alike."""
 
     async def intercept_service(
         self,
@@ -54,66 +61,98 @@ class ServerInterceptor(grpc.aio.ServerInterceptor):
         handler_call_details: grpc.HandlerCallDetails,
     ) -> grpc.RpcMethodHandler[Any, Any] | None:
         handler = await continuation(handler_call_details)
-        # Only unary-unary calls are ours; the health Watch stream and reflection pass through untouched.
-        if handler is None or handler.unary_unary is None:
+        if handler is None:
             return handler
         method = handler_call_details.method
-        request_id = request_id_from(handler_call_details.invocation_metadata)
-        # On an aio server the behaviour is a coroutine function taking an aio context, whatever the stubs say.
-        behavior = cast(UnaryBehavior, handler.unary_unary)
-        wrapped = _wrap(
-            behavior,
+        call = _Call(
             method=method,
-            request_id=request_id,
+            request_id=request_id_from(handler_call_details.invocation_metadata),
             metadata=handler_call_details.invocation_metadata,
             deserialize=handler.request_deserializer,
         )
         # The request arrives as bytes and is parsed inside the call: a message gRPC could not parse (a string
         # that is not UTF-8) would otherwise end as UNKNOWN with protobuf's exception text, before any handler.
-        return grpc.unary_unary_rpc_method_handler(
-            wrapped, request_deserializer=None, response_serializer=handler.response_serializer
-        )
+        if handler.unary_unary is not None:
+            # On an aio server the behaviour is a coroutine function taking an aio context, whatever the stubs say.
+            return grpc.unary_unary_rpc_method_handler(
+                call.unary(cast(UnaryBehavior, handler.unary_unary)),
+                request_deserializer=None,
+                response_serializer=handler.response_serializer,
+            )
+        if handler.unary_stream is not None and method.startswith(_OWN_STREAMS):
+            return grpc.unary_stream_rpc_method_handler(
+                call.stream(cast(StreamBehavior, handler.unary_stream)),
+                request_deserializer=None,
+                response_serializer=handler.response_serializer,
+            )
+        return handler
 
 
-def _wrap(
-    behavior: UnaryBehavior,
-    *,
-    method: str,
-    request_id: str,
-    metadata: tuple[tuple[str, str | bytes], ...] | None,
-    deserialize: Callable[[bytes], Any] | None,
-) -> UnaryBehavior:
-    # Label values bounded by the contracts: only methods that have a handler get here.
-    service, name = split_method(method)
-    seconds = RPC_SECONDS.labels(grpc_service=service, grpc_method=name)
-    # Probes are not traced: a span every few seconds per pod would drown the traces worth reading.
-    traced = not method.startswith(_HEALTH_PREFIX)
+class _Call:
+    """One call's request id, trace span, access log line, metrics and error mapping, around its behaviour."""
 
-    async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
-        if not traced:
-            return await handle(request, context, None)
+    def __init__(
+        self,
+        *,
+        method: str,
+        request_id: str,
+        metadata: tuple[tuple[str, str | bytes], ...] | None,
+        deserialize: Callable[[bytes], Any] | None,
+    ) -> None:
+        self.method = method
+        self.request_id = request_id
+        self.metadata = metadata
+        self.deserialize = deserialize
+        # Label values bounded by the contracts: only methods that have a handler get here.
+        self.service, self.name = split_method(method)
+        # Probes are not traced: a span every few seconds per pod would drown the traces worth reading.
+        self.traced = not method.startswith(_HEALTH_PREFIX)
+
+    def unary(self, behavior: UnaryBehavior) -> UnaryBehavior:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+            with self._span() as span:
+                async with self._outcome(context, span):
+                    return await behavior(parse_request(request, self.deserialize), context)
+
+        return wrapped
+
+    def stream(self, behavior: StreamBehavior) -> StreamBehavior:
+        async def wrapped(request: Any, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+            with self._span() as span:
+                async with self._outcome(context, span):
+                    async for response in behavior(parse_request(request, self.deserialize), context):
+                        yield response
+
+        return wrapped
+
+    @contextlib.contextmanager
+    def _span(self) -> Iterator[Span | None]:
+        if not self.traced:
+            yield None
+            return
         with tracer().start_as_current_span(
-            f"{service}/{name}",
+            f"{self.service}/{self.name}",
             # The caller's traceparent (a client's, through Envoy, or another Clarion service's), if it sent one.
-            context=extract(dict(metadata or ())),
+            context=extract(dict(self.metadata or ())),
             kind=SpanKind.SERVER,
-            attributes={**rpc_attributes(service, name), "clarion.request_id": request_id},
+            attributes={**rpc_attributes(self.service, self.name), "clarion.request_id": self.request_id},
             # The outcome is recorded below, as a gRPC code: a client's mistake is not the server's error.
             record_exception=False,
             set_status_on_exception=False,
         ) as span:
-            return await handle(request, context, span)
+            yield span
 
-    async def handle(request: Any, context: grpc.aio.ServicerContext[Any, Any], span: Span | None) -> Any:
+    @contextlib.asynccontextmanager
+    async def _outcome(self, context: grpc.aio.ServicerContext[Any, Any], span: Span | None) -> AsyncIterator[None]:
+        method, request_id = self.method, self.request_id
         structlog.contextvars.clear_contextvars()
         structlog.contextvars.bind_contextvars(request_id=request_id, rpc=method)
         started = time.perf_counter()
         code = grpc.StatusCode.OK
         trailer = ((REQUEST_ID_HEADER, request_id),)
         try:
-            response = await behavior(parse_request(request, deserialize), context)
+            yield
             context.set_trailing_metadata(trailer)
-            return response
         except ClarionError as error:
             code = error.code
             await _abort(context, to_status(error, request_id=request_id), trailer, reason=error.reason)
@@ -140,8 +179,8 @@ def _wrap(
                 await _abort(context, internal_status(request_id=request_id), trailer, reason="INTERNAL")
         finally:
             elapsed_s = time.perf_counter() - started
-            seconds.observe(elapsed_s)
-            RPC_HANDLED.labels(grpc_service=service, grpc_method=name, grpc_code=code.name).inc()
+            RPC_SECONDS.labels(grpc_service=self.service, grpc_method=self.name).observe(elapsed_s)
+            RPC_HANDLED.labels(grpc_service=self.service, grpc_method=self.name, grpc_code=code.name).inc()
             if span is not None:
                 record_grpc_code(span, code)
             duration_ms = round(elapsed_s * 1000, 3)
@@ -149,8 +188,6 @@ def _wrap(
             quiet = method.startswith(_HEALTH_PREFIX) and code == grpc.StatusCode.OK
             (log.debug if quiet else log.info)("rpc_finished", code=code.name, duration_ms=duration_ms)
             structlog.contextvars.clear_contextvars()
-
-    return wrapped
 
 
 async def _abort(

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import signal
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -29,6 +29,9 @@ class ServiceRegistration:
     add_to_server: Callable[[grpc.aio.Server], None]
     # The servicer itself, for callers in the same process (notifications.clients calls it without a transport).
     servicer: object = None
+    # Called when the server starts to drain, before it waits for calls to finish: ends the service's long-lived
+    # streams (WatchInbox), whose clients resume elsewhere, so that they do not hold the drain for its whole grace.
+    stop: Callable[[], Awaitable[None]] | None = None
 
 
 S = TypeVar("S")

@@ -27,6 +27,7 @@ from clarion.gateway.descriptors import (
 from clarion.gateway.errors import GatewayError
 from clarion.gateway.openapi import OPENAPI_PATH, render_openapi
 from clarion.keys.tokens import KEY_PREFIX, SERVICE_KEY_ID_PREFIX
+from clarion.v1 import access_pb2, inbox_pb2, notifications_pb2, templates_pb2, users_pb2
 
 # Found in a source checkout or an editable install; a wheel must ship them next to this module.
 _ROOT = Path(__file__).resolve().parents[3]
@@ -187,6 +188,10 @@ class GatewayConfig:
     max_requests: int = 4_096
     max_pending_requests: int = 1_024
     max_streams: int = 256
+    # Clarion's own streams (WatchInbox: one per end user with the inbox open) have a cluster of their own too: they
+    # need a key or a user token, and a product has many users, so their budget is larger and apart from the
+    # anonymous reflection streams'. Each server process holds at most CLARION_INBOX_MAX_WATCHERS of them.
+    max_watch_streams: int = 10_000
     # Per client connection (HTTP/2 SETTINGS_MAX_CONCURRENT_STREAMS): one connection cannot hold more than this.
     max_streams_per_connection: int = 100
     cors_max_age_s: int = 86_400
@@ -222,15 +227,36 @@ def _is_loopback(host: str) -> bool:
 
 
 STREAMS_SUFFIX = "-streams"
+WATCH_SUFFIX = "-watch"
 # Health's Watch is a stream that never ends, for a client that wants pushes; nothing at the edge needs it (probes
 # and clients call Check), and every one held open costs the edge a stream. Envoy's 404 reaches a gRPC client as
 # UNIMPLEMENTED.
 _NOT_AT_THE_EDGE = ("Watch",)
 
 
+# Clarion's server-streaming methods (`clarion.v1.InboxService/WatchInbox`): each has a route of its own, without a
+# timeout, to its upstream's watch cluster.
+STREAMING_METHODS = tuple(
+    f"{service.full_name}/{method.name}"
+    for module in (access_pb2, inbox_pb2, notifications_pb2, templates_pb2, users_pb2)
+    for service in module.DESCRIPTOR.services_by_name.values()
+    for method in service.methods
+    if method.server_streaming
+)
+
+
+def _serves_reflection(upstream: Upstream) -> bool:
+    return any(service in upstream.services for service in REFLECTION_SERVICES)
+
+
+def _serves_watches(upstream: Upstream) -> bool:
+    return any(method.split("/")[0] in upstream.services for method in STREAMING_METHODS)
+
+
 def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
     """One route per gRPC service, to the first upstream that serves it: unary calls with a timeout, to the
-    upstream's cluster; streams (reflection) without one, to its streams cluster; health's Watch refused."""
+    upstream's cluster; streams without one, reflection's to its streams cluster and Clarion's (WatchInbox) to its
+    watch cluster; health's Watch refused."""
     routes: list[dict[str, Any]] = []
     seen: set[str] = set()
     unary = {"timeout": _duration(config.request_timeout_s), "streaming": False}
@@ -250,21 +276,29 @@ def _routes(config: GatewayConfig) -> list[dict[str, Any]]:
                 cluster = upstream.name + STREAMS_SUFFIX
                 routes.append({"match": "prefix", "path": prefix, "cluster": cluster, **stream})
             else:
+                for method in STREAMING_METHODS:
+                    if method.startswith(prefix[1:]):
+                        cluster = upstream.name + WATCH_SUFFIX
+                        routes.append({"match": "path", "path": "/" + method, "cluster": cluster, **stream})
                 routes.append({"match": "prefix", "path": prefix, "cluster": upstream.name, **unary})
     return routes
 
 
 def _clusters(config: GatewayConfig) -> list[dict[str, Any]]:
-    """Two clusters per upstream, the same endpoint behind each: calls, and streams, with their own limits."""
+    """Up to three clusters per upstream, the same endpoint behind each, each with its own limits: calls, anonymous
+    streams (reflection), and Clarion's streams (WatchInbox)."""
     clusters = []
     for upstream in config.upstreams:
         kind = "STATIC" if _is_ip(upstream.host) else "STRICT_DNS"
         endpoint = {"host": upstream.host, "port": upstream.port, "type": kind}
         limits = {"max_pending_requests": config.max_pending_requests, "max_retries": 3}
         clusters.append({"name": upstream.name, **endpoint, **limits, "max_requests": config.max_requests})
-        if any(service in upstream.services for service in REFLECTION_SERVICES):
+        if _serves_reflection(upstream):
             name = upstream.name + STREAMS_SUFFIX
             clusters.append({"name": name, **endpoint, **limits, "max_requests": config.max_streams})
+        if _serves_watches(upstream):
+            name = upstream.name + WATCH_SUFFIX
+            clusters.append({"name": name, **endpoint, **limits, "max_requests": config.max_watch_streams})
     return clusters
 
 

@@ -25,7 +25,7 @@ from clarion.gateway.descriptors import (
     service_names,
 )
 from clarion.gateway.openapi import render_openapi
-from clarion.v1 import access_pb2, notifications_pb2, templates_pb2, users_pb2
+from clarion.v1 import access_pb2, inbox_pb2, notifications_pb2, templates_pb2, users_pb2
 
 CONFIG_FILE = "envoy.yaml"
 DESCRIPTOR_FILE = "gateway.binpb"
@@ -67,7 +67,11 @@ UPSTREAMS = (
         "notifications",
         "notifications",
         GRPC_PORT,
-        (notifications_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,),
+        # The notifications Deployment serves InboxService beside NotificationService (clarion.app.SERVED_WITH).
+        (
+            notifications_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
+            inbox_pb2.DESCRIPTOR.services_by_name["InboxService"].full_name,
+        ),
     ),
 )
 

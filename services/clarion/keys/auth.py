@@ -13,7 +13,7 @@ import asyncio
 import hmac
 import time
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar, cast
@@ -25,10 +25,21 @@ from pydantic import SecretStr
 from clarion.core.call_details import with_metadata
 from clarion.core.config import Settings
 from clarion.core.errors import PermissionDenied, ResourceExhausted, Unauthenticated
-from clarion.core.interceptors import UnaryBehavior, parse_request
+from clarion.core.interceptors import StreamBehavior, UnaryBehavior, parse_request
 from clarion.core.logging import get_logger
+from clarion.keys import user_tokens
 from clarion.keys.quotas import KeyedRateLimiter
-from clarion.keys.scopes import DEFAULT_PROJECT, READ_METHODS, Scope, broader, grants, permits, required_scope
+from clarion.keys.scopes import (
+    CREATE_USER_TOKEN,
+    DEFAULT_PROJECT,
+    READ_METHODS,
+    USER_TOKEN_METHODS,
+    Scope,
+    broader,
+    grants,
+    permits,
+    required_scope,
+)
 from clarion.keys.tokens import LAST_USED_RESOLUTION_S, hash_secret, is_service_key, parse_key, require_pepper
 
 log = get_logger(__name__)
@@ -60,16 +71,24 @@ class KeyStore(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who is calling: the key's id, its name, its scopes and the project it acts in."""
+    """Who is calling: the key's id, its name, its scopes and the project it acts in. For a user token, the key
+    that made it, no scopes, and the one user whose inbox the token opens (`user_id`)."""
 
     key_id: str
     name: str
     scopes: frozenset[str]
     project_id: str = DEFAULT_PROJECT
+    user_id: str = ""  # set for a user token only
 
     def allows(self, scope: Scope) -> bool:
         """Whether this caller holds `scope`, itself or through a broader one (admin holds them all)."""
         return grants(self.scopes, scope)
+
+    @property
+    def quota_key(self) -> str:
+        """Whose rate limit the call spends: the key's, or for a user token that user's own (a project's end users
+        must not share one bucket)."""
+        return f"{self.key_id}/{self.user_id}" if self.user_id else self.key_id
 
 
 # The caller of the call being handled, set by AuthInterceptor; None for open services and with keys off.
@@ -170,7 +189,10 @@ class Authenticator:
         scope = required_scope(method)
         if scope is None:
             return None
-        principal = await self.authenticate(bearer_token(metadata))
+        token = bearer_token(metadata)
+        if token and token.startswith(user_tokens.USER_TOKEN_PREFIX):
+            return self._throttle(await self._user_principal(token, method))
+        principal = await self.authenticate(token)
         # The scope itself first: `permits` (a narrower alternative, or a key-only method) only when it is missing.
         if not (grants(principal.scopes, scope) or permits(principal.scopes, method)):
             wider = broader(scope)
@@ -182,8 +204,33 @@ class Authenticator:
                 reason="SCOPE_MISSING",
                 metadata={"scope": scope.value, "method": method},
             )
-        self._throttle(principal)
-        return principal
+        return self._throttle(principal)
+
+    async def _user_principal(self, token: str, method: str) -> Principal:
+        """The Principal of a user token allowed to call `method`, or the typed error."""
+        claims = user_tokens.read(self._pepper, token)
+        if claims is None:
+            raise Unauthenticated("the user token is not valid", reason="USER_TOKEN_INVALID")
+        if claims.expires_at <= time.time():
+            raise Unauthenticated("the user token has expired; ask for a new one", reason="USER_TOKEN_EXPIRED")
+        stored = await self._lookup(claims.key_id)
+        if stored is None or stored.revoked or not permits(stored.scopes, CREATE_USER_TOKEN):
+            raise Unauthenticated(
+                "the key that made this user token is revoked or may no longer make user tokens",
+                reason="USER_TOKEN_REVOKED",
+            )
+        if method not in USER_TOKEN_METHODS:
+            raise PermissionDenied(
+                f"a user token may call only its own inbox's methods, not {method}",
+                reason="USER_TOKEN_SCOPE",
+                metadata={"method": method},
+            )
+        return Principal(stored.key_id, stored.name, frozenset(), stored.project_id, user_id=claims.user_id)
+
+    def mint_user_token(self, principal: Principal, user_id: str, expires_at: int) -> str:
+        """A user token for `user_id`'s inbox in the caller's project, made by the caller's key."""
+        claims = user_tokens.UserClaims(user_id, principal.project_id, principal.key_id, expires_at)
+        return user_tokens.mint(self._pepper, claims)
 
     async def authenticate(self, token: str | None) -> Principal:
         """The key's Principal, or UNAUTHENTICATED saying why not (never repeating the key)."""
@@ -225,11 +272,12 @@ class Authenticator:
             self._cache.popitem(last=False)
         return stored
 
-    def _throttle(self, principal: Principal) -> None:
+    def _throttle(self, principal: Principal) -> Principal:
+        """`principal`, or RESOURCE_EXHAUSTED when its quota is spent."""
         limiter = self._service_limiter if is_service_key(principal.key_id) else self._limiter
         if limiter is None:
-            return
-        wait_s = limiter.acquire(principal.key_id)
+            return principal
+        wait_s = limiter.acquire(principal.quota_key)
         if wait_s > 0:
             raise ResourceExhausted(
                 f"API key {principal.key_id} is over its rate limit of {limiter.rate_per_s:g} calls per second",
@@ -237,6 +285,7 @@ class Authenticator:
                 reason="API_KEY_RATE_LIMITED",
                 metadata={"key_id": principal.key_id, "rate_per_s": f"{limiter.rate_per_s:g}"},
             )
+        return principal
 
     def _touch(self, key_id: str) -> None:
         now = self._clock()
@@ -277,25 +326,40 @@ class AuthInterceptor(grpc.aio.ServerInterceptor):
         method = handler_call_details.method
         if handler is None or required_scope(method) is None:
             return handler
-        if handler.unary_unary is None:
-            # Every Clarion RPC is unary; a streaming one is refused (UNIMPLEMENTED) until it is guarded too.
-            log.error("unguarded_streaming_rpc_refused", rpc=method)
-            return None
-        behavior = cast(UnaryBehavior, handler.unary_unary)
         authenticator, metadata = self._authenticator, handler_call_details.invocation_metadata
         deserialize = handler.request_deserializer
 
-        async def guarded(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+        async def admit() -> None:
             principal = await authenticator.check(method, metadata)
             if principal is not None:
                 structlog.contextvars.bind_contextvars(api_key_id=principal.key_id)
             _CALLER.set(principal)  # this call's task only
-            return await behavior(parse_request(request, deserialize), context)
 
         # The request stays bytes until the key is checked (the error-mapping interceptor outside passes bytes on).
-        return grpc.unary_unary_rpc_method_handler(
-            guarded, request_deserializer=None, response_serializer=handler.response_serializer
-        )
+        if handler.unary_unary is not None:
+            behavior = cast(UnaryBehavior, handler.unary_unary)
+
+            async def guarded(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> Any:
+                await admit()
+                return await behavior(parse_request(request, deserialize), context)
+
+            return grpc.unary_unary_rpc_method_handler(
+                guarded, request_deserializer=None, response_serializer=handler.response_serializer
+            )
+        if handler.unary_stream is not None:
+            stream = cast(StreamBehavior, handler.unary_stream)
+
+            async def guarded_stream(request: bytes, context: grpc.aio.ServicerContext[Any, Any]) -> AsyncIterator[Any]:
+                await admit()
+                async for response in stream(parse_request(request, deserialize), context):
+                    yield response
+
+            return grpc.unary_stream_rpc_method_handler(
+                guarded_stream, request_deserializer=None, response_serializer=handler.response_serializer
+            )
+        # Clarion has no client-streaming RPC; one added is refused (UNIMPLEMENTED) until it is guarded too.
+        log.error("unguarded_streaming_rpc_refused", rpc=method)
+        return None
 
 
 # --- the client side ---
@@ -309,11 +373,19 @@ def server_auth(authenticator: Authenticator | None) -> AuthInterceptor | None:
     return AuthInterceptor(authenticator) if authenticator is not None else None
 
 
-class BearerAuth(grpc.aio.UnaryUnaryClientInterceptor):
-    """Adds `authorization: Bearer <token>` to every unary call of a channel that does not carry its own."""
-
+class _Bearer:
     def __init__(self, token: str) -> None:
         self._header = ("authorization", f"Bearer {token}")
+
+    def _with_token(self, details: grpc.aio.ClientCallDetails) -> grpc.aio.ClientCallDetails:
+        pairs = list(details.metadata or ())
+        if not any(key == "authorization" for key, _ in pairs):
+            pairs.append(self._header)
+        return with_metadata(details, pairs)
+
+
+class BearerAuth(_Bearer, grpc.aio.UnaryUnaryClientInterceptor):
+    """Adds `authorization: Bearer <token>` to every unary call of a channel that does not carry its own."""
 
     async def intercept_unary_unary(
         self,
@@ -321,7 +393,22 @@ class BearerAuth(grpc.aio.UnaryUnaryClientInterceptor):
         client_call_details: grpc.aio.ClientCallDetails,
         request: Req,
     ) -> grpc.aio.UnaryUnaryCall[Req, Resp]:
-        pairs = list(client_call_details.metadata or ())
-        if not any(key == "authorization" for key, _ in pairs):
-            pairs.append(self._header)
-        return await continuation(with_metadata(client_call_details, pairs), request)
+        return await continuation(self._with_token(client_call_details), request)
+
+
+class BearerAuthStreams(_Bearer, grpc.aio.UnaryStreamClientInterceptor):
+    """The same for server-streaming calls (WatchInbox). A separate class: a grpc.aio channel files each
+    interceptor under the first kind it is an instance of."""
+
+    async def intercept_unary_stream(
+        self,
+        continuation: Callable[[grpc.aio.ClientCallDetails, Req], Awaitable[grpc.aio.UnaryStreamCall[Req, Resp]]],
+        client_call_details: grpc.aio.ClientCallDetails,
+        request: Req,
+    ) -> grpc.aio.UnaryStreamCall[Req, Resp]:
+        return await continuation(self._with_token(client_call_details), request)
+
+
+def bearer_auth(token: str) -> list[grpc.aio.ClientInterceptor]:
+    """The interceptors that send `token` on every unary and server-streaming call of a channel."""
+    return [BearerAuth(token), BearerAuthStreams(token)]

@@ -75,6 +75,13 @@ SERVICE_SCOPES: Mapping[str, Mapping[str, Scope]] = {
         "AddDevice": Scope.MANAGE,
         "RemoveDevice": Scope.DEVICES_REMOVE,
     },
+    "clarion.v1.InboxService": {
+        "CreateUserToken": Scope.SEND,
+        "ListInboxMessages": Scope.SEND,
+        "GetUnreadCount": Scope.SEND,
+        "MarkInboxMessages": Scope.SEND,
+        "WatchInbox": Scope.SEND,
+    },
     "clarion.v1.TemplateService": {
         "CreateTemplate": Scope.MANAGE,
         "GetTemplate": Scope.MANAGE,
@@ -101,6 +108,9 @@ READ_METHODS = frozenset(
         "NotificationService/ListNotifications",
         "NotificationService/ListDeadLetters",
         "NotificationService/GetDeliveryStats",
+        "InboxService/ListInboxMessages",
+        "InboxService/GetUnreadCount",
+        "InboxService/WatchInbox",
         "UserService/GetUser",
         "UserService/BatchGetUsers",
         "UserService/ListUsers",
@@ -111,6 +121,15 @@ READ_METHODS = frozenset(
         "TemplateService/BatchRenderTemplates",
     )
 )
+
+
+# What a user token (clarion.keys.user_tokens) may call, for its own user only: that user's inbox.
+USER_TOKEN_METHODS = frozenset(
+    f"/clarion.v1.InboxService/{method}"
+    for method in ("ListInboxMessages", "GetUnreadCount", "MarkInboxMessages", "WatchInbox")
+)
+# The method that makes user tokens: a token works only while the key that made it may still call it.
+CREATE_USER_TOKEN = "/clarion.v1.InboxService/CreateUserToken"  # noqa: S105 - a method name
 
 
 def permits(held: frozenset[str], method: str) -> bool:

@@ -9,6 +9,7 @@ import langcodes
 
 from clarion.core.errors import InvalidArgument
 from clarion.core.validation import Violations, has_line_break_or_nul, normalize_language_tag
+from clarion.templates import rendering
 from clarion.templates.braces import MAX_SOURCE_CHARS
 from clarion.templates.models import TemplateRowPair
 from clarion.templates.rendering import Content, Syntax, TemplateSyntaxError, compile_content, detect_syntax
@@ -17,7 +18,18 @@ from clarion.v1 import common_pb2, templates_pb2
 _KEY = re.compile(r"^[A-Za-z][A-Za-z0-9_-]{0,62}$")
 MAX_PART_CHARS = MAX_SOURCE_CHARS
 MAX_PUSH_DATA_ENTRIES = 50
-PARTS = ("subject", "body", "html_body", "push_title", "push_body")
+PARTS = (
+    "subject",
+    "body",
+    "html_body",
+    "push_title",
+    "push_body",
+    "sms_body",
+    "in_app_title",
+    "in_app_body",
+    "in_app_action_url",
+)
+MAP_PARTS = rendering.MAP_PARTS
 _SYNTAX_NAMES = {
     Syntax.JINJA: templates_pb2.TEMPLATE_SYNTAX_JINJA,
     Syntax.BRACES: templates_pb2.TEMPLATE_SYNTAX_BRACES,
@@ -41,35 +53,36 @@ def channels_of(content: Content) -> list[common_pb2.Channel.ValueType]:
         channels.append(common_pb2.CHANNEL_EMAIL)
     if content.push_title or content.push_body:
         channels.append(common_pb2.CHANNEL_PUSH)
+    if content.sms_body:
+        channels.append(common_pb2.CHANNEL_SMS)
+    if content.in_app_title or content.in_app_body:
+        channels.append(common_pb2.CHANNEL_IN_APP)
     return channels
 
 
 def content_from_proto(message: templates_pb2.Template | templates_pb2.TemplateContent) -> Content:
     """The content of the top level of a Template, or of one of its localizations."""
-    return Content(
-        subject=message.subject,
-        body=message.body,
-        html_body=message.html_body,
-        push_title=message.push_title,
-        push_body=message.push_body,
-        push_data=tuple(sorted(message.push_data.items())),
-    )
+    fields: dict[str, Any] = {part: getattr(message, part) for part in PARTS}
+    fields.update({name: tuple(sorted(getattr(message, name).items())) for name in MAP_PARTS})
+    return Content(**fields)
 
 
 def content_to_json(content: Content) -> dict[str, Any]:
     """The stored (JSONB) form of one locale's content."""
     stored: dict[str, Any] = {part: getattr(content, part) for part in PARTS if getattr(content, part)}
-    if content.push_data:
-        stored["push_data"] = dict(content.push_data)
+    for name in MAP_PARTS:
+        if getattr(content, name):
+            stored[name] = dict(getattr(content, name))
     return stored
 
 
 def content_from_json(stored: dict[str, Any]) -> Content:
     """One locale's content from its stored form."""
-    return Content(
-        **{part: str(stored.get(part, "")) for part in PARTS},
-        push_data=tuple(sorted((str(k), str(v)) for k, v in stored.get("push_data", {}).items())),
+    fields: dict[str, Any] = {part: str(stored.get(part, "")) for part in PARTS}
+    fields.update(
+        {name: tuple(sorted((str(k), str(v)) for k, v in stored.get(name, {}).items())) for name in MAP_PARTS}
     )
+    return Content(**fields)
 
 
 def _check_content(content: Content, prefix: str, violations: Violations) -> None:
@@ -80,15 +93,17 @@ def _check_content(content: Content, prefix: str, violations: Violations) -> Non
     violations.check(
         "\r" not in content.subject and "\n" not in content.subject, prefix + "subject", "must be one line"
     )
-    violations.check(
-        len(content.push_data) <= MAX_PUSH_DATA_ENTRIES,
-        prefix + "push_data",
-        f"must have at most {MAX_PUSH_DATA_ENTRIES} entries",
-    )
-    for key, value in content.push_data:
-        field = f"{prefix}push_data.{key}"
-        violations.check(bool(key) and not has_line_break_or_nul(key) and len(key) <= 64, field, "bad key")
-        violations.check(len(value) <= 4096 and "\x00" not in value, field, "must be at most 4096 characters, no NUL")
+    for name in MAP_PARTS:
+        entries = getattr(content, name)
+        violations.check(
+            len(entries) <= MAX_PUSH_DATA_ENTRIES, prefix + name, f"must have at most {MAX_PUSH_DATA_ENTRIES} entries"
+        )
+        for key, value in entries:
+            field = f"{prefix}{name}.{key}"
+            violations.check(bool(key) and not has_line_break_or_nul(key) and len(key) <= 64, field, "bad key")
+            violations.check(
+                len(value) <= 4096 and "\x00" not in value, field, "must be at most 4096 characters, no NUL"
+            )
     has_email_part = bool(content.body or content.html_body)
     violations.check(bool(content.subject) or not has_email_part, prefix + "subject", "is required with an email body")
     violations.check(
@@ -108,7 +123,10 @@ def validate_template(
     default = content_from_proto(template)
     _check_content(default, prefix, violations)
     if not channels_of(default):
-        violations.add(prefix + "subject", "a template needs email content (subject and body) or push content")
+        violations.add(
+            prefix + "subject",
+            "a template needs content for a channel: email (subject and body), push, sms_body or in-app",
+        )
     contents = {default_locale: default}
     for tag, localized in sorted(template.localizations.items()):
         field = f'{prefix}localizations["{tag}"]'
@@ -183,31 +201,25 @@ def template_to_proto(pair: TemplateRowPair) -> templates_pb2.Template:
         template_key=head.key,
         version=version.version,
         description=version.description,
-        subject=default.subject,
-        body=default.body,
-        html_body=default.html_body,
-        push_title=default.push_title,
-        push_body=default.push_body,
-        push_data=dict(default.push_data),
+        **_content_fields(default),
         default_locale=version.default_locale,
         syntax=_SYNTAX_NAMES[syntax],
         channels=channels_of(default),
     )
     for locale, content in contents.items():
-        template.localizations[locale].CopyFrom(
-            templates_pb2.TemplateContent(
-                subject=content.subject,
-                body=content.body,
-                html_body=content.html_body,
-                push_title=content.push_title,
-                push_body=content.push_body,
-                push_data=dict(content.push_data),
-            )
-        )
+        template.localizations[locale].CopyFrom(templates_pb2.TemplateContent(**_content_fields(content)))
     template.create_time.FromDatetime(version.created_at)
     if head.deleted_at is not None:
         template.delete_time.FromDatetime(head.deleted_at)
     return template
+
+
+def _content_fields(content: Content) -> dict[str, Any]:
+    """One locale's content as the keyword arguments of Template and TemplateContent (which share the names)."""
+    return {
+        **{part: getattr(content, part) for part in PARTS},
+        **{name: dict(getattr(content, name)) for name in MAP_PARTS},
+    }
 
 
 def resolve_locale(template: templates_pb2.Template, requested: str) -> tuple[str, Content]:

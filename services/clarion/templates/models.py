@@ -34,7 +34,8 @@ class TemplateVersionRow(Base):
     description: Mapped[str] = mapped_column(Text, default="")
     default_locale: Mapped[str] = mapped_column(String(64))
     syntax: Mapped[str] = mapped_column(String(16))
-    # {locale: {"subject", "body", "html_body", "push_title", "push_body", "push_data": {...}}}; the default
+    # {locale: {"subject", ..., "push_data": {...}, "sms_body", "in_app_title", ..., "in_app_data": {...}}} (the
+    # non-empty parts of clarion.templates.content.PARTS and MAP_PARTS); the default
     # locale's content is under its own tag like any other.
     content: Mapped[dict[str, Any]] = mapped_column(JSONB)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

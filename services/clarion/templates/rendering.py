@@ -15,7 +15,7 @@ import re
 import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Iterable, Iterator, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from typing import Any, Protocol
 
@@ -60,6 +60,11 @@ class Content:
     push_title: str = ""
     push_body: str = ""
     push_data: tuple[tuple[str, str], ...] = ()  # (key, value template) pairs; a tuple so that Content is hashable
+    sms_body: str = ""
+    in_app_title: str = ""
+    in_app_body: str = ""
+    in_app_action_url: str = ""
+    in_app_data: tuple[tuple[str, str], ...] = ()  # as push_data
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,6 +77,11 @@ class Rendered:
     push_title: str
     push_body: str
     push_data: dict[str, str]
+    sms_body: str = ""
+    in_app_title: str = ""
+    in_app_body: str = ""
+    in_app_action_url: str = ""
+    in_app_data: dict[str, str] = field(default_factory=dict)
 
 
 class TemplateRenderError(Exception):
@@ -147,7 +157,7 @@ def _where(part: str, line: int | None) -> str:
 
 def detect_syntax(content: Content) -> Syntax:
     """JINJA if any part (push data values included) contains `{{` or `{%`, else BRACES."""
-    texts = (*_text_parts(content).values(), *(value for _, value in content.push_data))
+    texts = (*_text_parts(content).values(), *(value for name in MAP_PARTS for _, value in getattr(content, name)))
     return Syntax.JINJA if any("{{" in text or "{%" in text for text in texts) else Syntax.BRACES
 
 
@@ -203,7 +213,9 @@ class _JinjaPart:
 # plain text that no browser will read as HTML, where `&amp;` would be a visible bug.
 _HTML_PART = "html_body"
 # Parts that become one-line headers (an email subject, a push title): a line break in them would end the header.
-_ONE_LINE_PARTS = ("subject", "push_title")
+_ONE_LINE_PARTS = ("subject", "push_title", "in_app_title", "in_app_action_url")
+# The parts that are maps of key to value template, each value rendered as a part of its own ("push_data.url").
+MAP_PARTS = ("push_data", "in_app_data")
 _LINE_BREAKS = re.compile(r"[\r\n]+")
 
 
@@ -211,11 +223,11 @@ class CompiledTemplate:
     """A template compiled in all its parts, ready to render any number of times, from any thread."""
 
     def __init__(
-        self, syntax: Syntax, parts: dict[str, _Part], push_keys: tuple[str, ...], limits: RenderLimits
+        self, syntax: Syntax, parts: dict[str, _Part], map_keys: dict[str, tuple[str, ...]], limits: RenderLimits
     ) -> None:
         self.syntax = syntax
         self._parts = parts
-        self._push_keys = push_keys
+        self._map_keys = map_keys  # each map part's keys, in order
         self._limits = limits
         self._variables = frozenset().union(*(part.variables for part in parts.values()))
 
@@ -248,8 +260,16 @@ class CompiledTemplate:
             html_body=texts.get(_HTML_PART, ""),
             push_title=texts.get("push_title", ""),
             push_body=texts.get("push_body", ""),
-            push_data={key: texts.get(f"push_data.{key}", "") for key in self._push_keys},
+            push_data=self._map("push_data", texts),
+            sms_body=texts.get("sms_body", ""),
+            in_app_title=texts.get("in_app_title", ""),
+            in_app_body=texts.get("in_app_body", ""),
+            in_app_action_url=texts.get("in_app_action_url", ""),
+            in_app_data=self._map("in_app_data", texts),
         )
+
+    def _map(self, name: str, texts: dict[str, str]) -> dict[str, str]:
+        return {key: texts.get(f"{name}.{key}", "") for key in self._map_keys.get(name, ())}
 
 
 def _render_part(name: str, part: _Part, data: Mapping[str, Any], room: int, limits: RenderLimits) -> str:
@@ -306,6 +326,10 @@ def _text_parts(content: Content) -> dict[str, str]:
         _HTML_PART: content.html_body,
         "push_title": content.push_title,
         "push_body": content.push_body,
+        "sms_body": content.sms_body,
+        "in_app_title": content.in_app_title,
+        "in_app_body": content.in_app_body,
+        "in_app_action_url": content.in_app_action_url,
     }
 
 
@@ -323,15 +347,17 @@ def compile_content(
     syntax = syntax or detect_syntax(content)
     limits = limits or RenderLimits()
     sources = _text_parts(content)
-    for key, value in content.push_data:
-        if f"push_data.{key}" in sources:
-            raise TemplateSyntaxError(part=f"push_data.{key}", line=None, description="the key appears twice")
-        sources[f"push_data.{key}"] = value
+    for map_name in MAP_PARTS:
+        for key, value in getattr(content, map_name):
+            if f"{map_name}.{key}" in sources:
+                raise TemplateSyntaxError(part=f"{map_name}.{key}", line=None, description="the key appears twice")
+            sources[f"{map_name}.{key}"] = value
     parts: dict[str, _Part] = {}
     for name, source in sources.items():
         if source:
             parts[name] = _compile_part(name, source, syntax, limits)
-    return CompiledTemplate(syntax, parts, tuple(key for key, _ in content.push_data), limits)
+    map_keys = {name: tuple(key for key, _ in getattr(content, name)) for name in MAP_PARTS}
+    return CompiledTemplate(syntax, parts, map_keys, limits)
 
 
 def _compile_part(name: str, source: str, syntax: Syntax, limits: RenderLimits) -> _Part:

@@ -17,6 +17,7 @@ from clarion.core.logging import get_logger
 from clarion.core.pagination import decode_keyset, encode_page_token, page_size, position_int, position_text
 from clarion.core.server import ServiceRegistration, service_registration
 from clarion.core.validation import Violations, normalize_language_tag, struct_to_dict
+from clarion.delivery.sms_text import measure
 from clarion.templates import content
 from clarion.templates.isolation import RenderJob, TemplateProcesses
 from clarion.templates.models import TemplateVersionRow
@@ -41,7 +42,9 @@ MAX_DATA_BYTES = 64 * 1024
 # thread for minutes.
 MAX_BATCH = 100
 BATCH_RENDER_BUDGET_S = 1.0
-_UPDATABLE_PATHS = frozenset({"description", "default_locale", "localizations", "syntax", "push_data", *content.PARTS})
+_UPDATABLE_PATHS = frozenset(
+    {"description", "default_locale", "localizations", "syntax", *content.MAP_PARTS, *content.PARTS}
+)
 
 
 def _cache_key(key: str) -> str:
@@ -82,7 +85,7 @@ def _merge(
         merged.ClearField("syntax")
     for path in paths:
         merged.ClearField(path)  # type: ignore[arg-type]
-        if path in ("localizations", "push_data"):
+        if path in ("localizations", *content.MAP_PARTS):
             getattr(merged, path).MergeFrom(getattr(change, path))
         else:
             setattr(merged, path, getattr(change, path))
@@ -332,6 +335,20 @@ class _RenderJob:
         if common_pb2.CHANNEL_PUSH in self.channels:
             response.push.CopyFrom(
                 templates_pb2.RenderedPush(title=rendered.push_title, body=rendered.push_body, data=rendered.push_data)
+            )
+        if common_pb2.CHANNEL_SMS in self.channels:
+            text = measure(rendered.sms_body)
+            response.sms.CopyFrom(
+                templates_pb2.RenderedSms(body=rendered.sms_body, segments=text.segments, encoding=text.encoding)
+            )
+        if common_pb2.CHANNEL_IN_APP in self.channels:
+            response.in_app.CopyFrom(
+                templates_pb2.RenderedInApp(
+                    title=rendered.in_app_title,
+                    body=rendered.in_app_body,
+                    action_url=rendered.in_app_action_url,
+                    data=rendered.in_app_data,
+                )
             )
         return response
 

@@ -24,6 +24,8 @@ class UserRow(Base):
     display_name: Mapped[str] = mapped_column(String(200), default="")
     email_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     push_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    sms_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
+    in_app_enabled: Mapped[bool] = mapped_column(Boolean, default=True)
     quiet_hours_start: Mapped[str] = mapped_column(String(5), default="")
     quiet_hours_end: Mapped[str] = mapped_column(String(5), default="")
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

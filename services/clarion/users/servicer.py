@@ -31,9 +31,13 @@ Context = ServicerContext[Any, Any]
 _PREFERENCE_PATHS = {
     "preferences.email_enabled": "email_enabled",
     "preferences.push_enabled": "push_enabled",
+    "preferences.sms_enabled": "sms_enabled",
+    "preferences.in_app_enabled": "in_app_enabled",
     "preferences.quiet_hours_start": "quiet_hours_start",
     "preferences.quiet_hours_end": "quiet_hours_end",
 }
+# The preferences that switch a channel on or off; unset means on.
+_CHANNEL_SWITCHES = frozenset({"email_enabled", "push_enabled", "sms_enabled", "in_app_enabled"})
 _UPDATABLE_PATHS = frozenset(
     {"email_address", "phone_number", "preferred_language", "timezone", "display_name", "preferences"}
     | _PREFERENCE_PATHS.keys()
@@ -79,6 +83,8 @@ def user_to_proto(row: UserRow) -> users_pb2.User:
         preferences=users_pb2.Preferences(
             email_enabled=row.email_enabled,
             push_enabled=row.push_enabled,
+            sms_enabled=row.sms_enabled,
+            in_app_enabled=row.in_app_enabled,
             quiet_hours_start=row.quiet_hours_start,
             quiet_hours_end=row.quiet_hours_end,
         ),
@@ -115,11 +121,9 @@ def _columns(user: users_pb2.User, paths: set[str], prefix: str, violations: Vio
     for path, column in _PREFERENCE_PATHS.items():
         if path not in paths:
             continue
-        if column == "email_enabled":
+        if column in _CHANNEL_SWITCHES:
             # Unset means "yes": a user who said nothing accepts the channel.
-            columns[column] = preferences.email_enabled if preferences.HasField("email_enabled") else True
-        elif column == "push_enabled":
-            columns[column] = preferences.push_enabled if preferences.HasField("push_enabled") else True
+            columns[column] = getattr(preferences, column) if preferences.HasField(column) else True  # type: ignore[arg-type]
         else:
             columns[column] = getattr(preferences, column).strip()
     return columns

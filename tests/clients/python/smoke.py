@@ -11,7 +11,7 @@ import sys
 import uuid
 from typing import Any
 
-from clarion.v1 import access_pb2, common_pb2, notifications_pb2, templates_pb2, users_pb2
+from clarion.v1 import access_pb2, common_pb2, inbox_pb2, notifications_pb2, templates_pb2, users_pb2
 from clarion_client import AsyncClient, Client, InvalidArgument, NotFound, Unauthenticated
 
 KEY = os.environ["CLARION_API_KEY"]
@@ -58,12 +58,20 @@ def sync_checks(target: str, via: str) -> None:
             clarion.users.GetUser(users_pb2.GetUserRequest(user_id=f"nobody-{uuid.uuid4().hex[:8]}"))
         except NotFound as error:
             missing = error.code().name
+        token = clarion.inbox.CreateUserToken(inbox_pb2.CreateUserTokenRequest(user_id=user.user_id)).token
+    # An end user's app: only the user token, a live inbox stream and a count.
+    with Client(target, api_key=token) as app:
+        watch = app.inbox.WatchInbox(inbox_pb2.WatchInboxRequest(), timeout=30)
+        opened: inbox_pb2.InboxEvent = next(watch)
+        watch.cancel()
+        counts = app.inbox.GetUnreadCount(inbox_pb2.GetUnreadCountRequest())
     with Client(target) as anonymous:
         try:
             anonymous.users.ListUsers(users_pb2.ListUsersRequest(page_size=1))
         except Unauthenticated as error:
             refused = error.reason
     say(
+        inbox={"first": opened.WhichOneof("event"), "own": counts.user_id == user.user_id},
         via=via,
         notification_id=first.notification.notification_id,
         user_id=user.user_id,
@@ -91,6 +99,13 @@ async def async_checks(target: str, via: str) -> None:
             await clarion.templates.CreateTemplate(nameless)
         except InvalidArgument as error:
             invalid = {"reason": error.reason, "fields": [v.field for v in error.field_violations]}
+        made = await clarion.inbox.CreateUserToken(inbox_pb2.CreateUserTokenRequest(user_id=user.user_id))
+    async with AsyncClient(target, api_key=made.token) as app:
+        watch = app.inbox.WatchInbox(inbox_pb2.WatchInboxRequest(), timeout=30)
+        opened = await watch.read()
+        assert isinstance(opened, inbox_pb2.InboxEvent), "the stream ended"
+        watch.cancel()
+        counts = await app.inbox.GetUnreadCount(inbox_pb2.GetUnreadCountRequest())
     async with AsyncClient(target) as anonymous:
         try:
             await anonymous.users.ListUsers(users_pb2.ListUsersRequest(page_size=1))
@@ -103,6 +118,7 @@ async def async_checks(target: str, via: str) -> None:
         template_key=key,
         # The client always sends an idempotency key, so gRPC's retries of this send are safe.
         request_id=sent.notification.request_id,
+        inbox={"first": opened.WhichOneof("event"), "own": counts.user_id == user.user_id},
         invalid=invalid,
         without_key=refused,
     )

@@ -8,7 +8,7 @@ from typing import Any
 
 import grpc
 
-from clarion.keys.auth import BearerAuth
+from clarion.keys.auth import bearer_auth
 from clarion.v1 import (
     notifications_pb2,
     notifications_pb2_grpc,
@@ -24,7 +24,7 @@ SERVICES = ("users", "templates", "notifications")
 @contextlib.asynccontextmanager
 async def channel_with(address: str, api_key: str | None) -> AsyncIterator[grpc.aio.Channel]:
     """A channel to `address` sending `api_key` on every call (None: no authorization header)."""
-    interceptors = [BearerAuth(api_key)] if api_key is not None else []
+    interceptors = bearer_auth(api_key) if api_key is not None else []
     async with grpc.aio.insecure_channel(address, interceptors=interceptors) as channel:
         yield channel
 

@@ -478,7 +478,7 @@ async def test_a_message_is_settled_once(broker: Broker) -> None:
 
 
 async def test_names_that_are_not_queues_are_refused(broker: Broker) -> None:
-    for name in ("sms.queue", FAILED_QUEUE, TOPOLOGY.retry_queue(EMAIL_QUEUE, 1), ""):
+    for name in ("chat.queue", FAILED_QUEUE, TOPOLOGY.retry_queue(EMAIL_QUEUE, 1), ""):
         with pytest.raises(ValueError, match="cannot publish"):
             await broker.publish(name, a_message())
     with pytest.raises(ValueError, match="cannot consume"):
@@ -486,7 +486,7 @@ async def test_names_that_are_not_queues_are_refused(broker: Broker) -> None:
     with pytest.raises(ValueError, match="prefetch"):
         await broker.consume(EMAIL_QUEUE, Inbox(), prefetch=0)
     with pytest.raises(ValueError, match="unknown queue"):
-        await broker.queue_depth("sms.queue")
+        await broker.queue_depth("chat.queue")
     with pytest.raises(ValueError, match="message_id"):
         await broker.publish(EMAIL_QUEUE, Message("", b"{}"))
     with pytest.raises(ValueError, match="the broker's own"):

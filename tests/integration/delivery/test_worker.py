@@ -22,18 +22,20 @@ from clarion.core.config import load_settings
 from clarion.core.db import FastPath, utcnow
 from clarion.delivery import store
 from clarion.delivery.breaker import ProviderBreaker
+from clarion.delivery.channels import CHANNELS
 from clarion.delivery.consumer import DeliveryWorker
 from clarion.delivery.failover import Providers
 from clarion.delivery.lifecycle import DeliveryStatus
 from clarion.delivery.providers.factory import create_email_providers, create_push_provider
-from clarion.delivery.queues import EMAIL_QUEUE, FAILED_QUEUE
+from clarion.delivery.queues import CHANNEL_QUEUES, EMAIL_QUEUE, FAILED_QUEUE
 from clarion.delivery.report import format_report, report_json
 from clarion.delivery.sweeper import Sweeper
 from clarion.notifications import models as m
-from clarion.v1 import common_pb2, notifications_pb2, templates_pb2, users_pb2
+from clarion.v1 import common_pb2, inbox_pb2, inbox_pb2_grpc, notifications_pb2, templates_pb2, users_pb2
 from tests.integration.conftest import RunningClarion
 from tests.integration.delivery.fake_http import FakeHttpServer, Reply
 from tests.integration.delivery.fake_sendgrid import FakeSendGrid, sendgrid_errors
+from tests.integration.delivery.fake_twilio import FakeTwilio, twilio_reply
 from tests.integration.delivery.smtp_server import SmtpServer, smtp_server
 from tests.integration.notifications.test_dispatcher import TEMPLATE, dispatcher_for, get, send
 from tests.integration.users.test_user_service import rpc_error, violations
@@ -42,6 +44,8 @@ from tests.proxy import TcpProxy
 pytestmark = pytest.mark.integration
 
 API_KEY = "SG.test-key"
+TWILIO_SID = "AC" + "0" * 32
+TWILIO_TOKEN = "twilio-test-token"
 
 
 @dataclass
@@ -89,6 +93,8 @@ async def pipeline(
         fast: FastPath | None = None,
         lease_s: float = 30,
         fallback: SmtpServer | None = None,
+        sms: str = "file",
+        twilio_url: str = "",
     ) -> Pipeline:
         """`fallback`: email fails over from SendGrid (behind `breaker`) to this SMTP server (behind its own)."""
         settings = load_settings(
@@ -97,6 +103,13 @@ async def pipeline(
             sendgrid_host=sendgrid.host,
             outbox_dir=tmp_path / "outbox",
             provider_timeout_s=5,
+            sms_provider=sms,
+            **(
+                {"twilio_account_sid": TWILIO_SID, "twilio_auth_token": TWILIO_TOKEN}
+                | {"twilio_from_number": "+15005550006", "twilio_base_url": twilio_url}
+                if sms == "twilio"
+                else {}
+            ),
             **(
                 {"email_providers": "sendgrid,smtp", "smtp_host": fallback.host, "smtp_port": fallback.port}
                 | {"smtp_starttls": False}
@@ -120,6 +133,20 @@ async def pipeline(
                 backoff_base_s=0.5,  # lands in the 1 s retry tier
             )
             await worker.start(broker, f"{channel}.queue", prefetch=4)
+        # SMS and in-app as `clarion worker sms` and `clarion worker in_app` make them.
+        for channel in ("sms", "in_app"):
+            [provider] = CHANNELS[channel].create_providers(settings, fast or clarion.resources.fast)
+            started.append(provider)
+            worker = DeliveryWorker(
+                channel=channel,
+                fast=fast or clarion.resources.fast,
+                providers=Providers([(provider, ProviderBreaker(threshold=5, reset_s=30))]),
+                clients=clarion.resources.clients,
+                max_attempts=max_attempts,
+                lease_s=lease_s,
+                backoff_base_s=0.5,
+            )
+            await worker.start(broker, CHANNEL_QUEUES[channel], prefetch=4)
         return Pipeline(clarion, broker, sendgrid, tmp_path / "outbox")
 
     yield start
@@ -437,3 +464,115 @@ async def test_a_delivery_claimed_after_its_last_attempts_lease_expired_is_not_s
     assert "no attempt left" in delivery.status_reason
     assert run.sendgrid.requests == [], "nothing sent beyond the last attempt"
     assert [(a.attempt_number, a.outcome) for a in delivery.attempts] == [(2, UNKNOWN)]
+
+
+EVERYWHERE = templates_pb2.Template(
+    template_key="everywhere",
+    subject="Order {order} shipped",
+    body="Your order {order} is on its way.",
+    push_title="Shipped",
+    push_body="Order {order}",
+    sms_body="Order {order} shipped. Track: https://t.example/{order}",
+    in_app_title="Order {order} shipped",
+    in_app_body="It arrives tomorrow.",
+    in_app_action_url="https://app.example.com/orders/{order}",
+    in_app_data={"order": "{order}"},
+)
+
+
+async def send_everywhere(run: Pipeline, user_id: str) -> str:
+    await run.clarion.templates.CreateTemplate(templates_pb2.CreateTemplateRequest(template=EVERYWHERE), timeout=10)
+    request = notifications_pb2.SendNotificationRequest(user_id=user_id, template_key="everywhere")
+    request.message_data.update({"order": "A-17"})
+    response = await run.clarion.notifications.SendNotification(request, timeout=10)
+    await dispatcher_for(run.clarion, run.broker).run_once()
+    return str(response.notification.notification_id)
+
+
+async def test_one_notification_reaches_email_push_sms_and_the_inbox(
+    pipeline: Callable[..., Any], http_server: FakeHttpServer
+) -> None:
+    twilio = FakeTwilio(http_server, account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN)
+    run: Pipeline = await pipeline(sms="twilio", twilio_url=twilio.base_url)
+    user = await run.clarion.users.CreateUser(
+        users_pb2.CreateUserRequest(user={"email_address": "four@example.com", "phone_number": "+14155550123"}),
+        timeout=10,
+    )
+    await run.clarion.users.AddDevice(
+        users_pb2.AddDeviceRequest(user_id=user.user_id, device={"token": "t1", "platform": "DEVICE_PLATFORM_IOS"}),
+        timeout=10,
+    )
+    notification = await run.settled(await send_everywhere(run, user.user_id), timeout_s=30)
+    by_channel = {d.channel: d for d in notification.deliveries}
+    assert {c: (d.status, d.provider) for c, d in by_channel.items()} == {
+        common_pb2.CHANNEL_EMAIL: (notifications_pb2.DELIVERY_STATUS_SENT, "sendgrid"),
+        common_pb2.CHANNEL_PUSH: (notifications_pb2.DELIVERY_STATUS_SENT, "simulated"),
+        common_pb2.CHANNEL_SMS: (notifications_pb2.DELIVERY_STATUS_SENT, "twilio"),
+        common_pb2.CHANNEL_IN_APP: (notifications_pb2.DELIVERY_STATUS_SENT, "inbox"),
+    }
+    assert notification.status == notifications_pb2.NOTIFICATION_STATUS_SENT
+    [text] = twilio.messages
+    assert (text["to"], text["body"]) == ("+14155550123", "Order A-17 shipped. Track: https://t.example/A-17")
+    assert by_channel[common_pb2.CHANNEL_SMS].provider_message_id == text["sid"]
+    sms = by_channel[common_pb2.CHANNEL_SMS].sms
+    assert (sms.body, sms.segments, sms.encoding) == (text["body"], 1, "GSM-7")
+
+    in_app = by_channel[common_pb2.CHANNEL_IN_APP]
+    assert in_app.in_app.action_url == "https://app.example.com/orders/A-17"
+    listed = await inbox_pb2_grpc.InboxServiceStub(run.clarion.channel).ListInboxMessages(
+        inbox_pb2.ListInboxMessagesRequest(user_id=user.user_id), timeout=10
+    )
+    [message] = listed.messages
+    assert message.message_id == in_app.delivery_id == in_app.provider_message_id
+    assert (message.title, message.body, dict(message.data)) == (
+        "Order A-17 shipped",
+        "It arrives tomorrow.",
+        {"order": "A-17"},
+    )
+    assert message.notification_id == notification.notification_id
+
+
+async def test_twilio_busy_is_retried_and_a_stop_reply_is_final(
+    pipeline: Callable[..., Any], http_server: FakeHttpServer
+) -> None:
+    twilio = FakeTwilio(http_server, account_sid=TWILIO_SID, auth_token=TWILIO_TOKEN)
+    run: Pipeline = await pipeline(sms="twilio", twilio_url=twilio.base_url)
+    user_id = await make_user(run.clarion, phone_number="+14155550124")
+    twilio.then(twilio_reply(429, 20429, "Too Many Requests", {"Retry-After": "1"}))
+    busy = await run.settled(await send_everywhere(run, user_id), timeout_s=30)
+    [sms] = [d for d in busy.deliveries if d.channel == common_pb2.CHANNEL_SMS]
+    assert sms.status == notifications_pb2.DELIVERY_STATUS_SENT
+    assert outcomes(sms) == [TRANSIENT, SUCCEEDED]
+    assert "20429" in sms.attempts[0].error
+
+    twilio.then(twilio_reply(400, 21610, "Attempt to send to unsubscribed recipient"))
+    request = notifications_pb2.SendNotificationRequest(
+        user_id=user_id, template_key="everywhere", channels=[common_pb2.CHANNEL_SMS]
+    )
+    request.message_data.update({"order": "B-2"})
+    sent = await run.clarion.notifications.SendNotification(request, timeout=10)
+    await dispatcher_for(run.clarion, run.broker).run_once()
+    stopped = await run.settled(sent.notification.notification_id, timeout_s=30)
+    [sms] = stopped.deliveries
+    assert sms.status == notifications_pb2.DELIVERY_STATUS_FAILED
+    assert outcomes(sms) == [PERMANENT]
+    assert "21610" in sms.attempts[0].error
+    assert "+14155550124" not in sms.attempts[0].error
+
+
+async def test_texts_go_to_the_outbox_in_local_mode_and_users_can_switch_channels_off(
+    pipeline: Callable[..., Any],
+) -> None:
+    run: Pipeline = await pipeline(sms="file")
+    user_id = await make_user(run.clarion, phone_number="+351912345678", preferences={"in_app_enabled": False})
+    notification = await run.settled(await send_everywhere(run, user_id), timeout_s=30)
+    by_channel = {d.channel: d for d in notification.deliveries}
+    sms = by_channel[common_pb2.CHANNEL_SMS]
+    assert (sms.status, sms.provider) == (notifications_pb2.DELIVERY_STATUS_SENT, "file")
+    written = json.loads((run.outbox / "sms" / f"{sms.delivery_id}.json").read_text())
+    assert (written["to"], written["body"]) == ("+351912345678", "Order A-17 shipped. Track: https://t.example/A-17")
+    assert by_channel[common_pb2.CHANNEL_IN_APP].status == notifications_pb2.DELIVERY_STATUS_SKIPPED
+    assert by_channel[common_pb2.CHANNEL_IN_APP].status_reason == "in_app_disabled_by_user"
+    # No address and no device: those two are skipped too, each with its reason.
+    assert by_channel[common_pb2.CHANNEL_EMAIL].status_reason == "no_email_address"
+    assert by_channel[common_pb2.CHANNEL_PUSH].status_reason == "no_devices"

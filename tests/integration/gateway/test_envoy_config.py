@@ -50,6 +50,7 @@ CLARION_SERVICES = (
     "clarion.v1.TemplateService",
     "clarion.v1.NotificationService",
     "clarion.v1.AccessService",
+    "clarion.v1.InboxService",
 )
 
 
@@ -122,6 +123,8 @@ def test_the_local_config_passes_envoy_validate(tmp_path: Path) -> None:
     assert route_clusters(rendered) == {
         **{f"/{service}/": "clarion" for service in (*CLARION_SERVICES, HEALTH_SERVICE)},
         **{f"/{service}/": "clarion-streams" for service in REFLECTION_SERVICES},
+        # Server streaming: its own route, without a timeout, to the streams cluster.
+        "/clarion.v1.InboxService/WatchInbox": "clarion-watch",
         f"/{HEALTH_SERVICE}/Watch": "refused",
         OPENAPI_PATH: "refused",
         # The console: a redirect from /console, and each of its files (the index at /console/ too), answered by Envoy.
@@ -134,7 +137,7 @@ def test_the_local_config_passes_envoy_validate(tmp_path: Path) -> None:
         c["name"]: c["circuit_breakers"]["thresholds"][0]["max_requests"]
         for c in config["static_resources"]["clusters"]
     }
-    assert limits == {"clarion": 4096, "clarion-streams": 256}
+    assert limits == {"clarion": 4096, "clarion-streams": 256, "clarion-watch": 10_000}
     http = config["static_resources"]["listeners"][0]["filter_chains"][0]["filters"][0]["typed_config"]
     assert http["http2_protocol_options"] == {"max_concurrent_streams": 100}
 

@@ -41,7 +41,9 @@ async def test_the_seed_create_user_request_works_unchanged_and_answers_in_snake
     assert user["email_address"] == "user@example.com"
     assert user["phone_number"] == "+1234567890"
     assert user["preferred_language"] == "en-US"
-    assert user["preferences"] == SEED_USER["preferences"]
+    # The seed's preferences as sent, and the channel switches it knows nothing of, on as a user who says nothing.
+    switches = {"sms_enabled": True, "in_app_enabled": True}
+    assert user["preferences"] == {**dict(SEED_USER["preferences"]), **switches}
     # Primitive fields are printed even when empty, so clients can rely on every key being there.
     assert user["display_name"] == ""
     assert user["devices"] == []

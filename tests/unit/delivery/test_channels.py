@@ -13,6 +13,10 @@ RENDERED = templates_pb2.RenderTemplateResponse(
     locale="en",
     email=templates_pb2.RenderedEmail(subject="Hi", body="text", html_body="<p>html</p>"),
     push=templates_pb2.RenderedPush(title="T", body="B", data={"k": "v"}),
+    sms=templates_pb2.RenderedSms(body="Your code is 1234", segments=1, encoding="GSM-7"),
+    in_app=templates_pb2.RenderedInApp(
+        title="New order", body="Order 7 shipped", action_url="https://x/7", data={"o": "7"}
+    ),
 )
 
 
@@ -20,6 +24,7 @@ def a_user(**fields: object) -> users_pb2.User:
     user = users_pb2.User(
         user_id="u1",
         email_address="u1@example.com",
+        phone_number="+14155550123",
         preferences=users_pb2.Preferences(email_enabled=True, push_enabled=True),
         devices=[users_pb2.Device(device_id="d1", token="tok", platform=users_pb2.DEVICE_PLATFORM_ANDROID)],
     )
@@ -81,6 +86,35 @@ def test_push_needs_the_switch_on_and_a_device() -> None:
 
 def test_a_channel_knows_whether_a_template_has_its_content() -> None:
     email_only = templates_pb2.RenderTemplateResponse(email=templates_pb2.RenderedEmail(subject="s"))
-    assert [c.has_content(email_only) for c in CHANNELS.values()] == [True, False]
+    assert [c.has_content(email_only) for c in CHANNELS.values()] == [True, False, False, False]
     assert CHANNELS["push"].partially_sent({"sent_device_ids": ["d1"]})
     assert not CHANNELS["email"].partially_sent({"sent_device_ids": ["d1"]})
+
+
+def test_sms_needs_the_switch_on_a_number_and_a_text_that_fits() -> None:
+    sms = CHANNELS["sms"]
+    assert sms.payload(a_user(), RENDERED) == {"to": "+14155550123", "body": "Your code is 1234"}
+    # Unset means yes: a user stored before the switch existed takes texts.
+    assert sms.refuses(a_user()) is None
+    off = users_pb2.Preferences(sms_enabled=False)
+    assert sms.payload(a_user(preferences=off), RENDERED) == Skip("sms_disabled_by_user")
+    assert sms.payload(a_user(phone_number=""), RENDERED) == Skip("no_phone_number")
+    blank = templates_pb2.RenderTemplateResponse(sms=templates_pb2.RenderedSms(body="  "))
+    assert sms.payload(a_user(), blank) == Skip("sms_empty")
+    # Ten segments of 153 GSM-7 characters fit; one more character does not.
+    fits = templates_pb2.RenderTemplateResponse(sms=templates_pb2.RenderedSms(body="a" * 1530))
+    assert sms.payload(a_user(), fits) == {"to": "+14155550123", "body": "a" * 1530}
+    too_long = templates_pb2.RenderTemplateResponse(sms=templates_pb2.RenderedSms(body="a" * 1531))
+    assert sms.payload(a_user(), too_long) == Skip("sms_too_long")
+    rendered = sms.rendered({"to": "+14155550123", "body": "olá 👋"})
+    assert isinstance(rendered, templates_pb2.RenderedSms)
+    assert (rendered.body, rendered.segments, rendered.encoding) == ("olá 👋", 1, "UCS-2")
+
+
+def test_in_app_needs_only_the_switch_on() -> None:
+    in_app = CHANNELS["in_app"]
+    expected = {"title": "New order", "body": "Order 7 shipped", "action_url": "https://x/7", "data": {"o": "7"}}
+    assert in_app.payload(a_user(email_address="", phone_number="", devices=[]), RENDERED) == expected
+    off = users_pb2.Preferences(in_app_enabled=False)
+    assert in_app.payload(a_user(preferences=off), RENDERED) == Skip("in_app_disabled_by_user")
+    assert in_app.rendered(expected) == RENDERED.in_app

@@ -125,7 +125,7 @@ def test_schemas_follow_the_proto3_json_mapping(document: dict[str, Any]) -> Non
 
     channel = schema(document, "clarion.v1.Channel")
     assert channel["type"] == "string"
-    assert channel["enum"] == ["CHANNEL_UNSPECIFIED", "CHANNEL_EMAIL", "CHANNEL_PUSH"]
+    assert channel["enum"] == ["CHANNEL_UNSPECIFIED", "CHANNEL_EMAIL", "CHANNEL_PUSH", "CHANNEL_SMS", "CHANNEL_IN_APP"]
 
     user = schema(document, "clarion.v1.User")["properties"]
     # The transcoder prints the protos' field names (preserve_proto_field_names), not lowerCamelCase.

@@ -17,7 +17,7 @@ from clarion.keys.scopes import (
 from tests.unit.keys.test_auth import contract_methods
 
 # Every method of the contracts whose name says it changes something.
-WRITING_PREFIXES = ("Create", "Update", "Delete", "Add", "Remove", "Send", "BatchSend", "Cancel", "Replay")
+WRITING_PREFIXES = ("Create", "Update", "Delete", "Add", "Remove", "Send", "BatchSend", "Cancel", "Replay", "Mark")
 
 
 def every_method() -> list[str]:

@@ -18,6 +18,7 @@ from google.protobuf import struct_pb2, timestamp_pb2
 from clarion.v1 import (
     access_pb2_grpc,
     common_pb2,
+    inbox_pb2_grpc,
     notifications_pb2,
     notifications_pb2_grpc,
     templates_pb2_grpc,
@@ -30,6 +31,7 @@ SERVICES = (
     "clarion.v1.TemplateService",
     "clarion.v1.NotificationService",
     "clarion.v1.AccessService",
+    "clarion.v1.InboxService",
 )
 
 
@@ -121,7 +123,7 @@ class _CallDetails(NamedTuple):
     compression: grpc.Compression | None
 
 
-class _SyncInterceptor(grpc.UnaryUnaryClientInterceptor):
+class _SyncInterceptor(grpc.UnaryUnaryClientInterceptor, grpc.UnaryStreamClientInterceptor):
     def __init__(self, api_key: str | None, timeout_s: float) -> None:
         self._api_key = api_key
         self._timeout_s = timeout_s
@@ -144,6 +146,20 @@ class _SyncInterceptor(grpc.UnaryUnaryClientInterceptor):
         if error is not None:
             raise ClarionError.from_rpc_error(error) from None
         return outcome
+
+    def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: grpc.ClientCallDetails, request: Any
+    ) -> Any:
+        # The key, and no default deadline: a stream (WatchInbox) lives as long as its reader wants.
+        keyed = _CallDetails(
+            details.method,
+            details.timeout,
+            with_key(details.metadata, self._api_key),
+            details.credentials,
+            getattr(details, "wait_for_ready", None),
+            getattr(details, "compression", None),
+        )
+        return continuation(keyed, request)
 
 
 class _AsyncInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
@@ -168,6 +184,26 @@ class _AsyncInterceptor(grpc.aio.UnaryUnaryClientInterceptor):
             return await call
         except grpc.aio.AioRpcError as error:
             raise ClarionError.from_rpc_error(error) from None
+
+
+class _AsyncStreamInterceptor(grpc.aio.UnaryStreamClientInterceptor):
+    """The key on server-streaming calls (WatchInbox), with no default deadline. A class of its own: a grpc.aio
+    channel files each interceptor under the first kind it is an instance of."""
+
+    def __init__(self, api_key: str | None) -> None:
+        self._api_key = api_key
+
+    async def intercept_unary_stream(
+        self, continuation: Callable[..., Any], details: grpc.aio.ClientCallDetails, request: Any
+    ) -> Any:
+        keyed = grpc.aio.ClientCallDetails(
+            details.method,
+            details.timeout,
+            grpc.aio.Metadata(*with_key(details.metadata, self._api_key)),
+            details.credentials,
+            details.wait_for_ready,
+        )
+        return await continuation(keyed, request)
 
 
 class Client:
@@ -199,6 +235,7 @@ class Client:
         self.templates = templates_pb2_grpc.TemplateServiceStub(channel)
         self.notifications = notifications_pb2_grpc.NotificationServiceStub(channel)
         self.access = access_pb2_grpc.AccessServiceStub(channel)
+        self.inbox = inbox_pb2_grpc.InboxServiceStub(channel)
 
     def send_notification(
         self,
@@ -254,7 +291,10 @@ class AsyncClient:
         options: Sequence[tuple[str, Any]] = (),
     ) -> None:
         settings = channel_options(retry, options)
-        interceptors = [_AsyncInterceptor(api_key, timeout_s)]
+        interceptors: list[grpc.aio.ClientInterceptor] = [
+            _AsyncInterceptor(api_key, timeout_s),
+            _AsyncStreamInterceptor(api_key),
+        ]
         self._channel = (
             grpc.aio.insecure_channel(target, settings, interceptors=interceptors)
             if credentials is None
@@ -264,6 +304,7 @@ class AsyncClient:
         self.templates = templates_pb2_grpc.TemplateServiceStub(self._channel)
         self.notifications = notifications_pb2_grpc.NotificationServiceStub(self._channel)
         self.access = access_pb2_grpc.AccessServiceStub(self._channel)
+        self.inbox = inbox_pb2_grpc.InboxServiceStub(self._channel)
 
     async def send_notification(
         self,

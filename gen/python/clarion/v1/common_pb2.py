@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63larion/v1/common.proto\x12\nclarion.v1*G\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_EMAIL\x10\x01\x12\x10\n\x0c\x43HANNEL_PUSH\x10\x02\x42\x8c\x01\n\x0e\x64\x65v.clarion.v1B\x0b\x43ommonProtoP\x01Z=github.com/clarion-notify/clarion/gen/go/clarion/v1;clarionv1\xa2\x02\x03\x43LR\xaa\x02\nClarion.V1\xca\x02\nClarion\\V1\xea\x02\x0b\x43larion::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x17\x63larion/v1/common.proto\x12\nclarion.v1*l\n\x07\x43hannel\x12\x17\n\x13\x43HANNEL_UNSPECIFIED\x10\x00\x12\x11\n\rCHANNEL_EMAIL\x10\x01\x12\x10\n\x0c\x43HANNEL_PUSH\x10\x02\x12\x0f\n\x0b\x43HANNEL_SMS\x10\x03\x12\x12\n\x0e\x43HANNEL_IN_APP\x10\x04\x42\x8c\x01\n\x0e\x64\x65v.clarion.v1B\x0b\x43ommonProtoP\x01Z=github.com/clarion-notify/clarion/gen/go/clarion/v1;clarionv1\xa2\x02\x03\x43LR\xaa\x02\nClarion.V1\xca\x02\nClarion\\V1\xea\x02\x0b\x43larion::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -33,5 +33,5 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._loaded_options = None
   _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.clarion.v1B\013CommonProtoP\001Z=github.com/clarion-notify/clarion/gen/go/clarion/v1;clarionv1\242\002\003CLR\252\002\nClarion.V1\312\002\nClarion\\V1\352\002\013Clarion::V1'
   _globals['_CHANNEL']._serialized_start=39
-  _globals['_CHANNEL']._serialized_end=110
+  _globals['_CHANNEL']._serialized_end=147
 # @@protoc_insertion_point(module_scope)

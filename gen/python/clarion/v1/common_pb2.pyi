@@ -28,6 +28,10 @@ class _ChannelEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Channel.Value
     """Email, through SendGrid, SMTP or (in local mode) a file outbox."""
     CHANNEL_PUSH: _Channel.ValueType  # 2
     """Mobile and web push, through Firebase Cloud Messaging."""
+    CHANNEL_SMS: _Channel.ValueType  # 3
+    """A text message to the user's phone number, through Twilio or (in local mode) a file outbox."""
+    CHANNEL_IN_APP: _Channel.ValueType  # 4
+    """A message in the user's in-app inbox, read with InboxService (and watched live with WatchInbox)."""
 
 class Channel(_Channel, metaclass=_ChannelEnumTypeWrapper):
     """A way of reaching a user. New channels are added as new values; clients must treat an unknown value as
@@ -40,4 +44,8 @@ CHANNEL_EMAIL: Channel.ValueType  # 1
 """Email, through SendGrid, SMTP or (in local mode) a file outbox."""
 CHANNEL_PUSH: Channel.ValueType  # 2
 """Mobile and web push, through Firebase Cloud Messaging."""
+CHANNEL_SMS: Channel.ValueType  # 3
+"""A text message to the user's phone number, through Twilio or (in local mode) a file outbox."""
+CHANNEL_IN_APP: Channel.ValueType  # 4
+"""A message in the user's in-app inbox, read with InboxService (and watched live with WatchInbox)."""
 Global___Channel: _TypeAlias = Channel  # noqa: Y015

@@ -26,7 +26,7 @@ from clarion.v1 import common_pb2 as clarion_dot_v1_dot_common__pb2
 from clarion.v1 import users_pb2 as clarion_dot_v1_dot_users__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63larion/v1/delivery_task.proto\x12\nclarion.v1\x1a\x17\x63larion/v1/common.proto\x1a\x16\x63larion/v1/users.proto\"\x9e\x02\n\x0c\x44\x65liveryTask\x12\x1f\n\x0b\x64\x65livery_id\x18\x01 \x01(\tR\ndeliveryId\x12\'\n\x0fnotification_id\x18\x02 \x01(\tR\x0enotificationId\x12-\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x13.clarion.v1.ChannelR\x07\x63hannel\x12\x16\n\x06locale\x18\x04 \x01(\tR\x06locale\x12-\n\x05\x65mail\x18\x05 \x01(\x0b\x32\x15.clarion.v1.EmailTaskH\x00R\x05\x65mail\x12*\n\x04push\x18\x06 \x01(\x0b\x32\x14.clarion.v1.PushTaskH\x00R\x04push\x12\x17\n\x07user_id\x18\x07 \x01(\tR\x06userIdB\t\n\x07\x63ontent\"f\n\tEmailTask\x12\x0e\n\x02to\x18\x01 \x01(\tR\x02to\x12\x18\n\x07subject\x18\x02 \x01(\tR\x07subject\x12\x12\n\x04\x62ody\x18\x03 \x01(\tR\x04\x62ody\x12\x1b\n\thtml_body\x18\x04 \x01(\tR\x08htmlBody\"\xd3\x01\n\x08PushTask\x12\x30\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x16.clarion.v1.PushDeviceR\x07\x64\x65vices\x12\x14\n\x05title\x18\x02 \x01(\tR\x05title\x12\x12\n\x04\x62ody\x18\x03 \x01(\tR\x04\x62ody\x12\x32\n\x04\x64\x61ta\x18\x04 \x03(\x0b\x32\x1e.clarion.v1.PushTask.DataEntryR\x04\x64\x61ta\x1a\x37\n\tDataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"w\n\nPushDevice\x12\x1b\n\tdevice_id\x18\x01 \x01(\tR\x08\x64\x65viceId\x12\x14\n\x05token\x18\x02 \x01(\tR\x05token\x12\x36\n\x08platform\x18\x03 \x01(\x0e\x32\x1a.clarion.v1.DevicePlatformR\x08platformB\x92\x01\n\x0e\x64\x65v.clarion.v1B\x11\x44\x65liveryTaskProtoP\x01Z=github.com/clarion-notify/clarion/gen/go/clarion/v1;clarionv1\xa2\x02\x03\x43LR\xaa\x02\nClarion.V1\xca\x02\nClarion\\V1\xea\x02\x0b\x43larion::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x63larion/v1/delivery_task.proto\x12\nclarion.v1\x1a\x17\x63larion/v1/common.proto\x1a\x16\x63larion/v1/users.proto\"\xf7\x02\n\x0c\x44\x65liveryTask\x12\x1f\n\x0b\x64\x65livery_id\x18\x01 \x01(\tR\ndeliveryId\x12\'\n\x0fnotification_id\x18\x02 \x01(\tR\x0enotificationId\x12-\n\x07\x63hannel\x18\x03 \x01(\x0e\x32\x13.clarion.v1.ChannelR\x07\x63hannel\x12\x16\n\x06locale\x18\x04 \x01(\tR\x06locale\x12-\n\x05\x65mail\x18\x05 \x01(\x0b\x32\x15.clarion.v1.EmailTaskH\x00R\x05\x65mail\x12*\n\x04push\x18\x06 \x01(\x0b\x32\x14.clarion.v1.PushTaskH\x00R\x04push\x12\'\n\x03sms\x18\x08 \x01(\x0b\x32\x13.clarion.v1.SmsTaskH\x00R\x03sms\x12.\n\x06in_app\x18\t \x01(\x0b\x32\x15.clarion.v1.InAppTaskH\x00R\x05inApp\x12\x17\n\x07user_id\x18\x07 \x01(\tR\x06userIdB\t\n\x07\x63ontent\"f\n\tEmailTask\x12\x0e\n\x02to\x18\x01 \x01(\tR\x02to\x12\x18\n\x07subject\x18\x02 \x01(\tR\x07subject\x12\x12\n\x04\x62ody\x18\x03 \x01(\tR\x04\x62ody\x12\x1b\n\thtml_body\x18\x04 \x01(\tR\x08htmlBody\"\xd3\x01\n\x08PushTask\x12\x30\n\x07\x64\x65vices\x18\x01 \x03(\x0b\x32\x16.clarion.v1.PushDeviceR\x07\x64\x65vices\x12\x14\n\x05title\x18\x02 \x01(\tR\x05title\x12\x12\n\x04\x62ody\x18\x03 \x01(\tR\x04\x62ody\x12\x32\n\x04\x64\x61ta\x18\x04 \x03(\x0b\x32\x1e.clarion.v1.PushTask.DataEntryR\x04\x64\x61ta\x1a\x37\n\tDataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\"w\n\nPushDevice\x12\x1b\n\tdevice_id\x18\x01 \x01(\tR\x08\x64\x65viceId\x12\x14\n\x05token\x18\x02 \x01(\tR\x05token\x12\x36\n\x08platform\x18\x03 \x01(\x0e\x32\x1a.clarion.v1.DevicePlatformR\x08platform\"-\n\x07SmsTask\x12\x0e\n\x02to\x18\x01 \x01(\tR\x02to\x12\x12\n\x04\x62ody\x18\x02 \x01(\tR\x04\x62ody\"\xc2\x01\n\tInAppTask\x12\x14\n\x05title\x18\x01 \x01(\tR\x05title\x12\x12\n\x04\x62ody\x18\x02 \x01(\tR\x04\x62ody\x12\x1d\n\naction_url\x18\x03 \x01(\tR\tactionUrl\x12\x33\n\x04\x64\x61ta\x18\x04 \x03(\x0b\x32\x1f.clarion.v1.InAppTask.DataEntryR\x04\x64\x61ta\x1a\x37\n\tDataEntry\x12\x10\n\x03key\x18\x01 \x01(\tR\x03key\x12\x14\n\x05value\x18\x02 \x01(\tR\x05value:\x02\x38\x01\x42\x92\x01\n\x0e\x64\x65v.clarion.v1B\x11\x44\x65liveryTaskProtoP\x01Z=github.com/clarion-notify/clarion/gen/go/clarion/v1;clarionv1\xa2\x02\x03\x43LR\xaa\x02\nClarion.V1\xca\x02\nClarion\\V1\xea\x02\x0b\x43larion::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -36,14 +36,22 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['DESCRIPTOR']._serialized_options = b'\n\016dev.clarion.v1B\021DeliveryTaskProtoP\001Z=github.com/clarion-notify/clarion/gen/go/clarion/v1;clarionv1\242\002\003CLR\252\002\nClarion.V1\312\002\nClarion\\V1\352\002\013Clarion::V1'
   _globals['_PUSHTASK_DATAENTRY']._loaded_options = None
   _globals['_PUSHTASK_DATAENTRY']._serialized_options = b'8\001'
+  _globals['_INAPPTASK_DATAENTRY']._loaded_options = None
+  _globals['_INAPPTASK_DATAENTRY']._serialized_options = b'8\001'
   _globals['_DELIVERYTASK']._serialized_start=96
-  _globals['_DELIVERYTASK']._serialized_end=382
-  _globals['_EMAILTASK']._serialized_start=384
-  _globals['_EMAILTASK']._serialized_end=486
-  _globals['_PUSHTASK']._serialized_start=489
-  _globals['_PUSHTASK']._serialized_end=700
-  _globals['_PUSHTASK_DATAENTRY']._serialized_start=645
-  _globals['_PUSHTASK_DATAENTRY']._serialized_end=700
-  _globals['_PUSHDEVICE']._serialized_start=702
-  _globals['_PUSHDEVICE']._serialized_end=821
+  _globals['_DELIVERYTASK']._serialized_end=471
+  _globals['_EMAILTASK']._serialized_start=473
+  _globals['_EMAILTASK']._serialized_end=575
+  _globals['_PUSHTASK']._serialized_start=578
+  _globals['_PUSHTASK']._serialized_end=789
+  _globals['_PUSHTASK_DATAENTRY']._serialized_start=734
+  _globals['_PUSHTASK_DATAENTRY']._serialized_end=789
+  _globals['_PUSHDEVICE']._serialized_start=791
+  _globals['_PUSHDEVICE']._serialized_end=910
+  _globals['_SMSTASK']._serialized_start=912
+  _globals['_SMSTASK']._serialized_end=957
+  _globals['_INAPPTASK']._serialized_start=960
+  _globals['_INAPPTASK']._serialized_end=1154
+  _globals['_INAPPTASK_DATAENTRY']._serialized_start=734
+  _globals['_INAPPTASK_DATAENTRY']._serialized_end=789
 # @@protoc_insertion_point(module_scope)

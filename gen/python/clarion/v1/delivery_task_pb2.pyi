@@ -22,7 +22,8 @@ DESCRIPTOR: _descriptor.FileDescriptor
 
 @_typing.final
 class DeliveryTask(_message.Message):
-    """One delivery's work as the dispatcher publishes it to its channel's work queue (`email.queue`, `push.queue`),
+    """One delivery's work as the dispatcher publishes it to its channel's work queue (`email.queue`, `push.queue`,
+    `sms.queue`, `in_app.queue`),
     with the AMQP content type `application/x-protobuf; proto=clarion.v1.DeliveryTask` and the delivery id as the
     message id. No RPC carries it: it is the contract between the dispatcher and the channel workers, readable in
     any language. It says what to send; the database stays the authority on whether to: a worker claims the
@@ -38,6 +39,8 @@ class DeliveryTask(_message.Message):
     LOCALE_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
     PUSH_FIELD_NUMBER: _builtins.int
+    SMS_FIELD_NUMBER: _builtins.int
+    IN_APP_FIELD_NUMBER: _builtins.int
     USER_ID_FIELD_NUMBER: _builtins.int
     delivery_id: _builtins.str
     """The delivery this task is for (a UUID)."""
@@ -57,6 +60,14 @@ class DeliveryTask(_message.Message):
     def push(self) -> Global___PushTask:
         """A push to the user's devices."""
 
+    @_builtins.property
+    def sms(self) -> Global___SmsTask:
+        """A text message."""
+
+    @_builtins.property
+    def in_app(self) -> Global___InAppTask:
+        """A message for the user's in-app inbox."""
+
     def __init__(
         self,
         *,
@@ -66,13 +77,15 @@ class DeliveryTask(_message.Message):
         locale: _builtins.str = ...,
         email: Global___EmailTask | None = ...,
         push: Global___PushTask | None = ...,
+        sms: Global___SmsTask | None = ...,
+        in_app: Global___InAppTask | None = ...,
         user_id: _builtins.str = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "email", b"email", "push", b"push"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["content", b"content", "email", b"email", "in_app", b"in_app", "push", b"push", "sms", b"sms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "content", b"content", "delivery_id", b"delivery_id", "email", b"email", "locale", b"locale", "notification_id", b"notification_id", "push", b"push", "user_id", b"user_id"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["channel", b"channel", "content", b"content", "delivery_id", b"delivery_id", "email", b"email", "in_app", b"in_app", "locale", b"locale", "notification_id", b"notification_id", "push", b"push", "sms", b"sms", "user_id", b"user_id"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["email", "push"]  # noqa: Y015
+    _WhichOneofReturnType_content: _TypeAlias = _typing.Literal["email", "push", "sms", "in_app"]  # noqa: Y015
     _WhichOneofArgType_content: _TypeAlias = _typing.Literal["content", b"content"]  # noqa: Y015
     def WhichOneof(self, oneof_group: _WhichOneofArgType_content) -> _WhichOneofReturnType_content | None: ...
 
@@ -201,3 +214,85 @@ class PushDevice(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___PushDevice: _TypeAlias = PushDevice  # noqa: Y015
+
+@_typing.final
+class SmsTask(_message.Message):
+    """A text message to send."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    TO_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    to: _builtins.str
+    """The recipient's number in E.164 form, e.g. "+14155550123"."""
+    body: _builtins.str
+    """The rendered text."""
+    def __init__(
+        self,
+        *,
+        to: _builtins.str = ...,
+        body: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "to", b"to"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___SmsTask: _TypeAlias = SmsTask  # noqa: Y015
+
+@_typing.final
+class InAppTask(_message.Message):
+    """A message to put in the user's in-app inbox."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TITLE_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    ACTION_URL_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    title: _builtins.str
+    """The rendered title."""
+    body: _builtins.str
+    """The rendered body."""
+    action_url: _builtins.str
+    """The rendered action URL."""
+    @_builtins.property
+    def data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The rendered data."""
+
+    def __init__(
+        self,
+        *,
+        title: _builtins.str = ...,
+        body: _builtins.str = ...,
+        action_url: _builtins.str = ...,
+        data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_url", b"action_url", "body", b"body", "data", b"data", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___InAppTask: _TypeAlias = InAppTask  # noqa: Y015

@@ -423,6 +423,8 @@ class Delivery(_message.Message):
     ATTEMPTS_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
     PUSH_FIELD_NUMBER: _builtins.int
+    SMS_FIELD_NUMBER: _builtins.int
+    IN_APP_FIELD_NUMBER: _builtins.int
     delivery_id: _builtins.str
     """The delivery's id; also passed to the provider (SendGrid `custom_args`, FCM collapse key)."""
     channel: _common_pb2.Channel.ValueType
@@ -459,6 +461,14 @@ class Delivery(_message.Message):
         devices are not repeated here. Set by GetNotification for a push delivery that has content.
         """
 
+    @_builtins.property
+    def sms(self) -> _templates_pb2.RenderedSms:
+        """The SMS this delivery sends (or sent); the number is not repeated here. Set by GetNotification."""
+
+    @_builtins.property
+    def in_app(self) -> _templates_pb2.RenderedInApp:
+        """The in-app message this delivery puts (or put) in the user's inbox. Set by GetNotification."""
+
     def __init__(
         self,
         *,
@@ -473,10 +483,12 @@ class Delivery(_message.Message):
         attempts: _abc.Iterable[Global___DeliveryAttempt] | None = ...,
         email: _templates_pb2.RenderedEmail | None = ...,
         push: _templates_pb2.RenderedPush | None = ...,
+        sms: _templates_pb2.RenderedSms | None = ...,
+        in_app: _templates_pb2.RenderedInApp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time", "email", b"email", "push", b"push", "sent_time", b"sent_time"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["due_time", b"due_time", "email", b"email", "in_app", b"in_app", "push", b"push", "sent_time", b"sent_time", "sms", b"sms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "channel", b"channel", "delivery_id", b"delivery_id", "due_time", b"due_time", "email", b"email", "provider", b"provider", "provider_message_id", b"provider_message_id", "push", b"push", "sent_time", b"sent_time", "status", b"status", "status_reason", b"status_reason"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["attempts", b"attempts", "channel", b"channel", "delivery_id", b"delivery_id", "due_time", b"due_time", "email", b"email", "in_app", b"in_app", "provider", b"provider", "provider_message_id", b"provider_message_id", "push", b"push", "sent_time", b"sent_time", "sms", b"sms", "status", b"status", "status_reason", b"status_reason"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

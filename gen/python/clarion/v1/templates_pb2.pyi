@@ -74,12 +74,37 @@ class TemplateContent(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class InAppDataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     SUBJECT_FIELD_NUMBER: _builtins.int
     BODY_FIELD_NUMBER: _builtins.int
     HTML_BODY_FIELD_NUMBER: _builtins.int
     PUSH_TITLE_FIELD_NUMBER: _builtins.int
     PUSH_BODY_FIELD_NUMBER: _builtins.int
     PUSH_DATA_FIELD_NUMBER: _builtins.int
+    SMS_BODY_FIELD_NUMBER: _builtins.int
+    IN_APP_TITLE_FIELD_NUMBER: _builtins.int
+    IN_APP_BODY_FIELD_NUMBER: _builtins.int
+    IN_APP_ACTION_URL_FIELD_NUMBER: _builtins.int
+    IN_APP_DATA_FIELD_NUMBER: _builtins.int
     subject: _builtins.str
     """Email subject, e.g. "Your Weekly {app_name} Digest". CR and LF are removed from the rendered subject."""
     body: _builtins.str
@@ -90,9 +115,21 @@ class TemplateContent(_message.Message):
     """Push notification title."""
     push_body: _builtins.str
     """Push notification body."""
+    sms_body: _builtins.str
+    """SMS text."""
+    in_app_title: _builtins.str
+    """In-app message title."""
+    in_app_body: _builtins.str
+    """In-app message body."""
+    in_app_action_url: _builtins.str
+    """In-app message action URL (where the product opens when the message is clicked)."""
     @_builtins.property
     def push_data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Push data payload; each value is a template."""
+
+    @_builtins.property
+    def in_app_data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """In-app message data; each value is a template."""
 
     def __init__(
         self,
@@ -103,10 +140,15 @@ class TemplateContent(_message.Message):
         push_title: _builtins.str = ...,
         push_body: _builtins.str = ...,
         push_data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        sms_body: _builtins.str = ...,
+        in_app_title: _builtins.str = ...,
+        in_app_body: _builtins.str = ...,
+        in_app_action_url: _builtins.str = ...,
+        in_app_data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "html_body", b"html_body", "push_body", b"push_body", "push_data", b"push_data", "push_title", b"push_title", "subject", b"subject"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "html_body", b"html_body", "in_app_action_url", b"in_app_action_url", "in_app_body", b"in_app_body", "in_app_data", b"in_app_data", "in_app_title", b"in_app_title", "push_body", b"push_body", "push_data", b"push_data", "push_title", b"push_title", "sms_body", b"sms_body", "subject", b"subject"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -159,6 +201,26 @@ class Template(_message.Message):
         def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
         def WhichOneof(self, oneof_group: _Never) -> None: ...
 
+    @_typing.final
+    class InAppDataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     NAME_FIELD_NUMBER: _builtins.int
     TEMPLATE_KEY_FIELD_NUMBER: _builtins.int
     VERSION_FIELD_NUMBER: _builtins.int
@@ -175,6 +237,11 @@ class Template(_message.Message):
     CHANNELS_FIELD_NUMBER: _builtins.int
     CREATE_TIME_FIELD_NUMBER: _builtins.int
     DELETE_TIME_FIELD_NUMBER: _builtins.int
+    SMS_BODY_FIELD_NUMBER: _builtins.int
+    IN_APP_TITLE_FIELD_NUMBER: _builtins.int
+    IN_APP_BODY_FIELD_NUMBER: _builtins.int
+    IN_APP_ACTION_URL_FIELD_NUMBER: _builtins.int
+    IN_APP_DATA_FIELD_NUMBER: _builtins.int
     name: _builtins.str
     """The resource name, `templates/{template_key}`."""
     template_key: _builtins.str
@@ -199,6 +266,16 @@ class Template(_message.Message):
     """The locale of the top-level content, a BCP-47 tag. Defaults to `en`."""
     syntax: Global___TemplateSyntax.ValueType
     """How placeholders are written."""
+    sms_body: _builtins.str
+    """SMS text in the default locale: plain text, at most 10 segments once rendered (1,530 GSM-7 characters, or 670
+    when it needs Unicode); a longer rendering fails the delivery with `sms_too_long`.
+    """
+    in_app_title: _builtins.str
+    """In-app message title in the default locale."""
+    in_app_body: _builtins.str
+    """In-app message body in the default locale."""
+    in_app_action_url: _builtins.str
+    """In-app message action URL in the default locale, e.g. "https://app.example.com/orders/{order_id}"."""
     @_builtins.property
     def push_data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Push data payload in the default locale."""
@@ -212,7 +289,7 @@ class Template(_message.Message):
     @_builtins.property
     def channels(self) -> _containers.RepeatedScalarFieldContainer[_common_pb2.Channel.ValueType]:
         """The channels this template has content for: email when it has a subject or body, push when it has a push
-        title or body.
+        title or body, SMS when it has an SMS body, in-app when it has an in-app title or body.
         """
 
     @_builtins.property
@@ -222,6 +299,10 @@ class Template(_message.Message):
     @_builtins.property
     def delete_time(self) -> _timestamp_pb2.Timestamp:
         """When the template was deleted; unset while it is live."""
+
+    @_builtins.property
+    def in_app_data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """In-app message data in the default locale; each value is a template."""
 
     def __init__(
         self,
@@ -242,10 +323,15 @@ class Template(_message.Message):
         channels: _abc.Iterable[_common_pb2.Channel.ValueType] | None = ...,
         create_time: _timestamp_pb2.Timestamp | None = ...,
         delete_time: _timestamp_pb2.Timestamp | None = ...,
+        sms_body: _builtins.str = ...,
+        in_app_title: _builtins.str = ...,
+        in_app_body: _builtins.str = ...,
+        in_app_action_url: _builtins.str = ...,
+        in_app_data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["create_time", b"create_time", "delete_time", b"delete_time"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "channels", b"channels", "create_time", b"create_time", "default_locale", b"default_locale", "delete_time", b"delete_time", "description", b"description", "html_body", b"html_body", "localizations", b"localizations", "name", b"name", "push_body", b"push_body", "push_data", b"push_data", "push_title", b"push_title", "subject", b"subject", "syntax", b"syntax", "template_key", b"template_key", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "channels", b"channels", "create_time", b"create_time", "default_locale", b"default_locale", "delete_time", b"delete_time", "description", b"description", "html_body", b"html_body", "in_app_action_url", b"in_app_action_url", "in_app_body", b"in_app_body", "in_app_data", b"in_app_data", "in_app_title", b"in_app_title", "localizations", b"localizations", "name", b"name", "push_body", b"push_body", "push_data", b"push_data", "push_title", b"push_title", "sms_body", b"sms_body", "subject", b"subject", "syntax", b"syntax", "template_key", b"template_key", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -599,6 +685,94 @@ class RenderedPush(_message.Message):
 Global___RenderedPush: _TypeAlias = RenderedPush  # noqa: Y015
 
 @_typing.final
+class RenderedSms(_message.Message):
+    """An SMS rendered from a template."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    BODY_FIELD_NUMBER: _builtins.int
+    SEGMENTS_FIELD_NUMBER: _builtins.int
+    ENCODING_FIELD_NUMBER: _builtins.int
+    body: _builtins.str
+    """The text."""
+    segments: _builtins.int
+    """How many segments (billed messages) the text takes: 160 GSM-7 characters fit in one, 153 in each of several;
+    70 and 67 when it needs Unicode (UCS-2).
+    """
+    encoding: _builtins.str
+    """The encoding the text needs: "GSM-7" or "UCS-2"."""
+    def __init__(
+        self,
+        *,
+        body: _builtins.str = ...,
+        segments: _builtins.int = ...,
+        encoding: _builtins.str = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["body", b"body", "encoding", b"encoding", "segments", b"segments"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenderedSms: _TypeAlias = RenderedSms  # noqa: Y015
+
+@_typing.final
+class RenderedInApp(_message.Message):
+    """An in-app inbox message rendered from a template."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class DataEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    TITLE_FIELD_NUMBER: _builtins.int
+    BODY_FIELD_NUMBER: _builtins.int
+    ACTION_URL_FIELD_NUMBER: _builtins.int
+    DATA_FIELD_NUMBER: _builtins.int
+    title: _builtins.str
+    """The title."""
+    body: _builtins.str
+    """The body."""
+    action_url: _builtins.str
+    """Where the product opens when the message is clicked."""
+    @_builtins.property
+    def data(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """The data, as key-value strings."""
+
+    def __init__(
+        self,
+        *,
+        title: _builtins.str = ...,
+        body: _builtins.str = ...,
+        action_url: _builtins.str = ...,
+        data: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["action_url", b"action_url", "body", b"body", "data", b"data", "title", b"title"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___RenderedInApp: _TypeAlias = RenderedInApp  # noqa: Y015
+
+@_typing.final
 class RenderTemplateResponse(_message.Message):
     """Response for TemplateService.RenderTemplate."""
 
@@ -609,6 +783,8 @@ class RenderTemplateResponse(_message.Message):
     LOCALE_FIELD_NUMBER: _builtins.int
     EMAIL_FIELD_NUMBER: _builtins.int
     PUSH_FIELD_NUMBER: _builtins.int
+    SMS_FIELD_NUMBER: _builtins.int
+    IN_APP_FIELD_NUMBER: _builtins.int
     template_key: _builtins.str
     """The key of the template rendered."""
     version: _builtins.int
@@ -623,6 +799,14 @@ class RenderTemplateResponse(_message.Message):
     def push(self) -> Global___RenderedPush:
         """The push notification, when the template has push content."""
 
+    @_builtins.property
+    def sms(self) -> Global___RenderedSms:
+        """The SMS, when the template has SMS content."""
+
+    @_builtins.property
+    def in_app(self) -> Global___RenderedInApp:
+        """The in-app message, when the template has in-app content."""
+
     def __init__(
         self,
         *,
@@ -631,10 +815,12 @@ class RenderTemplateResponse(_message.Message):
         locale: _builtins.str = ...,
         email: Global___RenderedEmail | None = ...,
         push: Global___RenderedPush | None = ...,
+        sms: Global___RenderedSms | None = ...,
+        in_app: Global___RenderedInApp | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "push", b"push"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "in_app", b"in_app", "push", b"push", "sms", b"sms"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "locale", b"locale", "push", b"push", "template_key", b"template_key", "version", b"version"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["email", b"email", "in_app", b"in_app", "locale", b"locale", "push", b"push", "sms", b"sms", "template_key", b"template_key", "version", b"version"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -27,7 +27,8 @@ if _version_not_supported:
 
 
 class TemplateServiceStub:
-    """Manages message templates: versioned, localised content for email and push, and its rendering.
+    """Manages message templates: versioned, localised content for email, push, SMS and the in-app inbox, and its
+    rendering.
     """
 
     def __init__(self, channel):
@@ -79,7 +80,8 @@ class TemplateServiceStub:
 
 
 class TemplateServiceServicer:
-    """Manages message templates: versioned, localised content for email and push, and its rendering.
+    """Manages message templates: versioned, localised content for email, push, SMS and the in-app inbox, and its
+    rendering.
     """
 
     def CreateTemplate(self, request, context):
@@ -192,7 +194,8 @@ def add_TemplateServiceServicer_to_server(servicer, server):
 
  # This class is part of an EXPERIMENTAL API.
 class TemplateService:
-    """Manages message templates: versioned, localised content for email and push, and its rendering.
+    """Manages message templates: versioned, localised content for email, push, SMS and the in-app inbox, and its
+    rendering.
     """
 
     @staticmethod

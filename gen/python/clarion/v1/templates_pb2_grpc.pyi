@@ -28,7 +28,9 @@ GRPC_GENERATED_VERSION: str
 GRPC_VERSION: str
 
 class TemplateServiceStub:
-    """Manages message templates: versioned, localised content for email and push, and its rendering."""
+    """Manages message templates: versioned, localised content for email, push, SMS and the in-app inbox, and its
+    rendering.
+    """
 
     @_typing.overload
     def __new__(cls, channel: _grpc.Channel) -> _Self: ...
@@ -56,7 +58,9 @@ class TemplateServiceStub:
 
 @_typing.type_check_only
 class TemplateServiceAsyncStub(TemplateServiceStub):
-    """Manages message templates: versioned, localised content for email and push, and its rendering."""
+    """Manages message templates: versioned, localised content for email, push, SMS and the in-app inbox, and its
+    rendering.
+    """
 
     def __init__(self, channel: _aio.Channel) -> None: ...
     CreateTemplate: _aio.UnaryUnaryMultiCallable[_templates_pb2.CreateTemplateRequest, _templates_pb2.Template]  # type: ignore[assignment]
@@ -80,7 +84,9 @@ class TemplateServiceAsyncStub(TemplateServiceStub):
     """
 
 class TemplateServiceServicer(metaclass=_abc_1.ABCMeta):
-    """Manages message templates: versioned, localised content for email and push, and its rendering."""
+    """Manages message templates: versioned, localised content for email, push, SMS and the in-app inbox, and its
+    rendering.
+    """
 
     @_abc_1.abstractmethod
     def CreateTemplate(

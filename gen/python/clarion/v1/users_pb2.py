@@ -29,7 +29,7 @@ from google.protobuf import field_mask_pb2 as google_dot_protobuf_dot_field__mas
 from google.protobuf import timestamp_pb2 as google_dot_protobuf_dot_timestamp__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63larion/v1/users.proto\x12\nclarion.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xea\x03\n\x04User\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x04name\x12\x1d\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x08R\x06userId\x12#\n\remail_address\x18\x03 \x01(\tR\x0c\x65mailAddress\x12!\n\x0cphone_number\x18\x04 \x01(\tR\x0bphoneNumber\x12-\n\x12preferred_language\x18\x05 \x01(\tR\x11preferredLanguage\x12\x1a\n\x08timezone\x18\x06 \x01(\tR\x08timezone\x12\x39\n\x0bpreferences\x18\x07 \x01(\x0b\x32\x17.clarion.v1.PreferencesR\x0bpreferences\x12!\n\x0c\x64isplay_name\x18\x08 \x01(\tR\x0b\x64isplayName\x12\x32\n\x07\x64\x65vices\x18\t \x03(\x0b\x32\x12.clarion.v1.DeviceB\x04\xe2\x41\x01\x03R\x07\x64\x65vices\x12\x41\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12\x41\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\nupdateTime\"\xd6\x01\n\x0bPreferences\x12(\n\remail_enabled\x18\x01 \x01(\x08H\x00R\x0c\x65mailEnabled\x88\x01\x01\x12&\n\x0cpush_enabled\x18\x02 \x01(\x08H\x01R\x0bpushEnabled\x88\x01\x01\x12*\n\x11quiet_hours_start\x18\x03 \x01(\tR\x0fquietHoursStart\x12&\n\x0fquiet_hours_end\x18\x04 \x01(\tR\rquietHoursEndB\x10\n\x0e_email_enabledB\x0f\n\r_push_enabled\"\xc8\x01\n\x06\x44\x65vice\x12!\n\tdevice_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x08\x64\x65viceId\x12\x1a\n\x05token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02R\x05token\x12<\n\x08platform\x18\x03 \x01(\x0e\x32\x1a.clarion.v1.DevicePlatformB\x04\xe2\x41\x01\x02R\x08platform\x12\x41\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\"X\n\x11\x43reateUserRequest\x12*\n\x04user\x18\x01 \x01(\x0b\x32\x10.clarion.v1.UserB\x04\xe2\x41\x01\x02R\x04user\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\"/\n\x0eGetUserRequest\x12\x1d\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x06userId\"7\n\x14\x42\x61tchGetUsersRequest\x12\x1f\n\x08user_ids\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02R\x07userIds\"i\n\x15\x42\x61tchGetUsersResponse\x12&\n\x05users\x18\x01 \x03(\x0b\x32\x10.clarion.v1.UserR\x05users\x12(\n\x10missing_user_ids\x18\x02 \x03(\tR\x0emissingUserIds\"s\n\x10ListUsersRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12#\n\remail_address\x18\x03 \x01(\tR\x0c\x65mailAddress\"c\n\x11ListUsersResponse\x12&\n\x05users\x18\x01 \x03(\x0b\x32\x10.clarion.v1.UserR\x05users\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"|\n\x11UpdateUserRequest\x12*\n\x04user\x18\x01 \x01(\x0b\x32\x10.clarion.v1.UserB\x04\xe2\x41\x01\x02R\x04user\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"2\n\x11\x44\x65leteUserRequest\x12\x1d\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x06userId\"c\n\x10\x41\x64\x64\x44\x65viceRequest\x12\x1d\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x06userId\x12\x30\n\x06\x64\x65vice\x18\x02 \x01(\x0b\x32\x12.clarion.v1.DeviceB\x04\xe2\x41\x01\x02R\x06\x64\x65vice\"W\n\x13RemoveDeviceRequest\x12\x1d\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x06userId\x12!\n\tdevice_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02R\x08\x64\x65viceId*\x80\x01\n\x0e\x44\x65vicePlatform\x12\x1f\n\x1b\x44\x45VICE_PLATFORM_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45VICE_PLATFORM_ANDROID\x10\x01\x12\x17\n\x13\x44\x45VICE_PLATFORM_IOS\x10\x02\x12\x17\n\x13\x44\x45VICE_PLATFORM_WEB\x10\x03\x32\xb9\x06\n\x0bUserService\x12V\n\nCreateUser\x12\x1d.clarion.v1.CreateUserRequest\x1a\x10.clarion.v1.User\"\x17\x82\xd3\xe4\x93\x02\x11\"\t/v1/users:\x04user\x12T\n\x07GetUser\x12\x1a.clarion.v1.GetUserRequest\x1a\x10.clarion.v1.User\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12p\n\rBatchGetUsers\x12 .clarion.v1.BatchGetUsersRequest\x1a!.clarion.v1.BatchGetUsersResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/users:batchGet\x12[\n\tListUsers\x12\x1c.clarion.v1.ListUsersRequest\x1a\x1d.clarion.v1.ListUsersResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/users\x12\x65\n\nUpdateUser\x12\x1d.clarion.v1.UpdateUserRequest\x1a\x10.clarion.v1.User\"&\x82\xd3\xe4\x93\x02 2\x18/v1/users/{user.user_id}:\x04user\x12`\n\nDeleteUser\x12\x1d.clarion.v1.DeleteUserRequest\x1a\x16.google.protobuf.Empty\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/users/{user_id}\x12j\n\tAddDevice\x12\x1c.clarion.v1.AddDeviceRequest\x1a\x12.clarion.v1.Device\"+\x82\xd3\xe4\x93\x02%\"\x1b/v1/users/{user_id}/devices:\x06\x64\x65vice\x12x\n\x0cRemoveDevice\x12\x1f.clarion.v1.RemoveDeviceRequest\x1a\x16.google.protobuf.Empty\"/\x82\xd3\xe4\x93\x02)*\'/v1/users/{user_id}/devices/{device_id}B\x8b\x01\n\x0e\x64\x65v.clarion.v1B\nUsersProtoP\x01Z=github.com/clarion-notify/clarion/gen/go/clarion/v1;clarionv1\xa2\x02\x03\x43LR\xaa\x02\nClarion.V1\xca\x02\nClarion\\V1\xea\x02\x0b\x43larion::V1b\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x16\x63larion/v1/users.proto\x12\nclarion.v1\x1a\x1cgoogle/api/annotations.proto\x1a\x1fgoogle/api/field_behavior.proto\x1a\x1bgoogle/protobuf/empty.proto\x1a google/protobuf/field_mask.proto\x1a\x1fgoogle/protobuf/timestamp.proto\"\xea\x03\n\x04User\x12\x18\n\x04name\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x04name\x12\x1d\n\x07user_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x08R\x06userId\x12#\n\remail_address\x18\x03 \x01(\tR\x0c\x65mailAddress\x12!\n\x0cphone_number\x18\x04 \x01(\tR\x0bphoneNumber\x12-\n\x12preferred_language\x18\x05 \x01(\tR\x11preferredLanguage\x12\x1a\n\x08timezone\x18\x06 \x01(\tR\x08timezone\x12\x39\n\x0bpreferences\x18\x07 \x01(\x0b\x32\x17.clarion.v1.PreferencesR\x0bpreferences\x12!\n\x0c\x64isplay_name\x18\x08 \x01(\tR\x0b\x64isplayName\x12\x32\n\x07\x64\x65vices\x18\t \x03(\x0b\x32\x12.clarion.v1.DeviceB\x04\xe2\x41\x01\x03R\x07\x64\x65vices\x12\x41\n\x0b\x63reate_time\x18\n \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\x12\x41\n\x0bupdate_time\x18\x0b \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\nupdateTime\"\xca\x02\n\x0bPreferences\x12(\n\remail_enabled\x18\x01 \x01(\x08H\x00R\x0c\x65mailEnabled\x88\x01\x01\x12&\n\x0cpush_enabled\x18\x02 \x01(\x08H\x01R\x0bpushEnabled\x88\x01\x01\x12*\n\x11quiet_hours_start\x18\x03 \x01(\tR\x0fquietHoursStart\x12&\n\x0fquiet_hours_end\x18\x04 \x01(\tR\rquietHoursEnd\x12$\n\x0bsms_enabled\x18\x05 \x01(\x08H\x02R\nsmsEnabled\x88\x01\x01\x12)\n\x0ein_app_enabled\x18\x06 \x01(\x08H\x03R\x0cinAppEnabled\x88\x01\x01\x42\x10\n\x0e_email_enabledB\x0f\n\r_push_enabledB\x0e\n\x0c_sms_enabledB\x11\n\x0f_in_app_enabled\"\xc8\x01\n\x06\x44\x65vice\x12!\n\tdevice_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x03R\x08\x64\x65viceId\x12\x1a\n\x05token\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02R\x05token\x12<\n\x08platform\x18\x03 \x01(\x0e\x32\x1a.clarion.v1.DevicePlatformB\x04\xe2\x41\x01\x02R\x08platform\x12\x41\n\x0b\x63reate_time\x18\x04 \x01(\x0b\x32\x1a.google.protobuf.TimestampB\x04\xe2\x41\x01\x03R\ncreateTime\"X\n\x11\x43reateUserRequest\x12*\n\x04user\x18\x01 \x01(\x0b\x32\x10.clarion.v1.UserB\x04\xe2\x41\x01\x02R\x04user\x12\x17\n\x07user_id\x18\x02 \x01(\tR\x06userId\"/\n\x0eGetUserRequest\x12\x1d\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x06userId\"7\n\x14\x42\x61tchGetUsersRequest\x12\x1f\n\x08user_ids\x18\x01 \x03(\tB\x04\xe2\x41\x01\x02R\x07userIds\"i\n\x15\x42\x61tchGetUsersResponse\x12&\n\x05users\x18\x01 \x03(\x0b\x32\x10.clarion.v1.UserR\x05users\x12(\n\x10missing_user_ids\x18\x02 \x03(\tR\x0emissingUserIds\"s\n\x10ListUsersRequest\x12\x1b\n\tpage_size\x18\x01 \x01(\x05R\x08pageSize\x12\x1d\n\npage_token\x18\x02 \x01(\tR\tpageToken\x12#\n\remail_address\x18\x03 \x01(\tR\x0c\x65mailAddress\"c\n\x11ListUsersResponse\x12&\n\x05users\x18\x01 \x03(\x0b\x32\x10.clarion.v1.UserR\x05users\x12&\n\x0fnext_page_token\x18\x02 \x01(\tR\rnextPageToken\"|\n\x11UpdateUserRequest\x12*\n\x04user\x18\x01 \x01(\x0b\x32\x10.clarion.v1.UserB\x04\xe2\x41\x01\x02R\x04user\x12;\n\x0bupdate_mask\x18\x02 \x01(\x0b\x32\x1a.google.protobuf.FieldMaskR\nupdateMask\"2\n\x11\x44\x65leteUserRequest\x12\x1d\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x06userId\"c\n\x10\x41\x64\x64\x44\x65viceRequest\x12\x1d\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x06userId\x12\x30\n\x06\x64\x65vice\x18\x02 \x01(\x0b\x32\x12.clarion.v1.DeviceB\x04\xe2\x41\x01\x02R\x06\x64\x65vice\"W\n\x13RemoveDeviceRequest\x12\x1d\n\x07user_id\x18\x01 \x01(\tB\x04\xe2\x41\x01\x02R\x06userId\x12!\n\tdevice_id\x18\x02 \x01(\tB\x04\xe2\x41\x01\x02R\x08\x64\x65viceId*\x80\x01\n\x0e\x44\x65vicePlatform\x12\x1f\n\x1b\x44\x45VICE_PLATFORM_UNSPECIFIED\x10\x00\x12\x1b\n\x17\x44\x45VICE_PLATFORM_ANDROID\x10\x01\x12\x17\n\x13\x44\x45VICE_PLATFORM_IOS\x10\x02\x12\x17\n\x13\x44\x45VICE_PLATFORM_WEB\x10\x03\x32\xb9\x06\n\x0bUserService\x12V\n\nCreateUser\x12\x1d.clarion.v1.CreateUserRequest\x1a\x10.clarion.v1.User\"\x17\x82\xd3\xe4\x93\x02\x11\"\t/v1/users:\x04user\x12T\n\x07GetUser\x12\x1a.clarion.v1.GetUserRequest\x1a\x10.clarion.v1.User\"\x1b\x82\xd3\xe4\x93\x02\x15\x12\x13/v1/users/{user_id}\x12p\n\rBatchGetUsers\x12 .clarion.v1.BatchGetUsersRequest\x1a!.clarion.v1.BatchGetUsersResponse\"\x1a\x82\xd3\xe4\x93\x02\x14\x12\x12/v1/users:batchGet\x12[\n\tListUsers\x12\x1c.clarion.v1.ListUsersRequest\x1a\x1d.clarion.v1.ListUsersResponse\"\x11\x82\xd3\xe4\x93\x02\x0b\x12\t/v1/users\x12\x65\n\nUpdateUser\x12\x1d.clarion.v1.UpdateUserRequest\x1a\x10.clarion.v1.User\"&\x82\xd3\xe4\x93\x02 2\x18/v1/users/{user.user_id}:\x04user\x12`\n\nDeleteUser\x12\x1d.clarion.v1.DeleteUserRequest\x1a\x16.google.protobuf.Empty\"\x1b\x82\xd3\xe4\x93\x02\x15*\x13/v1/users/{user_id}\x12j\n\tAddDevice\x12\x1c.clarion.v1.AddDeviceRequest\x1a\x12.clarion.v1.Device\"+\x82\xd3\xe4\x93\x02%\"\x1b/v1/users/{user_id}/devices:\x06\x64\x65vice\x12x\n\x0cRemoveDevice\x12\x1f.clarion.v1.RemoveDeviceRequest\x1a\x16.google.protobuf.Empty\"/\x82\xd3\xe4\x93\x02)*\'/v1/users/{user_id}/devices/{device_id}B\x8b\x01\n\x0e\x64\x65v.clarion.v1B\nUsersProtoP\x01Z=github.com/clarion-notify/clarion/gen/go/clarion/v1;clarionv1\xa2\x02\x03\x43LR\xaa\x02\nClarion.V1\xca\x02\nClarion\\V1\xea\x02\x0b\x43larion::V1b\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -89,34 +89,34 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_USERSERVICE'].methods_by_name['AddDevice']._serialized_options = b'\202\323\344\223\002%\"\033/v1/users/{user_id}/devices:\006device'
   _globals['_USERSERVICE'].methods_by_name['RemoveDevice']._loaded_options = None
   _globals['_USERSERVICE'].methods_by_name['RemoveDevice']._serialized_options = b'\202\323\344\223\002)*\'/v1/users/{user_id}/devices/{device_id}'
-  _globals['_DEVICEPLATFORM']._serialized_start=2000
-  _globals['_DEVICEPLATFORM']._serialized_end=2128
+  _globals['_DEVICEPLATFORM']._serialized_start=2116
+  _globals['_DEVICEPLATFORM']._serialized_end=2244
   _globals['_USER']._serialized_start=198
   _globals['_USER']._serialized_end=688
   _globals['_PREFERENCES']._serialized_start=691
-  _globals['_PREFERENCES']._serialized_end=905
-  _globals['_DEVICE']._serialized_start=908
-  _globals['_DEVICE']._serialized_end=1108
-  _globals['_CREATEUSERREQUEST']._serialized_start=1110
-  _globals['_CREATEUSERREQUEST']._serialized_end=1198
-  _globals['_GETUSERREQUEST']._serialized_start=1200
-  _globals['_GETUSERREQUEST']._serialized_end=1247
-  _globals['_BATCHGETUSERSREQUEST']._serialized_start=1249
-  _globals['_BATCHGETUSERSREQUEST']._serialized_end=1304
-  _globals['_BATCHGETUSERSRESPONSE']._serialized_start=1306
-  _globals['_BATCHGETUSERSRESPONSE']._serialized_end=1411
-  _globals['_LISTUSERSREQUEST']._serialized_start=1413
-  _globals['_LISTUSERSREQUEST']._serialized_end=1528
-  _globals['_LISTUSERSRESPONSE']._serialized_start=1530
-  _globals['_LISTUSERSRESPONSE']._serialized_end=1629
-  _globals['_UPDATEUSERREQUEST']._serialized_start=1631
-  _globals['_UPDATEUSERREQUEST']._serialized_end=1755
-  _globals['_DELETEUSERREQUEST']._serialized_start=1757
-  _globals['_DELETEUSERREQUEST']._serialized_end=1807
-  _globals['_ADDDEVICEREQUEST']._serialized_start=1809
-  _globals['_ADDDEVICEREQUEST']._serialized_end=1908
-  _globals['_REMOVEDEVICEREQUEST']._serialized_start=1910
-  _globals['_REMOVEDEVICEREQUEST']._serialized_end=1997
-  _globals['_USERSERVICE']._serialized_start=2131
-  _globals['_USERSERVICE']._serialized_end=2956
+  _globals['_PREFERENCES']._serialized_end=1021
+  _globals['_DEVICE']._serialized_start=1024
+  _globals['_DEVICE']._serialized_end=1224
+  _globals['_CREATEUSERREQUEST']._serialized_start=1226
+  _globals['_CREATEUSERREQUEST']._serialized_end=1314
+  _globals['_GETUSERREQUEST']._serialized_start=1316
+  _globals['_GETUSERREQUEST']._serialized_end=1363
+  _globals['_BATCHGETUSERSREQUEST']._serialized_start=1365
+  _globals['_BATCHGETUSERSREQUEST']._serialized_end=1420
+  _globals['_BATCHGETUSERSRESPONSE']._serialized_start=1422
+  _globals['_BATCHGETUSERSRESPONSE']._serialized_end=1527
+  _globals['_LISTUSERSREQUEST']._serialized_start=1529
+  _globals['_LISTUSERSREQUEST']._serialized_end=1644
+  _globals['_LISTUSERSRESPONSE']._serialized_start=1646
+  _globals['_LISTUSERSRESPONSE']._serialized_end=1745
+  _globals['_UPDATEUSERREQUEST']._serialized_start=1747
+  _globals['_UPDATEUSERREQUEST']._serialized_end=1871
+  _globals['_DELETEUSERREQUEST']._serialized_start=1873
+  _globals['_DELETEUSERREQUEST']._serialized_end=1923
+  _globals['_ADDDEVICEREQUEST']._serialized_start=1925
+  _globals['_ADDDEVICEREQUEST']._serialized_end=2024
+  _globals['_REMOVEDEVICEREQUEST']._serialized_start=2026
+  _globals['_REMOVEDEVICEREQUEST']._serialized_end=2113
+  _globals['_USERSERVICE']._serialized_start=2247
+  _globals['_USERSERVICE']._serialized_end=3072
 # @@protoc_insertion_point(module_scope)

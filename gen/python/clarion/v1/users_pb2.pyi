@@ -131,6 +131,8 @@ class Preferences(_message.Message):
     PUSH_ENABLED_FIELD_NUMBER: _builtins.int
     QUIET_HOURS_START_FIELD_NUMBER: _builtins.int
     QUIET_HOURS_END_FIELD_NUMBER: _builtins.int
+    SMS_ENABLED_FIELD_NUMBER: _builtins.int
+    IN_APP_ENABLED_FIELD_NUMBER: _builtins.int
     email_enabled: _builtins.bool
     """Whether the user accepts email. Unset means true."""
     push_enabled: _builtins.bool
@@ -141,6 +143,10 @@ class Preferences(_message.Message):
     """
     quiet_hours_end: _builtins.str
     """End of the daily quiet window as "HH:MM", e.g. "08:00". The window may wrap midnight. Set both or neither."""
+    sms_enabled: _builtins.bool
+    """Whether the user accepts text messages. Unset means true."""
+    in_app_enabled: _builtins.bool
+    """Whether the user accepts in-app inbox messages. Unset means true."""
     def __init__(
         self,
         *,
@@ -148,19 +154,29 @@ class Preferences(_message.Message):
         push_enabled: _builtins.bool | None = ...,
         quiet_hours_start: _builtins.str = ...,
         quiet_hours_end: _builtins.str = ...,
+        sms_enabled: _builtins.bool | None = ...,
+        in_app_enabled: _builtins.bool | None = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _typing.Literal["_email_enabled", b"_email_enabled", "_push_enabled", b"_push_enabled", "email_enabled", b"email_enabled", "push_enabled", b"push_enabled"]  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_email_enabled", b"_email_enabled", "_in_app_enabled", b"_in_app_enabled", "_push_enabled", b"_push_enabled", "_sms_enabled", b"_sms_enabled", "email_enabled", b"email_enabled", "in_app_enabled", b"in_app_enabled", "push_enabled", b"push_enabled", "sms_enabled", b"sms_enabled"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_email_enabled", b"_email_enabled", "_push_enabled", b"_push_enabled", "email_enabled", b"email_enabled", "push_enabled", b"push_enabled", "quiet_hours_end", b"quiet_hours_end", "quiet_hours_start", b"quiet_hours_start"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_email_enabled", b"_email_enabled", "_in_app_enabled", b"_in_app_enabled", "_push_enabled", b"_push_enabled", "_sms_enabled", b"_sms_enabled", "email_enabled", b"email_enabled", "in_app_enabled", b"in_app_enabled", "push_enabled", b"push_enabled", "quiet_hours_end", b"quiet_hours_end", "quiet_hours_start", b"quiet_hours_start", "sms_enabled", b"sms_enabled"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__email_enabled: _TypeAlias = _typing.Literal["email_enabled"]  # noqa: Y015
     _WhichOneofArgType__email_enabled: _TypeAlias = _typing.Literal["_email_enabled", b"_email_enabled"]  # noqa: Y015
+    _WhichOneofReturnType__in_app_enabled: _TypeAlias = _typing.Literal["in_app_enabled"]  # noqa: Y015
+    _WhichOneofArgType__in_app_enabled: _TypeAlias = _typing.Literal["_in_app_enabled", b"_in_app_enabled"]  # noqa: Y015
     _WhichOneofReturnType__push_enabled: _TypeAlias = _typing.Literal["push_enabled"]  # noqa: Y015
     _WhichOneofArgType__push_enabled: _TypeAlias = _typing.Literal["_push_enabled", b"_push_enabled"]  # noqa: Y015
+    _WhichOneofReturnType__sms_enabled: _TypeAlias = _typing.Literal["sms_enabled"]  # noqa: Y015
+    _WhichOneofArgType__sms_enabled: _TypeAlias = _typing.Literal["_sms_enabled", b"_sms_enabled"]  # noqa: Y015
     @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__email_enabled) -> _WhichOneofReturnType__email_enabled | None: ...
     @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__in_app_enabled) -> _WhichOneofReturnType__in_app_enabled | None: ...
+    @_typing.overload
     def WhichOneof(self, oneof_group: _WhichOneofArgType__push_enabled) -> _WhichOneofReturnType__push_enabled | None: ...
+    @_typing.overload
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__sms_enabled) -> _WhichOneofReturnType__sms_enabled | None: ...
 
 Global___Preferences: _TypeAlias = Preferences  # noqa: Y015
 

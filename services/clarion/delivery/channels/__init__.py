@@ -7,9 +7,13 @@ from collections.abc import Mapping
 
 from clarion.delivery.channels.base import Channel, Sending, Sent, Skip
 from clarion.delivery.channels.email import EmailChannel
+from clarion.delivery.channels.in_app import InAppChannel
 from clarion.delivery.channels.push import PushChannel
+from clarion.delivery.channels.sms import SmsChannel
 
-CHANNELS: Mapping[str, Channel] = {channel.name: channel for channel in (EmailChannel(), PushChannel())}
+CHANNELS: Mapping[str, Channel] = {
+    channel.name: channel for channel in (EmailChannel(), PushChannel(), SmsChannel(), InAppChannel())
+}
 # clarion.v1.Channel values to names and back.
 BY_PROTO: Mapping[int, Channel] = {channel.proto: channel for channel in CHANNELS.values()}
 

@@ -1,7 +1,7 @@
 """What a channel is: one module that says what it needs from the user, which content block of a template it
 renders, which queue carries its work, which providers serve it and how a claimed delivery is sent with one. The
 dispatcher plans and the workers send through this interface alone; adding a channel is one module beside
-email.py and push.py, registered in clarion.delivery.channels, plus its provider."""
+email.py, push.py, sms.py and in_app.py, registered in clarion.delivery.channels, plus its provider."""
 
 from __future__ import annotations
 
@@ -13,6 +13,7 @@ from typing import Any, ClassVar, Protocol
 from google.protobuf.message import Message
 
 from clarion.core.config import Settings
+from clarion.core.db import FastPath
 from clarion.delivery.providers.base import ProviderError
 from clarion.delivery.store import Attempt, Claimed
 from clarion.v1 import common_pb2, delivery_task_pb2, templates_pb2, users_pb2
@@ -64,15 +65,19 @@ class Channel(ABC):
     proto: ClassVar[common_pb2.Channel.ValueType]  # its clarion.v1.Channel value
     queue: ClassVar[str]  # its work queue's logical name
     content: ClassVar[str]  # the content block it renders: a field of RenderTemplateResponse
+    switch: ClassVar[str]  # the user's Preferences field that turns it on and off: "email_enabled"
 
     def has_content(self, rendered: templates_pb2.RenderTemplateResponse) -> bool:
         """Whether the rendered template has this channel's content block."""
         return rendered.HasField(self.content)  # type: ignore[arg-type]
 
-    @abstractmethod
     def refuses(self, user: users_pb2.User) -> Skip | None:
         """Why the user does not take this channel (switched off in their preferences), or None. Asked when the
-        delivery is planned, and again when a deferred one falls due."""
+        delivery is planned, and again when a deferred one falls due. Unset means on: a user stored (or cached)
+        before a channel's switch existed takes it, as one who never said otherwise."""
+        preferences = user.preferences
+        on = getattr(preferences, self.switch) if preferences.HasField(self.switch) else True  # type: ignore[arg-type]
+        return None if on else Skip(f"{self.name}_disabled_by_user")
 
     @abstractmethod
     def payload(self, user: users_pb2.User, rendered: templates_pb2.RenderTemplateResponse) -> dict[str, Any] | Skip:
@@ -89,13 +94,14 @@ class Channel(ABC):
         """Put the payload into the task's part for this channel (clarion.v1.DeliveryTask's oneof)."""
 
     @abstractmethod
-    def create_provider(self, settings: Settings) -> Provider:
-        """The provider the settings choose; SettingsError (naming the variable) when they are inconsistent."""
+    def create_provider(self, settings: Settings, fast: FastPath | None = None) -> Provider:
+        """The provider the settings choose; SettingsError (naming the variable) when they are inconsistent. `fast`
+        is the worker's database pool, for a channel Clarion delivers itself (in-app)."""
 
-    def create_providers(self, settings: Settings) -> list[Provider]:
+    def create_providers(self, settings: Settings, fast: FastPath | None = None) -> list[Provider]:
         """The providers in order of preference (the worker fails over down the list); one unless the channel
         takes a list of its own (CLARION_EMAIL_PROVIDERS)."""
-        return [self.create_provider(settings)]
+        return [self.create_provider(settings, fast)]
 
     @abstractmethod
     async def send(self, provider: Any, claimed: Claimed, sending: Sending) -> Sent:

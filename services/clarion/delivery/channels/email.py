@@ -6,6 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from clarion.core.config import Settings
+from clarion.core.db import FastPath
 from clarion.delivery.channels.base import Channel, Provider, Sending, Sent, Skip
 from clarion.delivery.providers.base import EmailMessage, EmailProvider
 from clarion.delivery.providers.factory import create_email_provider, create_email_providers
@@ -18,9 +19,7 @@ class EmailChannel(Channel):
     proto = common_pb2.CHANNEL_EMAIL
     queue = "email.queue"
     content = "email"
-
-    def refuses(self, user: users_pb2.User) -> Skip | None:
-        return None if user.preferences.email_enabled else Skip("email_disabled_by_user")
+    switch = "email_enabled"
 
     def payload(self, user: users_pb2.User, rendered: templates_pb2.RenderTemplateResponse) -> dict[str, Any] | Skip:
         if refused := self.refuses(user):
@@ -53,10 +52,10 @@ class EmailChannel(Channel):
             )
         )
 
-    def create_provider(self, settings: Settings) -> Provider:
+    def create_provider(self, settings: Settings, fast: FastPath | None = None) -> Provider:
         return create_email_provider(settings)
 
-    def create_providers(self, settings: Settings) -> list[Provider]:
+    def create_providers(self, settings: Settings, fast: FastPath | None = None) -> list[Provider]:
         return list(create_email_providers(settings))
 
     async def send(self, provider: EmailProvider, claimed: Claimed, sending: Sending) -> Sent:

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from clarion.core.config import Settings
+from clarion.core.db import FastPath
 from clarion.delivery.channels.base import Channel, Provider, Sending, Sent, Skip
 from clarion.delivery.providers.base import (
     ProviderError,
@@ -27,9 +28,7 @@ class PushChannel(Channel):
     proto = common_pb2.CHANNEL_PUSH
     queue = "push.queue"
     content = "push"
-
-    def refuses(self, user: users_pb2.User) -> Skip | None:
-        return None if user.preferences.push_enabled else Skip("push_disabled_by_user")
+    switch = "push_enabled"
 
     def payload(self, user: users_pb2.User, rendered: templates_pb2.RenderTemplateResponse) -> dict[str, Any] | Skip:
         if refused := self.refuses(user):
@@ -73,7 +72,7 @@ class PushChannel(Channel):
             )
         )
 
-    def create_provider(self, settings: Settings) -> Provider:
+    def create_provider(self, settings: Settings, fast: FastPath | None = None) -> Provider:
         return create_push_provider(settings)
 
     def partially_sent(self, payload: dict[str, Any]) -> bool:

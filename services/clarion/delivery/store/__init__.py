@@ -41,6 +41,7 @@ from clarion.delivery.store.reads import (
     get_view,
     get_views,
     list_views,
+    notification_project,
     recent_deliveries,
 )
 from clarion.delivery.store.relay import (
@@ -93,6 +94,7 @@ __all__ = [
     "get_views",
     "insert_notifications",
     "list_views",
+    "notification_project",
     "prune_keys",
     "recent_deliveries",
     "record_dispatch",

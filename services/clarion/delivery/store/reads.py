@@ -436,3 +436,11 @@ async def recent_deliveries(
         )
         for row in await connection.fetch(query, *where.args)
     ]
+
+
+async def notification_project(connection: asyncpg.Connection, notification_id: uuid.UUID) -> str | None:
+    """The project a notification belongs to; None when there is no such notification."""
+    project: str | None = await connection.fetchval(
+        "SELECT project_id FROM notifications WHERE id = $1", notification_id
+    )
+    return project
