@@ -31,6 +31,7 @@ from clarion.keys.repository import SqlKeyStore
 from clarion.notifications import servicer as notifications
 from clarion.notifications.clients import ServiceClients, TemplateRendering, UserLookup
 from clarion.notifications.dispatcher import Dispatcher
+from clarion.suppressions import servicer as suppressions
 from clarion.templates import servicer as templates
 from clarion.templates.isolation import TemplateProcesses
 from clarion.users import servicer as users
@@ -118,9 +119,11 @@ SERVICES: dict[str, Callable[[Resources], ServiceRegistration]] = {
     "inbox": lambda r: inbox.registration(
         fast=r.fast, authenticator=r.authenticator, max_watchers=r.settings.inbox_max_watchers
     ),
+    "suppressions": lambda r: suppressions.registration(fast=r.fast),
 }
-# Services served wherever another is: the inbox reads what the notifications' deliveries wrote, beside them.
-SERVED_WITH: dict[str, tuple[str, ...]] = {"notifications": ("inbox",)}
+# Services served wherever another is, beside the tables they share: the inbox reads what the notifications'
+# deliveries wrote, and the accept reads the suppressions.
+SERVED_WITH: dict[str, tuple[str, ...]] = {"notifications": ("inbox", "suppressions")}
 
 
 # The services with a Deployment of their own (`clarion serve NAME`): the others are served with one of them.

@@ -40,6 +40,7 @@ SERVICES = {
     "clarion.v1.NotificationService",
     "clarion.v1.AccessService",
     "clarion.v1.InboxService",
+    "clarion.v1.SuppressionService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
 }

@@ -16,6 +16,7 @@ import {
 import { AccessServiceClient } from "./gen/clarion/v1/access";
 import { InboxServiceClient } from "./gen/clarion/v1/inbox";
 import { NotificationServiceClient } from "./gen/clarion/v1/notifications";
+import { SuppressionServiceClient } from "./gen/clarion/v1/suppressions";
 import { TemplateServiceClient } from "./gen/clarion/v1/templates";
 import { UserServiceClient } from "./gen/clarion/v1/users";
 import { BadRequest, type BadRequest_FieldViolation } from "./gen/google/rpc/error_details";
@@ -26,6 +27,7 @@ export * as access from "./gen/clarion/v1/access";
 export * as common from "./gen/clarion/v1/common";
 export * as inbox from "./gen/clarion/v1/inbox";
 export * as notifications from "./gen/clarion/v1/notifications";
+export * as suppressions from "./gen/clarion/v1/suppressions";
 export * as templates from "./gen/clarion/v1/templates";
 export * as users from "./gen/clarion/v1/users";
 export * as errorDetails from "./gen/google/rpc/error_details";
@@ -34,6 +36,7 @@ export {
   InboxServiceClient,
   NotificationServiceClient,
   Status,
+  SuppressionServiceClient,
   TemplateServiceClient,
   UserServiceClient,
 };
@@ -47,6 +50,8 @@ export interface ClarionClients {
   access: AccessServiceClient;
   /** Users' in-app inboxes; with a user token (CreateUserToken) as `apiKey`, that user's inbox only. */
   inbox: InboxServiceClient;
+  /** The project's suppressed addresses. */
+  suppressions: SuppressionServiceClient;
   /** Closes the channel they share. */
   close(): void;
 }
@@ -87,6 +92,7 @@ export function createClients(address: string, options: ConnectOptions = {}): Cl
     notifications: new NotificationServiceClient(address, channelCredentials, shared),
     access: new AccessServiceClient(address, channelCredentials, shared),
     inbox: new InboxServiceClient(address, channelCredentials, shared),
+    suppressions: new SuppressionServiceClient(address, channelCredentials, shared),
     close: () => users.close(),
   };
 }

@@ -11,7 +11,7 @@ defer it again. The content and the recipients stay as planned: what was accepte
 from __future__ import annotations
 
 import uuid
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -47,6 +47,7 @@ def _plan_channel(
     critical: bool,
     send_at: datetime,
     now: datetime,
+    suppressed: Mapping[tuple[str, str], str],
 ) -> NewDelivery:
     def delivery(status: DeliveryStatus, reason: str, payload: dict[str, Any], due_at: datetime) -> NewDelivery:
         return NewDelivery(uuid.uuid4(), notification_id, channel.name, status, reason, payload, due_at)
@@ -56,6 +57,9 @@ def _plan_channel(
     payload = channel.payload(user, rendered)
     if isinstance(payload, Skip):
         return delivery(DeliveryStatus.SKIPPED, payload.reason, {}, now)
+    reason = suppressed.get((channel.name, channel.address_of(user)))
+    if reason is not None:
+        return delivery(DeliveryStatus.SKIPPED, f"suppressed_{reason}", {}, now)
     payload["locale"] = rendered.locale
     if send_at > now:
         # Quiet hours are judged when it falls due (recheck), with the user's settings of that day.
@@ -75,16 +79,30 @@ def plan(
     priority: int,
     send_at: datetime,
     now: datetime,
+    suppressed: Mapping[tuple[str, str], str] | None = None,
 ) -> list[NewDelivery]:
     """One delivery per channel of `channels_of(channels, rendered)`, due at `send_at` (or later, for quiet
-    hours)."""
+    hours); SKIPPED as `suppressed_<reason>` where the user's address on the channel is in `suppressed` (the
+    project's suppressions of the recipients, by channel and address: `recipients`)."""
     critical = priority == notifications_pb2.PRIORITY_CRITICAL
     return [
         _plan_channel(
-            CHANNELS[name], notification_id, user=user, rendered=rendered, critical=critical, send_at=send_at, now=now
+            CHANNELS[name],
+            notification_id,
+            user=user,
+            rendered=rendered,
+            critical=critical,
+            send_at=send_at,
+            now=now,
+            suppressed=suppressed or {},
         )
         for name in channels_of(channels, rendered)
     ]
+
+
+def recipients(user: users_pb2.User) -> list[tuple[str, str]]:
+    """The user's addresses a project may suppress, by channel: what the accept looks up before it plans."""
+    return [(name, address) for name, channel in CHANNELS.items() if (address := channel.address_of(user))]
 
 
 def recheck(deferred: Deferred, user: users_pb2.User | None, *, now: datetime) -> Rechecked:

@@ -25,7 +25,7 @@ from clarion.gateway.descriptors import (
     service_names,
 )
 from clarion.gateway.openapi import render_openapi
-from clarion.v1 import access_pb2, inbox_pb2, notifications_pb2, templates_pb2, users_pb2
+from clarion.v1 import access_pb2, inbox_pb2, notifications_pb2, suppressions_pb2, templates_pb2, users_pb2
 
 CONFIG_FILE = "envoy.yaml"
 DESCRIPTOR_FILE = "gateway.binpb"
@@ -67,10 +67,12 @@ UPSTREAMS = (
         "notifications",
         "notifications",
         GRPC_PORT,
-        # The notifications Deployment serves InboxService beside NotificationService (clarion.app.SERVED_WITH).
+        # The notifications Deployment serves InboxService and SuppressionService beside NotificationService
+        # (clarion.app.SERVED_WITH).
         (
             notifications_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
             inbox_pb2.DESCRIPTOR.services_by_name["InboxService"].full_name,
+            suppressions_pb2.DESCRIPTOR.services_by_name["SuppressionService"].full_name,
         ),
     ),
 )

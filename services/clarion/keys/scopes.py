@@ -82,6 +82,11 @@ SERVICE_SCOPES: Mapping[str, Mapping[str, Scope]] = {
         "MarkInboxMessages": Scope.SEND,
         "WatchInbox": Scope.SEND,
     },
+    "clarion.v1.SuppressionService": {
+        "ListSuppressions": Scope.SEND,
+        "CreateSuppression": Scope.SEND,
+        "DeleteSuppression": Scope.SEND,
+    },
     "clarion.v1.TemplateService": {
         "CreateTemplate": Scope.MANAGE,
         "GetTemplate": Scope.MANAGE,
@@ -111,6 +116,7 @@ READ_METHODS = frozenset(
         "InboxService/ListInboxMessages",
         "InboxService/GetUnreadCount",
         "InboxService/WatchInbox",
+        "SuppressionService/ListSuppressions",
         "UserService/GetUser",
         "UserService/BatchGetUsers",
         "UserService/ListUsers",

@@ -6,6 +6,7 @@ import hashlib
 import json
 import re
 import uuid
+from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any
@@ -46,6 +47,7 @@ from clarion.notifications.convert import (
     notification_to_proto,
     stats_to_proto,
 )
+from clarion.suppressions import store as suppressions
 from clarion.templates.content import check_key
 from clarion.templates.rendering import normalize_data
 from clarion.users.repository import user_not_found
@@ -209,9 +211,11 @@ def _accepted(
     *,
     now: datetime,
     project: str,
+    suppressed: Mapping[tuple[str, str], str],
 ) -> store.Accepted:
-    """The notification to record and its deliveries (clarion.delivery.planning), given its user and its
-    rendering; INVALID_ARGUMENT when the template has none of the channels asked for."""
+    """The notification to record and its deliveries (clarion.delivery.planning), given its user, its rendering and
+    the project's suppressions of the user's addresses; INVALID_ARGUMENT when the template has none of the channels
+    asked for."""
     request, channels = checked.request, checked.channels
     offered = {name for name, channel in REGISTRY.items() if channel.has_content(rendered)}
     if channels and not offered.intersection(channels):
@@ -227,6 +231,7 @@ def _accepted(
         priority=checked.priority,
         send_at=checked.due,
         now=now,
+        suppressed=suppressed,
     )
     record = store.NotificationRecord(
         id=notification_id,
@@ -298,7 +303,8 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
                 locale=request.locale or user.preferred_language,
                 data=checked.data,
             )
-            accepted = _accepted(checked, user, rendered, now=now, project=project)
+            suppressed = await self._suppressed(project, planning.recipients(user))
+            accepted = _accepted(checked, user, rendered, now=now, project=project, suppressed=suppressed)
         except ClarionError:
             holder = await self._key_holder(project, key) if key else None
             if holder is None:
@@ -415,15 +421,23 @@ class NotificationServicer(notifications_pb2_grpc.NotificationServiceServicer):
             ],
             field_prefix={"data": "message_data"},
         )
+        suppressed = await self._suppressed(project, [r for _, _, user in wanted for r in planning.recipients(user)])
         accepted: dict[int, store.Accepted] = {}
         for (index, c, user), rendered in zip(wanted, renders, strict=True):
             try:
                 if isinstance(rendered, ClarionError):
                     raise rendered
-                accepted[index] = _accepted(c, user, rendered, now=now, project=project)
+                accepted[index] = _accepted(c, user, rendered, now=now, project=project, suppressed=suppressed)
             except ClarionError as exc:
                 outcomes[index] = exc
         return accepted
+
+    async def _suppressed(self, project: str, recipients: list[tuple[str, str]]) -> Mapping[tuple[str, str], str]:
+        """The project's suppressions among the recipients' addresses (one round trip; none without addresses)."""
+        if not recipients:
+            return {}
+        async with self._fast.connection() as connection:
+            return await suppressions.suppressed(connection, project, recipients)
 
     async def _answer_held_keys(
         self,

@@ -51,6 +51,7 @@ CLARION_SERVICES = (
     "clarion.v1.NotificationService",
     "clarion.v1.AccessService",
     "clarion.v1.InboxService",
+    "clarion.v1.SuppressionService",
 )
 
 

@@ -38,7 +38,7 @@ from clarion.keys.tokens import (
     parse_key,
     require_pepper,
 )
-from clarion.v1 import access_pb2, inbox_pb2, notifications_pb2, templates_pb2, users_pb2
+from clarion.v1 import access_pb2, inbox_pb2, notifications_pb2, suppressions_pb2, templates_pb2, users_pb2
 
 PEPPER = SecretStr("unit-test-pepper-0123456789abcdef-0123456789")
 
@@ -46,7 +46,7 @@ PEPPER = SecretStr("unit-test-pepper-0123456789abcdef-0123456789")
 def contract_methods() -> dict[str, str]:
     """Every RPC of the contracts, as `/package.Service/Method` → service name."""
     methods = {}
-    for module in (users_pb2, templates_pb2, notifications_pb2, access_pb2, inbox_pb2):
+    for module in (users_pb2, templates_pb2, notifications_pb2, access_pb2, inbox_pb2, suppressions_pb2):
         for service in module.DESCRIPTOR.services_by_name.values():
             for method in service.methods:
                 methods[f"/{service.full_name}/{method.name}"] = service.full_name

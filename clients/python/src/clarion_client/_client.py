@@ -21,6 +21,7 @@ from clarion.v1 import (
     inbox_pb2_grpc,
     notifications_pb2,
     notifications_pb2_grpc,
+    suppressions_pb2_grpc,
     templates_pb2_grpc,
     users_pb2_grpc,
 )
@@ -32,6 +33,7 @@ SERVICES = (
     "clarion.v1.NotificationService",
     "clarion.v1.AccessService",
     "clarion.v1.InboxService",
+    "clarion.v1.SuppressionService",
 )
 
 
@@ -236,6 +238,7 @@ class Client:
         self.notifications = notifications_pb2_grpc.NotificationServiceStub(channel)
         self.access = access_pb2_grpc.AccessServiceStub(channel)
         self.inbox = inbox_pb2_grpc.InboxServiceStub(channel)
+        self.suppressions = suppressions_pb2_grpc.SuppressionServiceStub(channel)
 
     def send_notification(
         self,
@@ -305,6 +308,7 @@ class AsyncClient:
         self.notifications = notifications_pb2_grpc.NotificationServiceStub(self._channel)
         self.access = access_pb2_grpc.AccessServiceStub(self._channel)
         self.inbox = inbox_pb2_grpc.InboxServiceStub(self._channel)
+        self.suppressions = suppressions_pb2_grpc.SuppressionServiceStub(self._channel)
 
     async def send_notification(
         self,

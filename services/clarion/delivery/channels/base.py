@@ -79,6 +79,11 @@ class Channel(ABC):
         on = getattr(preferences, self.switch) if preferences.HasField(self.switch) else True  # type: ignore[arg-type]
         return None if on else Skip(f"{self.name}_disabled_by_user")
 
+    def address_of(self, user: users_pb2.User) -> str:
+        """The user's address on this channel as a project may suppress it (clarion.suppressions): "" for a channel
+        without one (push goes to devices, in-app to the user)."""
+        return ""
+
     @abstractmethod
     def payload(self, user: users_pb2.User, rendered: templates_pb2.RenderTemplateResponse) -> dict[str, Any] | Skip:
         """The delivery's stored payload (recipients and rendered content, JSON-able), or why the channel does not

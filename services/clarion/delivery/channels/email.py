@@ -21,6 +21,10 @@ class EmailChannel(Channel):
     content = "email"
     switch = "email_enabled"
 
+    def address_of(self, user: users_pb2.User) -> str:
+        # Compared without regard to case: suppressions hold addresses in lower case.
+        return user.email_address.lower()
+
     def payload(self, user: users_pb2.User, rendered: templates_pb2.RenderTemplateResponse) -> dict[str, Any] | Skip:
         if refused := self.refuses(user):
             return refused

@@ -24,6 +24,9 @@ class SmsChannel(Channel):
     content = "sms"
     switch = "sms_enabled"
 
+    def address_of(self, user: users_pb2.User) -> str:
+        return user.phone_number
+
     def payload(self, user: users_pb2.User, rendered: templates_pb2.RenderTemplateResponse) -> dict[str, Any] | Skip:
         if refused := self.refuses(user):
             return refused
