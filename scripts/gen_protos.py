@@ -30,7 +30,7 @@ BIN_DIR = Path(sys.executable).parent
 # Only what our contracts import, plus google/rpc for Envoy's error details; the whole of google/api would pull in
 # files that import protos the wheel does not ship.
 GOOGLEAPIS_FILES = {
-    google.api: ["annotations.proto", "http.proto", "field_behavior.proto"],
+    google.api: ["annotations.proto", "http.proto", "field_behavior.proto", "httpbody.proto"],
     google.rpc: ["status.proto", "error_details.proto", "code.proto"],
 }
 

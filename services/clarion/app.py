@@ -31,6 +31,7 @@ from clarion.keys.repository import SqlKeyStore
 from clarion.notifications import servicer as notifications
 from clarion.notifications.clients import ServiceClients, TemplateRendering, UserLookup
 from clarion.notifications.dispatcher import Dispatcher
+from clarion.provider_events import servicer as provider_events
 from clarion.suppressions import servicer as suppressions
 from clarion.templates import servicer as templates
 from clarion.templates.isolation import TemplateProcesses
@@ -120,10 +121,11 @@ SERVICES: dict[str, Callable[[Resources], ServiceRegistration]] = {
         fast=r.fast, authenticator=r.authenticator, max_watchers=r.settings.inbox_max_watchers
     ),
     "suppressions": lambda r: suppressions.registration(fast=r.fast),
+    "provider_events": lambda r: provider_events.registration(fast=r.fast, settings=r.settings),
 }
 # Services served wherever another is, beside the tables they share: the inbox reads what the notifications'
-# deliveries wrote, and the accept reads the suppressions.
-SERVED_WITH: dict[str, tuple[str, ...]] = {"notifications": ("inbox", "suppressions")}
+# deliveries wrote, the accept reads the suppressions, and providers' events move those deliveries on.
+SERVED_WITH: dict[str, tuple[str, ...]] = {"notifications": ("inbox", "suppressions", "provider_events")}
 
 
 # The services with a Deployment of their own (`clarion serve NAME`): the others are served with one of them.

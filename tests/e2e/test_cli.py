@@ -41,6 +41,7 @@ SERVICES = {
     "clarion.v1.AccessService",
     "clarion.v1.InboxService",
     "clarion.v1.SuppressionService",
+    "clarion.v1.ProviderEventService",
     "grpc.health.v1.Health",
     "grpc.reflection.v1alpha.ServerReflection",
 }

@@ -140,6 +140,11 @@ class Settings(BaseSettings):
     twilio_messaging_service_sid: str | None = None
     # Twilio's API root; overridable so tests can aim the client at a fake.
     twilio_base_url: str = "https://api.twilio.com"
+    # SendGrid's Signed Event Webhook: its verification key (base64 DER as SendGrid shows it, or PEM). Unset: the
+    # events endpoint refuses every post (FAILED_PRECONDITION).
+    sendgrid_webhook_public_key: str | None = None
+    # A provider's signed post is refused when its timestamp is further than this from now (replays).
+    provider_events_max_age_s: float = Field(default=600.0, ge=30, le=86_400)
     # --- end of delivery providers ---
 
     # --- API keys and rate limits (read by clarion.keys.auth) ---

@@ -65,6 +65,10 @@ class DeliveryStatus(_Contracted):
     FAILED = "failed"
     SKIPPED = "skipped"
     CANCELLED = "cancelled"
+    # What the provider reported after it accepted the message (clarion.events): SENT moves on to these.
+    DELIVERED = "delivered"
+    BOUNCED = "bounced"
+    DROPPED = "dropped"
 
 
 class AttemptOutcome(_Contracted):
@@ -98,9 +102,21 @@ def sql(*values: StrEnum) -> str:
 
 
 PENDING_NOTIFICATION_STATUSES = (NotificationStatus.ACCEPTED, NotificationStatus.SCHEDULED)
+# Final: no component owns them, though a provider's report still moves SENT on (and DELIVERED to BOUNCED).
 FINAL_DELIVERY_STATUSES = frozenset(
-    {DeliveryStatus.SENT, DeliveryStatus.FAILED, DeliveryStatus.SKIPPED, DeliveryStatus.CANCELLED}
+    {
+        DeliveryStatus.SENT,
+        DeliveryStatus.FAILED,
+        DeliveryStatus.SKIPPED,
+        DeliveryStatus.CANCELLED,
+        DeliveryStatus.DELIVERED,
+        DeliveryStatus.BOUNCED,
+        DeliveryStatus.DROPPED,
+    }
 )
+# What a notification's status counts as sent, and as failed.
+REACHED_DELIVERY_STATUSES = frozenset({DeliveryStatus.SENT, DeliveryStatus.DELIVERED})
+REFUSED_DELIVERY_STATUSES = frozenset({DeliveryStatus.FAILED, DeliveryStatus.BOUNCED, DeliveryStatus.DROPPED})
 UNFINISHED_DELIVERY_STATUSES = frozenset(DeliveryStatus) - FINAL_DELIVERY_STATUSES
 
 
@@ -112,6 +128,7 @@ class Component(StrEnum):
     WORKER = "worker"  # delivery/consumer.py (statements: store/outcomes.py): claims and settles deliveries
     SWEEPER = "sweeper"  # delivery/sweeper.py: takes back what nothing works on any more
     CLIENT = "client"  # CancelNotification, ReplayDeadLetters
+    PROVIDER = "provider"  # clarion/events: what a provider reports about a message it accepted (SendGrid's events)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,6 +168,11 @@ DELIVERY_MOVES: tuple[Move, ...] = (
     Move(_D.QUEUED, _D.CANCELLED, Component.CLIENT, "cancelled before a worker claimed it (again)"),
     Move(_D.RETRYING, _D.CANCELLED, Component.CLIENT, "cancelled between attempts"),
     Move(_D.FAILED, _D.QUEUED, Component.CLIENT, "a dead letter replayed"),
+    Move(_D.SENT, _D.DELIVERED, Component.PROVIDER, "the recipient's server accepted it"),
+    Move(_D.SENT, _D.BOUNCED, Component.PROVIDER, "the recipient's server refused it"),
+    Move(_D.SENT, _D.DROPPED, Component.PROVIDER, "the provider dropped it without trying"),
+    # A bounce can come after the delivery was reported (an asynchronous bounce): the later report wins.
+    Move(_D.DELIVERED, _D.BOUNCED, Component.PROVIDER, "refused after all: an asynchronous bounce"),
 )
 _LEGAL = {(move.before, move.after, move.by): move for move in DELIVERY_MOVES}
 
@@ -249,7 +271,8 @@ def derive_notification_status(delivery_statuses: Iterable[str], *, reason: str 
         return NotificationStatus.FAILED if reason else NotificationStatus.SKIPPED
     if UNFINISHED_DELIVERY_STATUSES.intersection(statuses):
         return NotificationStatus.IN_PROGRESS
-    sent, failed = statuses.count(DeliveryStatus.SENT), statuses.count(DeliveryStatus.FAILED)
+    sent = sum(status in REACHED_DELIVERY_STATUSES for status in statuses)
+    failed = sum(status in REFUSED_DELIVERY_STATUSES for status in statuses)
     if sent and failed:
         return NotificationStatus.PARTIALLY_SENT
     if sent:

@@ -25,7 +25,15 @@ from clarion.gateway.descriptors import (
     service_names,
 )
 from clarion.gateway.openapi import render_openapi
-from clarion.v1 import access_pb2, inbox_pb2, notifications_pb2, suppressions_pb2, templates_pb2, users_pb2
+from clarion.v1 import (
+    access_pb2,
+    inbox_pb2,
+    notifications_pb2,
+    provider_events_pb2,
+    suppressions_pb2,
+    templates_pb2,
+    users_pb2,
+)
 
 CONFIG_FILE = "envoy.yaml"
 DESCRIPTOR_FILE = "gateway.binpb"
@@ -67,12 +75,13 @@ UPSTREAMS = (
         "notifications",
         "notifications",
         GRPC_PORT,
-        # The notifications Deployment serves InboxService and SuppressionService beside NotificationService
-        # (clarion.app.SERVED_WITH).
+        # The notifications Deployment serves InboxService, SuppressionService and ProviderEventService beside
+        # NotificationService (clarion.app.SERVED_WITH).
         (
             notifications_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
             inbox_pb2.DESCRIPTOR.services_by_name["InboxService"].full_name,
             suppressions_pb2.DESCRIPTOR.services_by_name["SuppressionService"].full_name,
+            provider_events_pb2.DESCRIPTOR.services_by_name["ProviderEventService"].full_name,
         ),
     ),
 )

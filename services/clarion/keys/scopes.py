@@ -153,11 +153,15 @@ def allowed_methods(held: frozenset[str]) -> list[str]:
     return sorted(method.lstrip("/") for method in {*METHOD_SCOPES, *KEY_ONLY_METHODS} if permits(held, method))
 
 
+# Methods called without an API key, each authenticated by other means: the providers' signed webhooks.
+OPEN_METHODS = frozenset({"/clarion.v1.ProviderEventService/ReceiveSendGridEvents"})
+
+
 def required_scope(method: str) -> Scope | None:
     """The scope a full gRPC method name (`/clarion.v1.UserService/GetUser`) needs; None for open services. A
     method of KEY_ONLY_METHODS needs a key and no scope: `permits` says so, and this answers the narrowest, `read`."""
     service = method.split("/")[1] if method.count("/") == 2 else ""
-    if service in OPEN_SERVICES:
+    if service in OPEN_SERVICES or method in OPEN_METHODS:
         return None
     if method in KEY_ONLY_METHODS:
         return Scope.READ

@@ -52,6 +52,7 @@ CLARION_SERVICES = (
     "clarion.v1.AccessService",
     "clarion.v1.InboxService",
     "clarion.v1.SuppressionService",
+    "clarion.v1.ProviderEventService",
 )
 
 

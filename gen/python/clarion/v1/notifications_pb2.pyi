@@ -127,6 +127,16 @@ class _DeliveryStatusEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_Delive
     """Not attempted, for the reason in `status_reason`."""
     DELIVERY_STATUS_CANCELLED: _DeliveryStatus.ValueType  # 7
     """Cancelled before it was sent."""
+    DELIVERY_STATUS_DELIVERED: _DeliveryStatus.ValueType  # 8
+    """Sent, and the provider reports that the recipient's server accepted it (SendGrid's `delivered` event)."""
+    DELIVERY_STATUS_BOUNCED: _DeliveryStatus.ValueType  # 9
+    """Sent, and the provider reports that the recipient's server refused it (a bounce, or a block); a hard bounce
+    also suppresses the address (SuppressionService).
+    """
+    DELIVERY_STATUS_DROPPED: _DeliveryStatus.ValueType  # 10
+    """Sent, and the provider reports that it dropped the message without trying (SendGrid's `dropped` event: an
+    address on its own suppression lists, an invalid message).
+    """
 
 class DeliveryStatus(_DeliveryStatus, metaclass=_DeliveryStatusEnumTypeWrapper):
     """Where one channel's delivery stands."""
@@ -147,6 +157,16 @@ DELIVERY_STATUS_SKIPPED: DeliveryStatus.ValueType  # 6
 """Not attempted, for the reason in `status_reason`."""
 DELIVERY_STATUS_CANCELLED: DeliveryStatus.ValueType  # 7
 """Cancelled before it was sent."""
+DELIVERY_STATUS_DELIVERED: DeliveryStatus.ValueType  # 8
+"""Sent, and the provider reports that the recipient's server accepted it (SendGrid's `delivered` event)."""
+DELIVERY_STATUS_BOUNCED: DeliveryStatus.ValueType  # 9
+"""Sent, and the provider reports that the recipient's server refused it (a bounce, or a block); a hard bounce
+also suppresses the address (SuppressionService).
+"""
+DELIVERY_STATUS_DROPPED: DeliveryStatus.ValueType  # 10
+"""Sent, and the provider reports that it dropped the message without trying (SendGrid's `dropped` event: an
+address on its own suppression lists, an invalid message).
+"""
 Global___DeliveryStatus: _TypeAlias = DeliveryStatus  # noqa: Y015
 
 class _AttemptOutcome:
@@ -957,6 +977,9 @@ class DeliveryStatsGroup(_message.Message):
     SUCCESS_RATE_FIELD_NUMBER: _builtins.int
     TIME_TO_SEND_P50_FIELD_NUMBER: _builtins.int
     TIME_TO_SEND_P95_FIELD_NUMBER: _builtins.int
+    DELIVERED_FIELD_NUMBER: _builtins.int
+    BOUNCED_FIELD_NUMBER: _builtins.int
+    DROPPED_FIELD_NUMBER: _builtins.int
     channel: _common_pb2.Channel.ValueType
     """The slice's channel; unspecified in `totals` and in provider slices."""
     provider: _builtins.str
@@ -978,9 +1001,16 @@ class DeliveryStatsGroup(_message.Message):
     cancelled: _builtins.int
     """Cancelled before they were sent."""
     success_rate: _builtins.float
-    """sent / (sent + failed): the share of finished attempts that reached the provider, from 0 to 1. 0 when nothing
-    has finished (sent + failed = 0).
+    """(sent + delivered) / (sent + delivered + failed + bounced + dropped): the share of finished deliveries that
+    reached the provider and were not reported refused, from 0 to 1; where the provider reports outcomes (SendGrid's
+    events), a bounce counts against it. 0 when nothing has finished.
     """
+    delivered: _builtins.int
+    """Reported delivered by the provider (counted as sent in the success rate)."""
+    bounced: _builtins.int
+    """Reported bounced by the provider (counted as failed in the success rate)."""
+    dropped: _builtins.int
+    """Reported dropped by the provider (counted as failed in the success rate)."""
     @_builtins.property
     def time_to_send_p50(self) -> _duration_pb2.Duration:
         """The median time from the notification's acceptance to the provider accepting the delivery, over the sent
@@ -1007,10 +1037,13 @@ class DeliveryStatsGroup(_message.Message):
         success_rate: _builtins.float = ...,
         time_to_send_p50: _duration_pb2.Duration | None = ...,
         time_to_send_p95: _duration_pb2.Duration | None = ...,
+        delivered: _builtins.int = ...,
+        bounced: _builtins.int = ...,
+        dropped: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["time_to_send_p50", b"time_to_send_p50", "time_to_send_p95", b"time_to_send_p95"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["cancelled", b"cancelled", "channel", b"channel", "failed", b"failed", "provider", b"provider", "queued", b"queued", "retrying", b"retrying", "sending", b"sending", "sent", b"sent", "skipped", b"skipped", "success_rate", b"success_rate", "time_to_send_p50", b"time_to_send_p50", "time_to_send_p95", b"time_to_send_p95", "total", b"total"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bounced", b"bounced", "cancelled", b"cancelled", "channel", b"channel", "delivered", b"delivered", "dropped", b"dropped", "failed", b"failed", "provider", b"provider", "queued", b"queued", "retrying", b"retrying", "sending", b"sending", "sent", b"sent", "skipped", b"skipped", "success_rate", b"success_rate", "time_to_send_p50", b"time_to_send_p50", "time_to_send_p95", b"time_to_send_p95", "total", b"total"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

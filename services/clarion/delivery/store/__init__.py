@@ -8,6 +8,7 @@ schema for the migrations and nothing more.
 - `outcomes`: the workers' claims and outcomes, and the sweeper's releases.
 - `reads`: what the API and the operators' commands read (a notification's view, lists, dead letters, stats).
 - `control`: the clients' changes (cancel, replay a dead letter).
+- `reports`: what providers report after they accepted a delivery (delivered, bounced, dropped).
 
 Lock order, for every transaction that locks more than one row: notifications before deliveries, and several rows
 of one table in id order. The dispatcher's and the sweeper's claims take rows with SKIP LOCKED and so never wait; a
@@ -59,6 +60,7 @@ from clarion.delivery.store.relay import (
     relay_backlog,
     set_published,
 )
+from clarion.delivery.store.reports import Report, Reported, apply_reports
 
 __all__ = [
     "DISPATCH_CHANNEL",
@@ -78,8 +80,11 @@ __all__ = [
     "NotificationView",
     "Outcome",
     "Rechecked",
+    "Report",
+    "Reported",
     "StatsGroup",
     "Unpublished",
+    "apply_reports",
     "cancel",
     "claim_due",
     "claim_many",

@@ -15,7 +15,12 @@ from typing import Any, Self
 
 import asyncpg
 
-from clarion.delivery.lifecycle import DeliveryStatus, sql
+from clarion.delivery.lifecycle import (
+    REACHED_DELIVERY_STATUSES,
+    REFUSED_DELIVERY_STATUSES,
+    DeliveryStatus,
+    sql,
+)
 
 
 def _columns(record: type, prefix: str = "") -> str:
@@ -296,13 +301,15 @@ class StatsGroup:
 
     @property
     def finished(self) -> int:
-        """Deliveries that came to an end at a provider: sent or failed."""
-        return self.counts[DeliveryStatus.SENT] + self.counts[DeliveryStatus.FAILED]
+        """Deliveries that came to an end at a provider: sent (or reported delivered), or failed (or reported
+        bounced or dropped)."""
+        return sum(self.counts[s] for s in (*REACHED_DELIVERY_STATUSES, *REFUSED_DELIVERY_STATUSES))
 
     @property
     def success_rate(self) -> float:
-        """sent / (sent + failed); 0 when nothing has finished."""
-        return self.counts[DeliveryStatus.SENT] / self.finished if self.finished else 0.0
+        """(sent + delivered) / finished; 0 when nothing has finished."""
+        reached = sum(self.counts[s] for s in REACHED_DELIVERY_STATUSES)
+        return reached / self.finished if self.finished else 0.0
 
 
 @dataclass(frozen=True, slots=True)
@@ -329,7 +336,7 @@ _STATS_COLUMNS = ", ".join(
         *(f"count(*) FILTER (WHERE d.status = {sql(status)}) AS {status.value}" for status in STATUSES),
         *(
             f"percentile_cont({fraction}) WITHIN GROUP (ORDER BY {_SECONDS_TO_SEND}) "
-            f"FILTER (WHERE d.status = {sql(DeliveryStatus.SENT)}) AS {name}"
+            f"FILTER (WHERE d.status IN ({sql(*REACHED_DELIVERY_STATUSES)}, {sql(DeliveryStatus.BOUNCED)})) AS {name}"
             for name, fraction in (("p50", 0.5), ("p95", 0.95))
         ),
     ]

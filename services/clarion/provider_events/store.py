@@ -1,0 +1,43 @@
+"""Every statement on provider_events: each event kept once, by the provider's own id."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Sequence
+
+import asyncpg
+
+from clarion.provider_events.sendgrid import Event
+
+
+async def record(connection: asyncpg.Connection, provider: str, events: Sequence[Event]) -> set[str]:
+    """Keep the events not seen before (not applied yet); the ids of those, in the caller's transaction."""
+    if not events:
+        return set()
+    rows = await connection.fetch(
+        """
+        INSERT INTO provider_events (provider, event_id, delivery_id, event, occurred_at, applied, detail)
+        SELECT $1, e.event_id, e.delivery_id, e.event, e.occurred_at, false, e.detail::jsonb
+        FROM unnest($2::varchar[], $3::uuid[], $4::varchar[], $5::timestamptz[], $6::text[])
+            AS e(event_id, delivery_id, event, occurred_at, detail)
+        ON CONFLICT (provider, event_id) DO NOTHING
+        RETURNING event_id
+        """,
+        provider,
+        [e.event_id for e in events],
+        [e.delivery_id for e in events],
+        [e.event for e in events],
+        [e.occurred_at for e in events],
+        [json.dumps(e.detail, separators=(",", ":")) for e in events],
+    )
+    return {row["event_id"] for row in rows}
+
+
+async def mark_applied(connection: asyncpg.Connection, provider: str, event_ids: Sequence[str]) -> None:
+    """Note which events changed something."""
+    if event_ids:
+        await connection.execute(
+            "UPDATE provider_events SET applied = true WHERE provider = $1 AND event_id = ANY($2::varchar[])",
+            provider,
+            list(event_ids),
+        )
