@@ -4,8 +4,9 @@ pinned in the deliveries; each channel says what it needs from the user (clarion
 quiet hours defer a delivery unless the notification is critical.
 
 A delivery due later (a scheduled send, or quiet hours) is checked again when it falls due (`recheck`): a channel
-the user switched off meanwhile, or a user deleted meanwhile, skips it; quiet hours that now cover its due time
-defer it again. The content and the recipients stay as planned: what was accepted is what is sent.
+the user switched off meanwhile, an address suppressed meanwhile, or a user deleted meanwhile, skips it; quiet hours
+that now cover its due time defer it again. The content and the recipients stay as planned: what was accepted is
+what is sent.
 """
 
 from __future__ import annotations
@@ -105,18 +106,29 @@ def recipients(user: users_pb2.User) -> list[tuple[str, str]]:
     return [(name, address) for name, channel in CHANNELS.items() if (address := channel.address_of(user))]
 
 
-def recheck(deferred: Deferred, user: users_pb2.User | None, *, now: datetime) -> Rechecked:
-    """What a deferred delivery that fell due at `now` becomes, for `user` as they are now (None: deleted): published
-    now (QUEUED, no reason), held again (QUEUED, QUIET_HOURS, a later due time) or SKIPPED with a reason."""
+def recheck(
+    deferred: Deferred,
+    user: users_pb2.User | None,
+    *,
+    now: datetime,
+    suppressed: Mapping[tuple[str, str], str] | None = None,
+) -> Rechecked:
+    """What a deferred delivery that fell due at `now` becomes, for `user` as they are now (None: deleted) and its
+    project's suppressions of the user's addresses (`suppressed`, as for `plan`): published now (QUEUED, no reason),
+    held again (QUEUED, QUIET_HOURS, a later due time) or SKIPPED with a reason."""
 
     def becomes(status: DeliveryStatus, reason: str, due_at: datetime) -> Rechecked:
         return Rechecked(deferred, status, reason, due_at)
 
     if user is None:
         return becomes(DeliveryStatus.SKIPPED, "user_not_found", now)
-    refused = CHANNELS[deferred.channel].refuses(user)
+    channel = CHANNELS[deferred.channel]
+    refused = channel.refuses(user)
     if refused is not None:
         return becomes(DeliveryStatus.SKIPPED, refused.reason, now)
+    reason = (suppressed or {}).get((channel.name, channel.address_of(user)))
+    if reason is not None:
+        return becomes(DeliveryStatus.SKIPPED, f"suppressed_{reason}", now)
     quiet_end = _quiet_until(user, now, critical=deferred.priority == notifications_pb2.PRIORITY_CRITICAL)
     if quiet_end is not None:
         return becomes(DeliveryStatus.QUEUED, QUIET_HOURS, quiet_end)

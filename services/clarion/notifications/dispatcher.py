@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from typing import Any
@@ -37,6 +37,8 @@ from clarion.delivery.lifecycle import DeliveryStatus, derive_notification_statu
 from clarion.delivery.queues import CHANNEL_QUEUES, FAILED_QUEUE
 from clarion.delivery.tasks import task_message
 from clarion.notifications.clients import ServiceClients, render_request
+from clarion.suppressions import store as suppressions
+from clarion.v1 import users_pb2
 
 log = get_logger(__name__)
 
@@ -134,13 +136,35 @@ class Dispatcher:
         except Unavailable as exc:
             log.warning("recheck_deferred", deliveries=len(due), why=exc.message)
             return 0
-        rechecked = [planning.recheck(deferred, users.get(deferred.user_id), now=now) for deferred in due]
+        suppressed = await self._suppressed(due, users)
+        rechecked = [
+            planning.recheck(
+                deferred, users.get(deferred.user_id), now=now, suppressed=suppressed.get(deferred.project_id)
+            )
+            for deferred in due
+        ]
         async with self._fast.connection() as connection:
             await store.record_rechecks(connection, rechecked, now)
         for r in rechecked:
             if r.status == DeliveryStatus.SKIPPED:
                 DELIVERIES_SKIPPED.labels(channel=r.deferred.channel, reason=r.reason).inc()
         return len(rechecked)
+
+    async def _suppressed(
+        self, due: list[store.Deferred], users: Mapping[str, users_pb2.User]
+    ) -> dict[str, Mapping[tuple[str, str], str]]:
+        """Each project's suppressions among the addresses of its deferred deliveries' users (a query per project
+        in the batch; none without addresses)."""
+        wanted: dict[str, set[tuple[str, str]]] = {}
+        for deferred in due:
+            if (user := users.get(deferred.user_id)) is not None:
+                wanted.setdefault(deferred.project_id, set()).update(planning.recipients(user))
+        found: dict[str, Mapping[tuple[str, str], str]] = {}
+        async with self._fast.connection() as connection:
+            for project, recipients in wanted.items():
+                if recipients:
+                    found[project] = await suppressions.suppressed(connection, project, recipients)
+        return found
 
     async def dispatch_due(self) -> int:
         """Plan and write the deliveries of up to a batch of due notifications an earlier release accepted without

@@ -22,7 +22,14 @@ from clarion.delivery.queues import EMAIL_QUEUE, PUSH_QUEUE, TOPOLOGY
 from clarion.delivery.tasks import TASK_CONTENT_TYPE, read_task
 from clarion.notifications import models as m
 from clarion.notifications.dispatcher import Dispatcher
-from clarion.v1 import common_pb2, notifications_pb2, templates_pb2, users_pb2
+from clarion.v1 import (
+    common_pb2,
+    notifications_pb2,
+    suppressions_pb2,
+    suppressions_pb2_grpc,
+    templates_pb2,
+    users_pb2,
+)
 from tests.conftest import free_port
 from tests.helpers import notification_row
 from tests.integration.conftest import RunningClarion
@@ -247,6 +254,31 @@ async def test_a_deferred_delivery_is_checked_again_when_it_falls_due(
             "email_disabled_by_user",
         )
         assert notification.status == notifications_pb2.NOTIFICATION_STATUS_SKIPPED
+    assert await drain(broker, EMAIL_QUEUE, expect=0) == []
+
+
+async def test_a_scheduled_send_to_an_address_suppressed_meanwhile_is_skipped(
+    clarion_with_template: RunningClarion, broker: Broker
+) -> None:
+    clarion = clarion_with_template
+    user_id = await make_user(clarion, email_address="Later@Example.com")
+    later = datetime.now(UTC) + timedelta(hours=1)
+    notification_id = await send(clarion, user_id, send_at=later, channels=[1])
+    await suppressions_pb2_grpc.SuppressionServiceStub(clarion.channel).CreateSuppression(
+        suppressions_pb2.CreateSuppressionRequest(
+            suppression={
+                "channel": "CHANNEL_EMAIL",
+                "address": "later@example.com",
+                "reason": "SUPPRESSION_REASON_UNSUBSCRIBE",
+            }
+        ),
+        timeout=10,
+    )
+    assert await dispatcher_for(clarion, broker, Clock(later)).run_once() == (1, 0)
+    notification = await get(clarion, notification_id)
+    assert [(d.status, d.status_reason) for d in notification.deliveries] == [
+        (notifications_pb2.DELIVERY_STATUS_SKIPPED, "suppressed_unsubscribe")
+    ]
     assert await drain(broker, EMAIL_QUEUE, expect=0) == []
 
 

@@ -139,7 +139,7 @@ FOR UPDATE OF d SKIP LOCKED
 # Deferred deliveries that fell due, to be checked again before they are published (no lock: record_rechecks
 # changes only those still as read).
 _DEFERRED_DUE = f"""
-SELECT d.id, d.notification_id, d.channel, d.status_reason, n.user_id, n.priority
+SELECT d.id, d.notification_id, d.channel, d.status_reason, n.user_id, n.priority, n.project_id
 FROM deliveries d JOIN notifications n ON n.id = d.notification_id
 WHERE d.status = {sql(DeliveryStatus.QUEUED)} AND d.published_at IS NULL AND d.due_at <= $1
     AND d.status_reason IN ({_DEFERRED})
@@ -203,6 +203,7 @@ class Deferred:
     reason: str
     user_id: str
     priority: int
+    project_id: str = "default"
 
 
 @dataclass(frozen=True, slots=True)
@@ -220,7 +221,13 @@ async def deferred_due(connection: asyncpg.Connection, now: datetime, limit: int
     """Up to `limit` deferred deliveries that fell due by `now`, oldest first."""
     return [
         Deferred(
-            row["id"], row["notification_id"], row["channel"], row["status_reason"], row["user_id"], row["priority"]
+            row["id"],
+            row["notification_id"],
+            row["channel"],
+            row["status_reason"],
+            row["user_id"],
+            row["priority"],
+            row["project_id"],
         )
         for row in await connection.fetch(_DEFERRED_DUE, now, limit)
     ]
