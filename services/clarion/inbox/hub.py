@@ -23,9 +23,11 @@ class InboxHub:
     """Watchers by user id. `watch` refuses (RESOURCE_EXHAUSTED) beyond `max_watchers` in this process: each holds
     a stream open, and the edge's own stream limits are per cluster, not per user."""
 
-    def __init__(self, dsn: str, *, max_watchers: int, reconnect_s: float = 2.0) -> None:
+    def __init__(self, dsn: str, *, max_watchers: int, max_per_user: int = 10, reconnect_s: float = 2.0) -> None:
         self._dsn = dsn
         self._max_watchers = max_watchers
+        # One user's streams (a tab each): so that one token cannot take every stream of the process.
+        self._max_per_user = max_per_user
         self._reconnect_s = reconnect_s
         self._watchers: defaultdict[str, set[asyncio.Event]] = defaultdict(set)
         self._count = 0
@@ -46,6 +48,12 @@ class InboxHub:
                 "have room)",
                 retry_after_s=5.0,
                 reason="INBOX_WATCHERS_EXHAUSTED",
+            )
+        if len(self._watchers.get(user_id, ())) >= self._max_per_user:
+            raise ResourceExhausted(
+                f"this user already has {self._max_per_user} inbox streams open here; close one first",
+                retry_after_s=5.0,
+                reason="INBOX_WATCHERS_PER_USER_EXHAUSTED",
             )
         if self._listener is None or self._listener.done():
             self._listener = asyncio.create_task(self._listen(), name="inbox-listen")

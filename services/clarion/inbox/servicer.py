@@ -20,7 +20,7 @@ from typing import Any
 from grpc.aio import ServicerContext
 
 from clarion.core.db import FastPath
-from clarion.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied
+from clarion.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
 from clarion.core.pagination import decode_keyset, encode_page_token, position_int
 from clarion.core.server import ServiceRegistration, service_registration
 from clarion.inbox import store
@@ -62,9 +62,10 @@ class Owner:
     project: str | None
 
 
-def owner_of(user_id: str) -> Owner:
+def owner_of(user_id: str, *, writes: bool = False) -> Owner:
     """The inbox the current call may reach for the request's `user_id`: a user token's own user (PERMISSION_DENIED
-    for another), or with a key the user asked for, in the key's project."""
+    for another), or with a key the user asked for, in the key's project; a key that reads every project
+    (`projects:read_all`) reads every project's messages, but `writes` only in its own."""
     principal = current_caller()
     if principal is not None and principal.user_id:
         if user_id and user_id != principal.user_id:
@@ -76,7 +77,8 @@ def owner_of(user_id: str) -> Owner:
         raise InvalidArgument.for_field("user_id", "is required")
     if len(user_id) > _USER_ID_MAX_CHARS or "\x00" in user_id:
         raise InvalidArgument.for_field("user_id", f"must be at most {_USER_ID_MAX_CHARS} characters, no NUL")
-    return Owner(user_id, caller_project().readable)
+    project = caller_project()
+    return Owner(user_id, project.project_id if writes else project.readable)
 
 
 def _cursor(text: str) -> int | None:
@@ -190,7 +192,7 @@ class InboxServicer(inbox_pb2_grpc.InboxServiceServicer):
     async def MarkInboxMessages(
         self, request: inbox_pb2.MarkInboxMessagesRequest, context: Context
     ) -> inbox_pb2.MarkInboxMessagesResponse:
-        owner = owner_of(request.user_id)
+        owner = owner_of(request.user_id, writes=True)
         action = _MARKS.get(request.action)
         if action is None:
             raise InvalidArgument.for_field("action", "is required: READ, UNREAD, SEEN, ARCHIVED or UNARCHIVED")
@@ -221,12 +223,24 @@ class InboxServicer(inbox_pb2_grpc.InboxServiceServicer):
         cursor = _cursor(request.cursor)
         # Watching starts before the first read: a message that commits in between wakes this watcher.
         async with self._hub.watch(owner.user_id) as wake:
+            async with self._fast.connection() as connection:
+                latest = await store.last_seq(connection, owner.user_id)
             if cursor is None:
-                async with self._fast.connection() as connection:
-                    cursor = await store.last_seq(connection, owner.user_id)
+                cursor = latest
+            elif cursor > latest:
+                # Not a cursor of this inbox: its user was deleted and made again, or the cursor was made up.
+                raise InvalidArgument.for_field("cursor", "is past the end of this inbox: start again without one")
             sent_counts: store.Counts | None = None
             heartbeat_at = 0.0
+            caller = current_caller()
             while not self._hub.closing.is_set():
+                # A stream outlives the check made when it opened: its token may expire or its key be revoked.
+                authenticator = self._authenticator
+                if caller is not None and authenticator is not None and not await authenticator.still_valid(caller):
+                    raise Unauthenticated(
+                        "this stream's credentials expired or were revoked: reconnect with new ones",
+                        reason="STREAM_CREDENTIALS_ENDED",
+                    )
                 wake.clear()
                 async with self._fast.connection() as connection:
                     messages = await store.after(connection, owner.user_id, owner.project, cursor, limit=WATCH_BATCH)
@@ -240,8 +254,11 @@ class InboxServicer(inbox_pb2_grpc.InboxServiceServicer):
                     sent_counts, heartbeat_at = counts, now + self._heartbeat_s
                 if len(messages) == WATCH_BATCH:
                     continue
+                wait_s = min(self._poll_s, max(heartbeat_at - time.monotonic(), 0.0))
+                if caller is not None and caller.expires_at is not None:
+                    wait_s = min(wait_s, max(caller.expires_at - time.time(), 0.0))
                 with contextlib.suppress(TimeoutError):
-                    async with asyncio.timeout(min(self._poll_s, max(heartbeat_at - time.monotonic(), 0.0))):
+                    async with asyncio.timeout(wait_s):
                         await wake.wait()
 
 

@@ -79,6 +79,7 @@ class Principal:
     scopes: frozenset[str]
     project_id: str = DEFAULT_PROJECT
     user_id: str = ""  # set for a user token only
+    expires_at: float | None = None  # a user token's expiry (Unix seconds)
 
     def allows(self, scope: Scope) -> bool:
         """Whether this caller holds `scope`, itself or through a broader one (admin holds them all)."""
@@ -225,7 +226,25 @@ class Authenticator:
                 reason="USER_TOKEN_SCOPE",
                 metadata={"method": method},
             )
-        return Principal(stored.key_id, stored.name, frozenset(), stored.project_id, user_id=claims.user_id)
+        return Principal(
+            stored.key_id,
+            stored.name,
+            frozenset(),
+            stored.project_id,
+            user_id=claims.user_id,
+            expires_at=float(claims.expires_at),
+        )
+
+    async def still_valid(self, principal: Principal) -> bool:
+        """Whether a caller admitted earlier may go on (a stream held open): its key not revoked since (within the
+        key cache's TTL), and for a user token, not expired and its key still allowed to make tokens."""
+        stored = await self._lookup(principal.key_id)
+        if stored is None or stored.revoked:
+            return False
+        if not principal.user_id:
+            return True
+        expired = principal.expires_at is not None and principal.expires_at <= time.time()
+        return not expired and permits(stored.scopes, CREATE_USER_TOKEN)
 
     def mint_user_token(self, principal: Principal, user_id: str, expires_at: int) -> str:
         """A user token for `user_id`'s inbox in the caller's project, made by the caller's key."""

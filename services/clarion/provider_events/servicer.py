@@ -87,7 +87,13 @@ class ProviderEventServicer(provider_events_pb2_grpc.ProviderEventServiceService
                 "SendGrid's signature headers are missing (X-Twilio-Email-Event-Webhook-Signature and -Timestamp)",
                 reason="PROVIDER_SIGNATURE_MISSING",
             )
-        if not stamp.isdigit() or abs(time.time() - int(stamp)) > self._max_age_s:
+        # Read as a number only once it is a short run of ASCII digits: int() of thousands of digits, or of "²",
+        # would fail (or overflow the float subtraction) before any signature was checked.
+        if (
+            len(stamp) > 12
+            or not (stamp.isascii() and stamp.isdigit())
+            or abs(time.time() - int(stamp)) > self._max_age_s
+        ):
             raise Unauthenticated(
                 f"the webhook timestamp is more than {self._max_age_s:g} s from now: a replay, or a clock off",
                 reason="PROVIDER_SIGNATURE_EXPIRED",
@@ -107,20 +113,24 @@ class ProviderEventServicer(provider_events_pb2_grpc.ProviderEventServiceService
                 for event in fresh
                 if event.delivery_id is not None and (move := _move(event)) is not None
             ]
-            reported = await deliveries.apply_reports(connection, reports)
-            applied: list[str] = []
+            matched = [event.delivery_id for event in fresh if event.delivery_id is not None]
+            reported = await deliveries.apply_reports(connection, reports, also=matched)
+            applied = {
+                event.event_id for event in fresh if event.delivery_id in reported.moved and _move(event) is not None
+            }
+            suppress: dict[tuple[str, str], tuple[str, sendgrid.Event]] = {}
             for event in fresh:
                 project = reported.projects.get(event.delivery_id) if event.delivery_id else None
                 reason = _suppression(event)
-                changed = event.delivery_id in reported.moved and _move(event) is not None
                 if reason is not None and project is not None and event.email:
-                    await suppressions.add(
-                        connection, project, "email", event.email, reason, f"sendgrid {event.event} {event.event_id}"
-                    )
-                    changed = True
-                if changed:
-                    applied.append(event.event_id)
-            await events_store.mark_applied(connection, PROVIDER, applied)
+                    suppress.setdefault((project, event.email), (reason, event))
+            # In (project, address) order: overlapping batches lock the same rows in the same order.
+            for (project, address), (reason, event) in sorted(suppress.items()):
+                detail = f"sendgrid {event.event} {event.event_id}"
+                await suppressions.add(connection, project, "email", address, reason, detail)
+                applied.add(event.event_id)
+
+            await events_store.mark_applied(connection, PROVIDER, sorted(applied))
         unmatched = sum(
             1 for event in fresh if event.delivery_id is None or event.delivery_id not in reported.projects
         ) + (len(parsed) - len(wellformed))

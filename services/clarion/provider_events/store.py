@@ -14,6 +14,8 @@ async def record(connection: asyncpg.Connection, provider: str, events: Sequence
     """Keep the events not seen before (not applied yet); the ids of those, in the caller's transaction."""
     if not events:
         return set()
+    # In id order: two overlapping batches then take their rows' locks in the same order and cannot deadlock.
+    events = sorted(events, key=lambda e: e.event_id)
     rows = await connection.fetch(
         """
         INSERT INTO provider_events (provider, event_id, delivery_id, event, occurred_at, applied, detail)

@@ -27,18 +27,14 @@ def _row(row: asyncpg.Record) -> Suppressed:
 async def add(
     connection: asyncpg.Connection, project_id: str, channel: str, address: str, reason: str, detail: str
 ) -> Suppressed:
-    """Suppress an address; one already suppressed keeps its first entry, which is returned."""
+    """Suppress an address; one already suppressed keeps its first entry, which is returned. The no-op update makes
+    the statement return the existing row even when another transaction inserted it a moment ago (DO NOTHING would
+    return nothing, and a second SELECT in the same statement would not see that row yet)."""
     row = await connection.fetchrow(
         """
-        WITH added AS (
-            INSERT INTO suppressions (project_id, channel, address, reason, detail) VALUES ($1, $2, $3, $4, $5)
-            ON CONFLICT (project_id, channel, address) DO NOTHING
-            RETURNING channel, address, reason, detail, created_at
-        )
-        SELECT * FROM added
-        UNION ALL
-        SELECT channel, address, reason, detail, created_at FROM suppressions
-        WHERE project_id = $1 AND channel = $2 AND address = $3 AND NOT EXISTS (SELECT 1 FROM added)
+        INSERT INTO suppressions (project_id, channel, address, reason, detail) VALUES ($1, $2, $3, $4, $5)
+        ON CONFLICT (project_id, channel, address) DO UPDATE SET reason = suppressions.reason
+        RETURNING channel, address, reason, detail, created_at
         """,
         project_id,
         channel,

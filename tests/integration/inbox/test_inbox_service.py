@@ -327,3 +327,79 @@ async def test_stopping_the_service_ends_its_streams(clarion: RunningClarion) ->
     async with asyncio.timeout(10):
         assert await stream.read() == grpc.aio.EOF
     assert await stream.code() == grpc.StatusCode.OK
+
+
+async def _end_of(stream: Any) -> grpc.aio.AioRpcError:
+    """Read a stream until it fails (within 15 s); its error."""
+    async with asyncio.timeout(15):
+        while True:
+            try:
+                await stream.read()
+            except grpc.aio.AioRpcError as error:
+                return error
+
+
+async def test_a_stream_ends_when_its_token_expires_or_its_key_is_revoked(start_clarion: Any) -> None:
+    clarion: RunningClarion = await start_clarion(api_key_cache_ttl_s=0.001)
+    ada = await a_user(clarion)
+    authenticator = clarion.resources.authenticator
+    assert authenticator is not None
+    sender_key = await clarion.make_key(Scope.SEND, name="backend")
+    key_id = sender_key.split("_")[1]
+    sender = Principal(key_id, "backend", frozenset({Scope.SEND.value}))
+
+    short = authenticator.mint_user_token(sender, ada, int(time.time()) + 2)
+    async with as_user(clarion, short) as mine:
+        stream = mine.WatchInbox(inbox_pb2.WatchInboxRequest(), timeout=30)
+        await _events(stream, 1)
+        ended = await _end_of(stream)
+        assert ended.code() == grpc.StatusCode.UNAUTHENTICATED
+        assert "expired or were revoked" in str(ended.details())
+
+    token = authenticator.mint_user_token(sender, ada, int(time.time()) + 600)
+    async with as_user(clarion, token) as mine:
+        stream = mine.WatchInbox(inbox_pb2.WatchInboxRequest(), timeout=30)
+        await _events(stream, 1)
+        await revoke_key(clarion.resources.sessions, key_id)
+        await put(clarion, ada, "wakes the stream")  # the next look ends it
+        assert (await _end_of(stream)).code() == grpc.StatusCode.UNAUTHENTICATED
+
+
+async def test_a_key_that_reads_every_project_marks_only_its_own(clarion: RunningClarion) -> None:
+    ada = await a_user(clarion)
+    async with clarion.resources.fast.connection() as connection:
+        await connection.execute("INSERT INTO projects (id, name) VALUES ('p4', 'Four') ON CONFLICT DO NOTHING")
+    await put(clarion, ada, "default's")
+    key = await clarion.make_key(Scope.SEND, Scope.READ_ALL_PROJECTS, project="p4")
+    async with channel_with(clarion.address, key) as channel:
+        listed = await inbox(channel).ListInboxMessages(inbox_pb2.ListInboxMessagesRequest(user_id=ada), timeout=10)
+        assert [m.title for m in listed.messages] == ["default's"]
+        marked = await inbox(channel).MarkInboxMessages(
+            inbox_pb2.MarkInboxMessagesRequest(user_id=ada, action=inbox_pb2.MARK_ACTION_ARCHIVED, all=True),
+            timeout=10,
+        )
+    assert marked.updated_count == 0
+    async with clarion.resources.fast.connection() as connection:
+        assert (await store.counts(connection, ada, "default")).total == 1
+
+
+async def test_one_user_cannot_hold_every_stream_and_a_cursor_past_the_end_is_refused(clarion: RunningClarion) -> None:
+    ada = await a_user(clarion)
+    service = inbox(clarion.channel)
+    streams = [service.WatchInbox(inbox_pb2.WatchInboxRequest(user_id=ada), timeout=30) for _ in range(10)]
+    for stream in streams:
+        await _events(stream, 1)
+    code, status = await stream_error(service.WatchInbox(inbox_pb2.WatchInboxRequest(user_id=ada)))
+    assert code == grpc.StatusCode.RESOURCE_EXHAUSTED
+    assert "already has 10 inbox streams" in status.message
+    # Another user still gets one.
+    bob = await a_user(clarion)
+    other = service.WatchInbox(inbox_pb2.WatchInboxRequest(user_id=bob), timeout=30)
+    await _events(other, 1)
+    for stream in (*streams, other):
+        stream.cancel()
+
+    await put(clarion, bob, "one")
+    code, status = await stream_error(service.WatchInbox(inbox_pb2.WatchInboxRequest(user_id=bob, cursor="5")))
+    assert code == grpc.StatusCode.INVALID_ARGUMENT
+    assert "past the end" in violations(status)["cursor"]

@@ -222,3 +222,31 @@ async def test_without_a_key_configured_the_endpoint_refuses(
     response = await sendgrid.post(gateway.rest, [])
     assert response.status == 400
     assert response.json()["details"][0]["reason"] == "PROVIDER_EVENTS_NOT_CONFIGURED"
+
+
+async def test_a_spam_report_on_its_own_suppresses_the_address(
+    running: tuple[RunningClarion, RestClient], sendgrid: SendGrid
+) -> None:
+    clarion, rest = running
+    _, delivery = await sent_email(clarion, "later@example.com")
+    # Days later, in a batch of its own: nothing moves, the address is suppressed in the delivery's project.
+    response = await sendgrid.post(rest, [event("spamreport", delivery, "Later@Example.com")])
+    assert response.json() == {"received": 1, "duplicates": 0, "applied": 1, "unmatched": 0}
+    listed = await suppressions_pb2_grpc.SuppressionServiceStub(clarion.channel).ListSuppressions(
+        suppressions_pb2.ListSuppressionsRequest(), timeout=10
+    )
+    assert [(s.address, s.reason) for s in listed.suppressions] == [
+        ("later@example.com", suppressions_pb2.SUPPRESSION_REASON_SPAM_REPORT)
+    ]
+
+
+@pytest.mark.parametrize("stamp", ["9" * 400, "1" * 5000, "²", "-1", "17e9"])
+async def test_a_timestamp_that_is_no_time_is_refused_as_unauthenticated(
+    running: tuple[RunningClarion, RestClient], sendgrid: SendGrid, stamp: str
+) -> None:
+    _, rest = running
+    body = b"[]"
+    headers = {**sendgrid.headers(body), "x-twilio-email-event-webhook-timestamp": stamp}
+    response = await rest.with_key(None).request("POST", PATH, body=body, headers=headers)
+    assert response.status == 401, response.body
+    assert response.json()["details"][0]["reason"] == "PROVIDER_SIGNATURE_EXPIRED"

@@ -40,11 +40,14 @@ class Reported:
     moved: set[uuid.UUID]
 
 
-async def apply_reports(connection: asyncpg.Connection, reports: Sequence[Report]) -> Reported:
+async def apply_reports(
+    connection: asyncpg.Connection, reports: Sequence[Report], *, also: Sequence[uuid.UUID] = ()
+) -> Reported:
     """Apply `reports` in the order they happened, each only where the lifecycle allows it (a `delivered` after a
-    bounce, or for a delivery not yet SENT, changes nothing), and settle the notifications touched. Run inside the
-    caller's transaction."""
-    ids = sorted({report.delivery_id for report in reports})
+    bounce, or for a delivery not yet SENT, changes nothing), and settle the notifications touched. The projects
+    answered cover the reported deliveries and `also` (deliveries of events that move nothing, such as a spam
+    report, whose address is suppressed in its project). Run inside the caller's transaction."""
+    ids = sorted({report.delivery_id for report in reports} | set(also))
     if not ids:
         return Reported({}, set())
     rows = await connection.fetch(
