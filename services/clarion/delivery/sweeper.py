@@ -5,6 +5,9 @@
 - published (or due back from a retry tier) longer than `republish_after_s` ago and neither claimed nor finished:
   the message was lost on the way.
 
+It also applies again the provider events that arrived before their delivery was recorded SENT
+(clarion.provider_events.apply.apply_pending).
+
 Right after PostgreSQL was away, leases are left alone for one lease period: the workers that held outcomes through
 the outage record them first, instead of the sweeper sending their deliveries again.
 """
@@ -19,6 +22,7 @@ from dataclasses import dataclass
 from clarion.core.db import FastPath, is_database_unavailable
 from clarion.core.logging import get_logger
 from clarion.delivery.store import release_expired_leases, republish_stale
+from clarion.provider_events.apply import apply_pending
 
 log = get_logger(__name__)
 
@@ -70,6 +74,7 @@ class Sweeper:
                 republished += batch
                 if batch < self._batch_size:
                     break
+            await apply_pending(connection, limit=self._batch_size)
         if released:
             log.warning("leases_released", count=released)
         if republished:

@@ -99,10 +99,11 @@ def events(body: bytes) -> Iterator[Event | None]:
     if len(parsed) > MAX_EVENTS:
         raise ValueError(f"more than {MAX_EVENTS} events in one batch")
     for item in parsed:
-        yield _event(item)
+        yield read_event(item)
 
 
-def _event(item: Any) -> Event | None:
+def read_event(item: Any) -> Event | None:
+    """One event from its JSON (as posted, or as kept): an Event, or None when it is not a well-formed one."""
     if not isinstance(item, dict):
         return None
     event_id, kind, stamp = item.get("sg_event_id"), item.get("event"), item.get("timestamp")

@@ -15,43 +15,13 @@ from clarion.core.db import FastPath
 from clarion.core.errors import FailedPrecondition, InvalidArgument, Unauthenticated
 from clarion.core.logging import get_logger
 from clarion.core.server import ServiceRegistration, service_registration
-from clarion.delivery import store as deliveries
-from clarion.delivery.lifecycle import DeliveryStatus
 from clarion.provider_events import sendgrid
 from clarion.provider_events import store as events_store
-from clarion.suppressions import store as suppressions
+from clarion.provider_events.apply import PROVIDER, apply
 from clarion.v1 import provider_events_pb2, provider_events_pb2_grpc
 
 log = get_logger(__name__)
 Context = ServicerContext[Any, Any]
-PROVIDER = "sendgrid"
-
-# What each event does to its delivery (the status, and the reason it shows), and to the suppression list.
-# The delivery's status_reason names the event that moved it.
-_MOVES = {
-    sendgrid.DELIVERED: (DeliveryStatus.DELIVERED, sendgrid.DELIVERED),
-    sendgrid.DROPPED: (DeliveryStatus.DROPPED, sendgrid.DROPPED),
-    sendgrid.BLOCKED: (DeliveryStatus.BOUNCED, sendgrid.BLOCKED),
-}
-_SUPPRESSES = {
-    sendgrid.SPAM_REPORT: "spam_report",
-    sendgrid.UNSUBSCRIBE: "unsubscribe",
-    sendgrid.GROUP_UNSUBSCRIBE: "unsubscribe",
-}
-
-
-def _move(event: sendgrid.Event) -> tuple[DeliveryStatus, str] | None:
-    if event.event == sendgrid.BOUNCE:
-        # SendGrid reports a soft bounce (a block) as a bounce of type "blocked".
-        soft = event.bounce_type == sendgrid.BLOCKED
-        return DeliveryStatus.BOUNCED, sendgrid.BLOCKED if soft else sendgrid.BOUNCE
-    return _MOVES.get(event.event)
-
-
-def _suppression(event: sendgrid.Event) -> str | None:
-    if event.event == sendgrid.BOUNCE and event.bounce_type != sendgrid.BLOCKED:
-        return "hard_bounce"
-    return _SUPPRESSES.get(event.event)
 
 
 def _header(context: Context, name: str) -> str:
@@ -108,39 +78,21 @@ class ProviderEventServicer(provider_events_pb2_grpc.ProviderEventServiceService
         async with self._fast.connection() as connection, connection.transaction():
             fresh_ids = await events_store.record(connection, PROVIDER, wellformed)
             fresh = [event for event in wellformed if event.event_id in fresh_ids]
-            reports = [
-                deliveries.Report(event.delivery_id, *move, event.occurred_at)
-                for event in fresh
-                if event.delivery_id is not None and (move := _move(event)) is not None
-            ]
-            matched = [event.delivery_id for event in fresh if event.delivery_id is not None]
-            reported = await deliveries.apply_reports(connection, reports, also=matched)
-            applied = {
-                event.event_id for event in fresh if event.delivery_id in reported.moved and _move(event) is not None
-            }
-            suppress: dict[tuple[str, str], tuple[str, sendgrid.Event]] = {}
-            for event in fresh:
-                project = reported.projects.get(event.delivery_id) if event.delivery_id else None
-                reason = _suppression(event)
-                if reason is not None and project is not None and event.email:
-                    suppress.setdefault((project, event.email), (reason, event))
-            # In (project, address) order: overlapping batches lock the same rows in the same order.
-            for (project, address), (reason, event) in sorted(suppress.items()):
-                detail = f"sendgrid {event.event} {event.event_id}"
-                await suppressions.add(connection, project, "email", address, reason, detail)
-                applied.add(event.event_id)
-
-            await events_store.mark_applied(connection, PROVIDER, sorted(applied))
+            applied = await apply(connection, fresh)
         unmatched = sum(
-            1 for event in fresh if event.delivery_id is None or event.delivery_id not in reported.projects
+            1 for event in fresh if event.delivery_id is None or event.delivery_id not in applied.projects
         ) + (len(parsed) - len(wellformed))
         log.info(
-            "provider_events_received", provider=PROVIDER, received=len(parsed), fresh=len(fresh), applied=len(applied)
+            "provider_events_received",
+            provider=PROVIDER,
+            received=len(parsed),
+            fresh=len(fresh),
+            applied=len(applied.event_ids),
         )
         return provider_events_pb2.ReceiveProviderEventsResponse(
             received=len(parsed),
             duplicates=len(wellformed) - len(fresh),
-            applied=len(applied),
+            applied=len(applied.event_ids),
             unmatched=unmatched,
         )
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
+from typing import Any
 
 import asyncpg
 
@@ -43,3 +44,31 @@ async def mark_applied(connection: asyncpg.Connection, provider: str, event_ids:
             provider,
             list(event_ids),
         )
+
+
+async def pending(
+    connection: asyncpg.Connection,
+    provider: str,
+    events: Sequence[str],
+    *,
+    settle_s: float,
+    within_s: float,
+    limit: int,
+) -> list[dict[str, Any]]:
+    """The events (as posted) of the kinds `events`, kept but not applied, received between `within_s` and
+    `settle_s` seconds ago, oldest first."""
+    rows = await connection.fetch(
+        """
+        SELECT detail FROM provider_events
+        WHERE NOT applied AND delivery_id IS NOT NULL AND provider = $1 AND event = ANY($2::varchar[])
+          AND received_at < now() - make_interval(secs => $3) AND received_at > now() - make_interval(secs => $4)
+        ORDER BY received_at
+        LIMIT $5
+        """,
+        provider,
+        list(events),
+        settle_s,
+        within_s,
+        limit,
+    )
+    return [json.loads(row["detail"]) if isinstance(row["detail"], str) else dict(row["detail"]) for row in rows]

@@ -16,6 +16,7 @@ import pytest
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 
+from clarion.provider_events.apply import apply_pending
 from clarion.v1 import (
     common_pb2,
     notifications_pb2,
@@ -250,3 +251,30 @@ async def test_a_timestamp_that_is_no_time_is_refused_as_unauthenticated(
     response = await rest.with_key(None).request("POST", PATH, body=body, headers=headers)
     assert response.status == 401, response.body
     assert response.json()["details"][0]["reason"] == "PROVIDER_SIGNATURE_EXPIRED"
+
+
+async def test_an_event_that_comes_before_its_delivery_is_sent_is_applied_later(
+    running: tuple[RunningClarion, RestClient], sendgrid: SendGrid
+) -> None:
+    clarion, rest = running
+    user = await clarion.users.CreateUser(
+        users_pb2.CreateUserRequest(user={"email_address": "early@example.com"}), timeout=10
+    )
+    sent = await clarion.notifications.SendNotification(
+        notifications_pb2.SendNotificationRequest(user_id=user.user_id, template_key="mail"), timeout=10
+    )
+    [delivery] = sent.notification.deliveries
+    # SendGrid reports `delivered` while the worker has not recorded SENT yet: kept, not applied.
+    response = await sendgrid.post(rest, [event("delivered", delivery.delivery_id, "early@example.com")])
+    assert response.json() == {"received": 1, "duplicates": 0, "applied": 0, "unmatched": 0}
+    async with clarion.resources.fast.connection() as connection:
+        await connection.execute(
+            "UPDATE deliveries SET status = 'sent', sent_at = now(), provider = 'sendgrid' WHERE id = $1",
+            uuid.UUID(delivery.delivery_id),
+        )
+        # The sweeper looks again at events a few seconds old: make this one so.
+        await connection.execute("UPDATE provider_events SET received_at = now() - interval '10 seconds'")
+        assert await apply_pending(connection) == 1
+        assert await apply_pending(connection) == 0  # applied once
+    [view] = (await get(clarion, sent.notification.notification_id)).deliveries
+    assert (view.status, view.status_reason) == (D.DELIVERY_STATUS_DELIVERED, "delivered")

@@ -33,6 +33,16 @@ def upgrade() -> None:
         sa.PrimaryKeyConstraint("provider", "event_id", name="pk_provider_events"),
     )
     op.create_index("ix_provider_events_delivery", "provider_events", ["delivery_id", "occurred_at"])
+    # The events kept but not applied because their delivery was not SENT yet (the worker had not committed): the
+    # sweeper applies them again for a while (clarion.provider_events.apply.apply_pending).
+    op.create_index(
+        "ix_provider_events_pending",
+        "provider_events",
+        ["received_at"],
+        postgresql_where=sa.text(
+            "NOT applied AND delivery_id IS NOT NULL AND event IN ('delivered', 'bounce', 'blocked', 'dropped')"
+        ),
+    )
 
 
 def downgrade() -> None:
