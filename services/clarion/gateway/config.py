@@ -16,6 +16,7 @@ from typing import Any
 
 import jinja2
 
+from clarion.contracts import services
 from clarion.core.errors import ERROR_DOMAIN
 from clarion.gateway.descriptors import (
     HEALTH_SERVICE,
@@ -27,15 +28,6 @@ from clarion.gateway.descriptors import (
 from clarion.gateway.errors import GatewayError
 from clarion.gateway.openapi import OPENAPI_PATH, render_openapi
 from clarion.keys.tokens import KEY_PREFIX, SERVICE_KEY_ID_PREFIX
-from clarion.v1 import (
-    access_pb2,
-    inbox_pb2,
-    notifications_pb2,
-    provider_events_pb2,
-    suppressions_pb2,
-    templates_pb2,
-    users_pb2,
-)
 
 # Found in a source checkout or an editable install; a wheel must ship them next to this module.
 _ROOT = Path(__file__).resolve().parents[3]
@@ -246,16 +238,7 @@ _NOT_AT_THE_EDGE = ("Watch",)
 # timeout, to its upstream's watch cluster.
 STREAMING_METHODS = tuple(
     f"{service.full_name}/{method.name}"
-    for module in (
-        access_pb2,
-        inbox_pb2,
-        notifications_pb2,
-        provider_events_pb2,
-        suppressions_pb2,
-        templates_pb2,
-        users_pb2,
-    )
-    for service in module.DESCRIPTOR.services_by_name.values()
+    for service in services()
     for method in service.methods
     if method.server_streaming
 )

@@ -15,6 +15,7 @@ from pathlib import Path, PurePosixPath
 
 from google.protobuf import descriptor_pb2
 
+from clarion.contracts import full_name
 from clarion.gateway.config import ConsoleFiles, GatewayConfig, Upstream, console_source, render_envoy_config
 from clarion.gateway.descriptors import (
     HEALTH_SERVICE,
@@ -25,15 +26,6 @@ from clarion.gateway.descriptors import (
     service_names,
 )
 from clarion.gateway.openapi import render_openapi
-from clarion.v1 import (
-    access_pb2,
-    inbox_pb2,
-    notifications_pb2,
-    provider_events_pb2,
-    suppressions_pb2,
-    templates_pb2,
-    users_pb2,
-)
 
 CONFIG_FILE = "envoy.yaml"
 DESCRIPTOR_FILE = "gateway.binpb"
@@ -62,15 +54,13 @@ UPSTREAMS = (
         GRPC_PORT,
         # AccessService is served by every server process (clarion.app.served): the first Deployment will do.
         (
-            users_pb2.DESCRIPTOR.services_by_name["UserService"].full_name,
-            access_pb2.DESCRIPTOR.services_by_name["AccessService"].full_name,
+            full_name("UserService"),
+            full_name("AccessService"),
             HEALTH_SERVICE,
             *REFLECTION_SERVICES,
         ),
     ),
-    Upstream(
-        "templates", "templates", GRPC_PORT, (templates_pb2.DESCRIPTOR.services_by_name["TemplateService"].full_name,)
-    ),
+    Upstream("templates", "templates", GRPC_PORT, (full_name("TemplateService"),)),
     Upstream(
         "notifications",
         "notifications",
@@ -78,10 +68,10 @@ UPSTREAMS = (
         # The notifications Deployment serves InboxService, SuppressionService and ProviderEventService beside
         # NotificationService (clarion.app.SERVED_WITH).
         (
-            notifications_pb2.DESCRIPTOR.services_by_name["NotificationService"].full_name,
-            inbox_pb2.DESCRIPTOR.services_by_name["InboxService"].full_name,
-            suppressions_pb2.DESCRIPTOR.services_by_name["SuppressionService"].full_name,
-            provider_events_pb2.DESCRIPTOR.services_by_name["ProviderEventService"].full_name,
+            full_name("NotificationService"),
+            full_name("InboxService"),
+            full_name("SuppressionService"),
+            full_name("ProviderEventService"),
         ),
     ),
 )

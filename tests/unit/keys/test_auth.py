@@ -16,6 +16,7 @@ import pytest
 import structlog
 from pydantic import SecretStr
 
+from clarion import contracts
 from clarion.core.config import SettingsError, load_settings
 from clarion.core.errors import PermissionDenied, ResourceExhausted, Unauthenticated
 from clarion.core.logging import configure_logging, get_logger
@@ -39,35 +40,14 @@ from clarion.keys.tokens import (
     parse_key,
     require_pepper,
 )
-from clarion.v1 import (
-    access_pb2,
-    inbox_pb2,
-    notifications_pb2,
-    provider_events_pb2,
-    suppressions_pb2,
-    templates_pb2,
-    users_pb2,
-)
 
 PEPPER = SecretStr("unit-test-pepper-0123456789abcdef-0123456789")
 
 
 def contract_methods() -> dict[str, str]:
-    """Every RPC of the contracts, as `/package.Service/Method` → service name."""
-    methods = {}
-    for module in (
-        users_pb2,
-        templates_pb2,
-        notifications_pb2,
-        access_pb2,
-        inbox_pb2,
-        suppressions_pb2,
-        provider_events_pb2,
-    ):
-        for service in module.DESCRIPTOR.services_by_name.values():
-            for method in service.methods:
-                methods[f"/{service.full_name}/{method.name}"] = service.full_name
-    return methods
+    """Every RPC of the contracts, as `/package.Service/Method` → service name (the list is checked against
+    protos/ in tests/unit/test_contracts_modules.py)."""
+    return contracts.methods()
 
 
 def test_every_rpc_of_the_contracts_has_an_explicit_scope() -> None:
