@@ -118,7 +118,7 @@ SERVICES: dict[str, Callable[[Resources], ServiceRegistration]] = {
         fast=r.fast, clients=r.clients, idempotency_ttl_s=r.settings.idempotency_ttl_s
     ),
     "inbox": lambda r: inbox.registration(
-        fast=r.fast, authenticator=r.authenticator, max_watchers=r.settings.inbox_max_watchers
+        fast=r.fast, authenticator=r.authenticator, users=r.clients, max_watchers=r.settings.inbox_max_watchers
     ),
     "suppressions": lambda r: suppressions.registration(fast=r.fast),
     "provider_events": lambda r: provider_events.registration(fast=r.fast, settings=r.settings),

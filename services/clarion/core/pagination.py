@@ -26,13 +26,15 @@ MAX_PAGE_SIZE = 1000
 MAX_TOKEN_CHARS = 1024
 
 
-def page_size(requested: int, *, field: str = "page_size") -> int:
+def page_size(
+    requested: int, *, field: str = "page_size", default: int = DEFAULT_PAGE_SIZE, maximum: int = MAX_PAGE_SIZE
+) -> int:
     """The page size to use: 0 means the default; above the maximum is coerced down (AIP-158); negative is an error."""
     if requested < 0:
         raise InvalidArgument.for_field(field, "must not be negative")
     if requested == 0:
-        return DEFAULT_PAGE_SIZE
-    return min(requested, MAX_PAGE_SIZE)
+        return default
+    return min(requested, maximum)
 
 
 def _fingerprint(filters: Mapping[str, Any]) -> str:

@@ -20,12 +20,13 @@ from typing import Any
 from grpc.aio import ServicerContext
 
 from clarion.core.db import FastPath
-from clarion.core.errors import FailedPrecondition, InvalidArgument, NotFound, PermissionDenied, Unauthenticated
-from clarion.core.pagination import decode_keyset, encode_page_token, position_int
+from clarion.core.errors import FailedPrecondition, InvalidArgument, PermissionDenied, Unauthenticated
+from clarion.core.pagination import decode_keyset, encode_page_token, page_size, position_int
 from clarion.core.server import ServiceRegistration, service_registration
 from clarion.inbox import store
 from clarion.inbox.hub import InboxHub
 from clarion.keys.auth import Authenticator, caller_project, current_caller
+from clarion.notifications.clients import ServiceClients
 from clarion.v1 import inbox_pb2, inbox_pb2_grpc
 
 Context = ServicerContext[Any, Any]
@@ -125,12 +126,15 @@ class InboxServicer(inbox_pb2_grpc.InboxServiceServicer):
         fast: FastPath,
         hub: InboxHub,
         authenticator: Authenticator | None,
+        users: ServiceClients,
         poll_s: float = 30.0,
         heartbeat_s: float = 25.0,
     ) -> None:
         self._fast = fast
         self._hub = hub
         self._authenticator = authenticator
+        # UserService, through the one client NotificationService uses (in process or over gRPC).
+        self._users = users
         self._poll_s = poll_s
         # Below the edge's stream idle timeout (60 s): a quiet inbox's stream is not cut.
         self._heartbeat_s = heartbeat_s
@@ -148,10 +152,7 @@ class InboxServicer(inbox_pb2_grpc.InboxServiceServicer):
             ttl_s = request.ttl.seconds
             if not MIN_TOKEN_TTL_S <= ttl_s <= MAX_TOKEN_TTL_S or request.ttl.nanos:
                 raise InvalidArgument.for_field("ttl", "must be whole seconds from 60s (1 minute) to 86400s (24 hours)")
-        async with self._fast.connection() as connection:
-            exists = await store.user_exists(connection, owner.user_id)
-        if not exists:
-            raise NotFound(f"user {owner.user_id!r} not found", reason="USER_NOT_FOUND")
+        await self._users.get_user(owner.user_id)  # NOT_FOUND for a user that does not exist
         expires_at = int(time.time()) + ttl_s
         token = self._authenticator.mint_user_token(principal, owner.user_id, expires_at)
         answer = inbox_pb2.UserToken(token=token, user_id=owner.user_id)
@@ -162,9 +163,7 @@ class InboxServicer(inbox_pb2_grpc.InboxServiceServicer):
         self, request: inbox_pb2.ListInboxMessagesRequest, context: Context
     ) -> inbox_pb2.ListInboxMessagesResponse:
         owner = owner_of(request.user_id)
-        if request.page_size < 0:
-            raise InvalidArgument.for_field("page_size", "must not be negative")
-        size = min(request.page_size or DEFAULT_PAGE_SIZE, MAX_PAGE_SIZE)
+        size = page_size(request.page_size, default=DEFAULT_PAGE_SIZE, maximum=MAX_PAGE_SIZE)
         if request.read_filter not in _READ_FILTERS:
             raise InvalidArgument.for_field("read_filter", "is not a ReadFilter value")
         filters = {"user": owner.user_id, "read": request.read_filter, "archived": request.archived}
@@ -262,11 +261,13 @@ class InboxServicer(inbox_pb2_grpc.InboxServiceServicer):
                         await wake.wait()
 
 
-def registration(*, fast: FastPath, authenticator: Authenticator | None, max_watchers: int) -> ServiceRegistration:
+def registration(
+    *, fast: FastPath, authenticator: Authenticator | None, users: ServiceClients, max_watchers: int
+) -> ServiceRegistration:
     """How to add InboxService to a server; its `stop` ends every WatchInbox stream (clients resume elsewhere)."""
     hub = InboxHub(fast.dsn, max_watchers=max_watchers)
     registration = service_registration(
-        InboxServicer(fast=fast, hub=hub, authenticator=authenticator),
+        InboxServicer(fast=fast, hub=hub, authenticator=authenticator, users=users),
         inbox_pb2_grpc.add_InboxServiceServicer_to_server,
         inbox_pb2.DESCRIPTOR.services_by_name["InboxService"],
     )

@@ -246,8 +246,3 @@ async def mark(
         if changed:
             await connection.execute("SELECT pg_notify($1, $2)", CHANGES, user_id)
     return changed
-
-
-async def user_exists(connection: asyncpg.Connection, user_id: str) -> bool:
-    """Whether the user exists (a token for a user that does not is refused)."""
-    return bool(await connection.fetchval("SELECT EXISTS (SELECT 1 FROM users WHERE id = $1)", user_id))

@@ -65,6 +65,11 @@ class InboxProvider:
         """Nothing of its own to release: the pool is the worker's."""
 
 
+def _data(payload: dict[str, Any]) -> dict[str, str]:
+    """The payload's data as strings (it is stored as JSON, and every reader wants a map of strings)."""
+    return {str(key): str(value) for key, value in (payload.get("data") or {}).items()}
+
+
 class InAppChannel(Channel):
     name = "in_app"
     proto = common_pb2.CHANNEL_IN_APP
@@ -89,7 +94,7 @@ class InAppChannel(Channel):
             title=str(payload["title"]),
             body=str(payload.get("body", "")),
             action_url=str(payload.get("action_url", "")),
-            data={str(key): str(value) for key, value in (payload.get("data") or {}).items()},
+            data=_data(payload),
         )
 
     def fill_task(self, task: delivery_task_pb2.DeliveryTask, payload: dict[str, Any]) -> None:
@@ -98,7 +103,7 @@ class InAppChannel(Channel):
                 title=str(payload.get("title", "")),
                 body=str(payload.get("body", "")),
                 action_url=str(payload.get("action_url", "")),
-                data={str(key): str(value) for key, value in (payload.get("data") or {}).items()},
+                data=_data(payload),
             )
         )
 
@@ -116,7 +121,7 @@ class InAppChannel(Channel):
             title=str(payload.get("title", "")),
             body=str(payload.get("body", "")),
             action_url=str(payload.get("action_url", "")),
-            data={str(key): str(value) for key, value in (payload.get("data") or {}).items()},
+            data=_data(payload),
         )
         attempt, message_id, error = await sending.call(provider.name, provider.send(claimed, content))
         return Sent([attempt], error, message_id)
